@@ -1,0 +1,1 @@
+"""Universal Behavioral Profiles: from raw e-commerce event logs to one vector per client."""

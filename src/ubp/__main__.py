@@ -1,0 +1,42 @@
+"""One command line for every stage: `python -m ubp <command> [args]`."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from ubp.io import UbpError
+
+# command -> module whose main(argv) runs it
+COMMANDS = {
+    "generate": "ubp.data.synthetic",
+    "ingest": "ubp.data.ingest",
+    "split": "ubp.data.split",
+    "targets": "ubp.data.targets",
+    "embed": "ubp.embed",
+    "evaluate": "ubp.evaluate.run",
+    "report": "ubp.report",
+    "submit": "ubp.submission",
+    "validate": "ubp.submission",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m ubp {{{','.join(COMMANDS)}}} [args]", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    command, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[command])
+    try:
+        if command in ("submit", "validate"):
+            return module.main([command, *rest]) or 0
+        return module.main(rest) or 0
+    except UbpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

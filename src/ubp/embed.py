@@ -1,0 +1,94 @@
+"""The `embed@<profile>` stage: run one embedding method, write `embeddings/<profile>/`.
+
+Output layout (the submission format of SPEC §7): `client_ids.npy` (int64), `embeddings.npy`
+(float16, rows aligned), `meta.json`. A method that cannot run on this data writes only
+`SKIPPED.txt` with the reason, so the graph still runs end to end on a user's real data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from ubp import schema
+from ubp.io import UbpError, atomic_dir, load_json, load_npy
+from ubp.models import get_method
+from ubp.models.base import EmbedContext, ProfileUnavailable
+from ubp.params import load_params, model_config
+
+log = logging.getLogger("ubp.embed")
+MAX_DIM = 2048
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def local_context(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
+                  synthetic_dir: Path = schema.SYNTHETIC_DIR, features_dir: Path = schema.FEATURES_DIR) -> EmbedContext:
+    """Profiles for local evaluation: input events only, as of the train-target start."""
+    split = load_json(split_dir / schema.SPLIT_FILE)
+    return EmbedContext(
+        client_ids=load_npy(canonical_dir / schema.RELEVANT_CLIENTS_FILE).astype(np.int64),
+        events_dir=split_dir / "input",
+        properties_path=canonical_dir / f"{schema.PROPERTIES}.parquet",
+        cutoff=datetime.strptime(split["train_target_start"], schema.TIMESTAMP_FORMAT),
+        synthetic_dir=synthetic_dir,
+        features_path=features_dir / "features.parquet",
+        seed=int(cfg.get("seed", 0)),
+        device=str(cfg.get("device", "cpu")),
+    )
+
+
+def compute(name: str, cfg: dict, ctx: EmbedContext) -> np.ndarray:
+    """Run the profile's method and check what it returns; float16, ready to save."""
+    method = get_method(str(cfg.get("method", name)))
+    matrix = np.asarray(method.embed(ctx, cfg))
+    if matrix.ndim != 2 or matrix.shape[0] != len(ctx.client_ids):
+        raise UbpError(f"profile '{name}': method returned shape {matrix.shape}, expected ({len(ctx.client_ids)}, d)")
+    if matrix.shape[1] > MAX_DIM:
+        raise UbpError(f"profile '{name}': {matrix.shape[1]} dimensions, the limit is {MAX_DIM}")
+    if not np.isfinite(matrix).all():
+        raise UbpError(f"profile '{name}': the embedding has NaN or inf values")
+    if np.abs(matrix).max(initial=0.0) > FLOAT16_MAX:
+        raise UbpError(f"profile '{name}': values beyond float16's range ({FLOAT16_MAX:g}); scale them in the method")
+    return matrix.astype(np.float16)
+
+
+def write_profile(out_dir: Path, client_ids: np.ndarray, embeddings: np.ndarray, meta: dict) -> None:
+    with atomic_dir(out_dir) as tmp:
+        np.save(tmp / "client_ids.npy", np.asarray(client_ids, dtype=np.int64))
+        np.save(tmp / "embeddings.npy", embeddings)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def write_skipped(out_dir: Path, reason: str) -> None:
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "SKIPPED.txt").write_text(reason + "\n")
+
+
+def run(name: str, params: dict, out_root: Path = schema.EMBEDDINGS_DIR) -> None:
+    cfg = model_config(params, name)
+    ctx = local_context(cfg)
+    start = time.time()
+    log.info("profile %s: method %s, %d clients, cutoff %s", name, cfg.get("method", name), len(ctx.client_ids), ctx.cutoff)
+    try:
+        matrix = compute(name, cfg, ctx)
+    except ProfileUnavailable as exc:
+        log.warning("profile %s skipped: %s", name, exc)
+        write_skipped(out_root / name, str(exc))
+        return
+    seconds = round(time.time() - start, 2)
+    write_profile(out_root / name, ctx.client_ids, matrix,
+                  {"profile": name, "method": cfg.get("method", name), "dim": int(matrix.shape[1]), "seconds": seconds})
+    log.info("profile %s: %d x %d in %.1f s", name, matrix.shape[0], matrix.shape[1], seconds)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ubp embed", description=__doc__.splitlines()[0])
+    parser.add_argument("profile", help="a key of params.yaml's models")
+    args = parser.parse_args(argv)
+    run(args.profile, load_params())
+    return 0

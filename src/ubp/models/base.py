@@ -1,0 +1,30 @@
+"""What every embedding method receives, and the one way a method says it cannot run here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from ubp import schema
+
+
+class ProfileUnavailable(Exception):
+    """The method cannot run on this data (e.g. the oracle on real data); the stage records why."""
+
+
+@dataclass(frozen=True)
+class EmbedContext:
+    client_ids: np.ndarray  # int64, the clients to embed; rows of the result follow this order
+    events_dir: Path  # <event>.parquet for the five event types (split input, or all events)
+    properties_path: Path  # canonical product_properties.parquet
+    cutoff: datetime  # profiles describe clients as of this instant (events are all before it)
+    synthetic_dir: Path = schema.SYNTHETIC_DIR
+    # Precomputed per-client tables for exactly these events and cutoff (None: methods compute them).
+    features_path: Path | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+    def events(self, event_type: str) -> Path:
+        return self.events_dir / f"{event_type}.parquet"

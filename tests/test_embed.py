@@ -1,0 +1,67 @@
+"""The embed stage's checks on what a method returns, and its atomic, skippable outputs."""
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ubp import embed as embed_stage
+from ubp.io import UbpError
+from ubp.models.base import EmbedContext, ProfileUnavailable
+
+CTX = EmbedContext(
+    client_ids=np.array([5, 3, 9], dtype=np.int64),
+    events_dir=Path("unused"),
+    properties_path=Path("unused"),
+    cutoff=datetime(2022, 1, 1),
+)
+
+
+class FakeMethod:
+    def __init__(self, matrix):
+        self.matrix = matrix
+
+    def embed(self, ctx, cfg):
+        if isinstance(self.matrix, Exception):
+            raise self.matrix
+        return self.matrix
+
+
+@pytest.mark.parametrize(
+    "matrix, message",
+    [
+        (np.zeros((2, 4)), "shape (2, 4), expected (3, d)"),
+        (np.zeros(3), "shape (3,)"),
+        (np.zeros((3, 2049)), "2049 dimensions, the limit is 2048"),
+        (np.array([[0.0, np.nan]] * 3), "NaN or inf"),
+        (np.full((3, 2), 1e6), "beyond float16's range"),
+    ],
+)
+def test_compute_rejects_bad_method_output(monkeypatch, matrix, message):
+    monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(matrix))
+    with pytest.raises(UbpError) as err:
+        embed_stage.compute("p", {}, CTX)
+    assert message in str(err.value)
+
+
+def test_compute_returns_float16(monkeypatch):
+    monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(np.ones((3, 2))))
+    out = embed_stage.compute("p", {}, CTX)
+    assert out.dtype == np.float16 and out.shape == (3, 2)
+
+
+def test_write_profile_replaces_whole_directory(tmp_path):
+    out = tmp_path / "embeddings" / "p"
+    embed_stage.write_skipped(out, "not here")
+    assert (out / "SKIPPED.txt").read_text() == "not here\n"
+    embed_stage.write_profile(out, CTX.client_ids, np.ones((3, 2), np.float16), {"profile": "p"})
+    assert sorted(p.name for p in out.iterdir()) == ["client_ids.npy", "embeddings.npy", "meta.json"]
+    assert np.load(out / "client_ids.npy").tolist() == [5, 3, 9]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_unavailable_profile_is_skipped_not_failed(monkeypatch, tmp_path):
+    monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(ProfileUnavailable("synthetic only")))
+    monkeypatch.setattr(embed_stage, "local_context", lambda cfg: CTX)
+    embed_stage.run("oracle", {"models": {"oracle": {}}}, out_root=tmp_path)
+    assert (tmp_path / "oracle" / "SKIPPED.txt").read_text().strip() == "synthetic only"

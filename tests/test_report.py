@@ -1,0 +1,37 @@
+"""Leaderboard: Borda count by hand, the Markdown table and the chart."""
+import json
+
+from ubp import schema
+from ubp.report import borda, run
+
+
+def scores_of(values):
+    return dict(zip(schema.TASKS, values))
+
+
+def test_borda_by_hand():
+    scores = {
+        "a": scores_of([0.9, 0.9, 0.9, 0.9, 0.9, 0.5]),
+        "b": scores_of([0.8, 0.8, 0.8, 0.8, 0.8, 0.9]),
+        "c": scores_of([0.7, 0.7, 0.7, 0.7, 0.7, 0.9]),
+    }
+    # a: 2 points on five tasks, last on price (0) -> 10. b: 1 x5 + tie-first on price (2) -> 7. c: 0 x5 + 2 -> 2.
+    assert borda(scores) == {"a": 10, "b": 7, "c": 2}
+
+
+def test_report_writes_table_chart_and_json(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    for name, value in [("random", 0.5), ("oracle", 0.8)]:
+        tasks = {t: {"score": value} for t in schema.TASKS}
+        (metrics / f"{name}.json").write_text(json.dumps({"profile": name, "tasks": tasks}))
+    (metrics / "skipme.json").write_text(json.dumps({"profile": "skipme", "skipped": "no oracle here"}))
+    params = {"models": {"random": {}, "oracle": {}, "skipme": {}}, "eval": {"profile": "default"}}
+    run(params, metrics, tmp_path / "reports")
+    table = (tmp_path / "reports" / "leaderboard.md").read_text()
+    assert "| oracle | **0.8000** |" in table and "| 4.8000 | 6 |" in table
+    assert table.index("| oracle") < table.index("| random")
+    assert "Skipped `skipme`: no oracle here" in table
+    assert (tmp_path / "reports" / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
+    rows = json.loads((tmp_path / "reports" / "leaderboard.json").read_text())
+    assert {r["profile"]: r["borda"] for r in rows} == {"random": 0, "oracle": 6}
