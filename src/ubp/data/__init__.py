@@ -1,0 +1,1 @@
+"""Data stages: synthetic generator, ingest/validation, split and targets."""

@@ -1,0 +1,294 @@
+"""Ingest stage: validate a raw data directory (SPEC §2) and write its canonical, typed copy.
+
+Canonical form: the same file names; `client_id`/`sku`/`url`/`category`/`price` int64, `timestamp`
+a TIMESTAMP (no time zone), `query`/`name` a list of 16 uint8; `input/relevant_clients.npy` int64;
+`target/*.npy` copied byte for byte. Every check runs as one DuckDB aggregate per file, so the
+156M-row `page_visit` is scanned, never loaded into memory; rows keep their order.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from ubp import schema as S
+from ubp.io import UbpError, atomic_dir, load_npy
+from ubp.params import load_params, section
+
+log = logging.getLogger("ubp.ingest")
+
+INT, TIMESTAMP_KIND, VECTOR = "int", "timestamp", "vector"
+FILE_COLUMNS = {
+    **{event: ((S.CLIENT_ID, INT), (S.TIMESTAMP, TIMESTAMP_KIND), (S.SKU, INT)) for event in S.PRODUCT_EVENTS},
+    S.PAGE_VISIT: ((S.CLIENT_ID, INT), (S.TIMESTAMP, TIMESTAMP_KIND), (S.URL, INT)),
+    S.SEARCH_QUERY: ((S.CLIENT_ID, INT), (S.TIMESTAMP, TIMESTAMP_KIND), (S.QUERY, VECTOR)),
+    S.PROPERTIES: ((S.SKU, INT), (S.CATEGORY, INT), (S.PRICE, INT), (S.NAME, VECTOR)),
+}
+CANONICAL_TYPES = {INT: "int64", TIMESTAMP_KIND: "TIMESTAMP", VECTOR: f"UTINYINT[{S.VECTOR_DIM}]"}
+
+INT_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+             "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
+FLOAT_TYPES = {"FLOAT", "DOUBLE"}
+NAIVE_TIMESTAMP_TYPES = {"TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S"}
+SQL_TIMESTAMP_FORMAT = S.TIMESTAMP_FORMAT  # DuckDB's strptime uses the same codes
+DIGITS = r"[0-9]+"
+VECTOR_TEXT = r"\s*\[[\s0-9,]*\]\s*"  # brackets around digits, separated by whitespace (or commas)
+VECTOR_PROBLEM = f"not a vector of {S.VECTOR_DIM} integers in 0..255"
+PARQUET_OPTIONS = "(FORMAT parquet, COMPRESSION zstd)"
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that keeps row order and stays quiet in logs."""
+    con = duckdb.connect()
+    con.execute("SET preserve_insertion_order = true")
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def sql_literal(value) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def quote(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def scan(path: Path, row_numbers: bool = False) -> str:
+    """A FROM-clause reading one parquet file; `file_row_number` is the 0-based row in the file."""
+    return f"read_parquet({sql_literal(path)}{', file_row_number=true' if row_numbers else ''})"
+
+
+def column_types(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise UbpError(f"{path}: file not found")
+    try:
+        rows = con.execute(f"DESCRIBE SELECT * FROM {scan(path)}").fetchall()
+    except duckdb.Error as exc:
+        raise UbpError(f"{path}: not a readable parquet file ({exc})") from None
+    return {name: str(typ) for name, typ, *_ in rows}
+
+
+def column_plan(path: Path, column: str, kind: str, typ: str) -> tuple[list[tuple[str, str]], str]:
+    """(checks, canonical expression) for one column of source type `typ`.
+
+    Each check is (problem, SQL condition that is true on a bad row); the canonical expression is
+    only evaluated once every check has passed, so it may use plain CASTs."""
+    checks, expression = value_plan(path, column, kind, typ)
+    q = quote(column)
+    return [("NULL value", f"{q} IS NULL")] + [(p, f"{q} IS NOT NULL AND ({c})") for p, c in checks], expression
+
+
+def value_plan(path: Path, column: str, kind: str, typ: str) -> tuple[list[tuple[str, str]], str]:
+    q = quote(column)
+    checks = []
+    wrong = UbpError(f"{path}: column '{column}' has dtype {typ}, expected {CANONICAL_TYPES[kind]}"
+                     + (" or a 'YYYY-MM-DD HH:MM:SS' string" if kind == TIMESTAMP_KIND else "")
+                     + (" or a string like '[12 250 3 ...]'" if kind == VECTOR else ""))
+    if kind == INT:
+        if typ in FLOAT_TYPES or typ.startswith("DECIMAL"):
+            as_double = f"CAST({q} AS DOUBLE)"
+            checks += [("NaN", f"isnan({as_double})"), ("infinite value", f"isinf({as_double})"),
+                       ("not a whole number", f"{as_double} <> round({as_double})")]
+        elif typ not in INT_TYPES:
+            raise wrong
+        checks.append(("value outside the int64 range", f"TRY_CAST({q} AS BIGINT) IS NULL"))
+        if column == S.PRICE:
+            checks.append((f"price bucket outside 0..{S.N_PRICE_BUCKETS - 1}",
+                           f"TRY_CAST({q} AS DOUBLE) NOT BETWEEN 0 AND {S.N_PRICE_BUCKETS - 1}"))
+        return checks, f"CAST({q} AS BIGINT)"
+    if kind == TIMESTAMP_KIND:
+        if typ == "VARCHAR":
+            fmt = sql_literal(SQL_TIMESTAMP_FORMAT)
+            checks.append(("unparseable timestamp (expected 'YYYY-MM-DD HH:MM:SS')",
+                           f"try_strptime({q}, {fmt}) IS NULL"))
+            return checks, f"strptime({q}, {fmt})"
+        if typ not in NAIVE_TIMESTAMP_TYPES:
+            raise wrong  # including TIMESTAMP WITH TIME ZONE: local times are expected, no guessing
+        checks.append(("infinite timestamp", f"isinf(CAST({q} AS TIMESTAMP))"))
+        return checks, f"CAST({q} AS TIMESTAMP)"
+    # VECTOR
+    if typ == "VARCHAR":
+        numbers = f"regexp_extract_all({q}, {sql_literal(DIGITS)})"
+        checks += [
+            (f"{VECTOR_PROBLEM} (unexpected characters)", f"NOT regexp_full_match({q}, {sql_literal(VECTOR_TEXT)})"),
+            (f"{VECTOR_PROBLEM} (wrong count)", f"len({numbers}) <> {S.VECTOR_DIM}"),
+            (f"{VECTOR_PROBLEM} (value > 255)",
+             f"len(list_filter({numbers}, lambda x: coalesce(TRY_CAST(x AS BIGINT) > 255, true))) > 0"),
+        ]
+        return checks, (f"CAST(list_transform({numbers}, lambda x: CAST(x AS UTINYINT))"
+                        f" AS UTINYINT[{S.VECTOR_DIM}])")
+    element = typ.rsplit("[", 1)[0] if typ.endswith("]") else None
+    if element not in INT_TYPES:
+        raise wrong
+    as_list = f"CAST({q} AS {element}[])"
+    checks += [
+        (f"{VECTOR_PROBLEM} (wrong count)", f"len({as_list}) <> {S.VECTOR_DIM}"),
+        (f"{VECTOR_PROBLEM} (NULL element)", f"list_count({as_list}) <> len({as_list})"),
+        (f"{VECTOR_PROBLEM} (value outside 0..255)", f"list_min({as_list}) < 0 OR list_max({as_list}) > 255"),
+    ]
+    return checks, f"CAST({as_list} AS UTINYINT[{S.VECTOR_DIM}])"
+
+
+def value_at(con: duckdb.DuckDBPyConnection, path: Path, column: str, row: int) -> str:
+    try:
+        value = con.execute(f"SELECT CAST({quote(column)} AS VARCHAR) FROM {scan(path, True)} "
+                            f"WHERE file_row_number = ?", [int(row)]).fetchone()[0]
+    except duckdb.Error:
+        return "?"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def first_bad_row(con, path: Path, checks: list[tuple[str, str, str]]) -> tuple[int, str, str] | None:
+    """(row, column, problem) of the earliest row failing any check (ties: check order), or None."""
+    if not checks:
+        return None
+    firsts = ", ".join(f"min(file_row_number) FILTER (WHERE {cond})" for _, _, cond in checks)
+    try:
+        rows = con.execute(f"SELECT {firsts} FROM {scan(path, True)}").fetchone()
+    except duckdb.Error as exc:
+        raise UbpError(f"{path}: could not be validated ({exc})") from None
+    hits = [(row, i) for i, row in enumerate(rows) if row is not None]
+    if not hits:
+        return None
+    row, i = min(hits)
+    return row, checks[i][0], checks[i][1]
+
+
+def raise_bad_row(con, path: Path, row: int, column: str, problem: str, shown: Path | None = None) -> None:
+    value = value_at(con, path, column, row)
+    shown_value = "" if value == "None" else f" (value {value})"
+    raise UbpError(f"{shown or path}: column '{column}', row {row} (0-based): {problem}{shown_value}")
+
+
+def ingest_table(con, raw_dir: Path, out_dir: Path, name: str) -> int:
+    """Validate raw_dir/<name>.parquet and write out_dir/<name>.parquet; returns its row count."""
+    path, out = raw_dir / f"{name}.parquet", out_dir / f"{name}.parquet"
+    types = column_types(con, path)
+    columns = FILE_COLUMNS[name]
+    for column, _ in columns:
+        if column not in types:
+            raise UbpError(f"{path}: missing column '{column}' (found: {', '.join(types) or 'none'})")
+    extra = [c for c in types if c not in dict(columns)]
+    if extra:
+        log.warning("%s: ignoring extra columns %s", path, ", ".join(extra))
+    checks, select = [], []
+    for column, kind in columns:
+        column_checks, expression = column_plan(path, column, kind, types[column])
+        checks += [(column, problem, cond) for problem, cond in column_checks]
+        select.append(f"{expression} AS {quote(column)}")
+    bad = first_bad_row(con, path, checks)
+    if bad:
+        raise_bad_row(con, path, *bad)
+    try:
+        con.execute(f"COPY (SELECT {', '.join(select)} FROM {scan(path)}) TO {sql_literal(out)} {PARQUET_OPTIONS}")
+    except duckdb.Error as exc:  # every value was checked above; this is a bug or a full disk
+        raise UbpError(f"{path}: could not be converted ({exc})") from None
+    return con.execute(f"SELECT count(*) FROM {scan(out)}").fetchone()[0]
+
+
+def check_unique_skus(con, raw_dir: Path, out_dir: Path) -> None:
+    out = out_dir / f"{S.PROPERTIES}.parquet"
+    row = con.execute(
+        f"SELECT min(file_row_number) FROM (SELECT file_row_number, row_number() OVER "
+        f"(PARTITION BY {S.SKU} ORDER BY file_row_number) AS k FROM {scan(out, True)}) WHERE k > 1").fetchone()[0]
+    if row is not None:
+        raise_bad_row(con, out, row, S.SKU, "duplicate sku (each sku must appear once)",
+                      shown=raw_dir / out.name)
+
+
+def check_known_skus(con, raw_dir: Path, out_dir: Path, event: str) -> None:
+    out, props = out_dir / f"{event}.parquet", out_dir / f"{S.PROPERTIES}.parquet"
+    row = con.execute(
+        f"SELECT min(e.file_row_number) FROM {scan(out, True)} e "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {scan(props)} p WHERE p.{S.SKU} = e.{S.SKU})").fetchone()[0]
+    if row is not None:
+        raise_bad_row(con, out, row, S.SKU, f"sku not found in {S.PROPERTIES}.parquet",
+                      shown=raw_dir / out.name)
+
+
+def check_id_array(path: Path, array: np.ndarray, what: str) -> np.ndarray:
+    """A 1-D integer array as int64, or a UbpError naming the file."""
+    if array.ndim != 1:
+        raise UbpError(f"{path}: {what} must be a 1-D array, got shape {array.shape}")
+    if array.dtype.kind not in "iu":
+        raise UbpError(f"{path}: {what} must hold integers (int64), got dtype {array.dtype}")
+    if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+        raise UbpError(f"{path}: {what} has a value above the int64 range")
+    return array.astype(np.int64)
+
+
+def ingest_relevant_clients(raw_dir: Path, out_dir: Path) -> int:
+    path = raw_dir / S.RELEVANT_CLIENTS_FILE
+    clients = check_id_array(path, load_npy(path), "relevant clients")
+    if clients.size == 0:
+        raise UbpError(f"{path}: no relevant clients")
+    _, first = np.unique(clients, return_index=True)
+    if first.size != clients.size:
+        position = int(np.setdiff1d(np.arange(clients.size), first)[0])
+        raise UbpError(f"{path}: duplicate client id {clients[position]} at position {position} (0-based)")
+    out = out_dir / S.RELEVANT_CLIENTS_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, clients, allow_pickle=False)
+    return clients.size
+
+
+def copy_target_files(raw_dir: Path, out_dir: Path) -> list[str]:
+    """Copy raw_dir/target/*.npy unchanged after checking each is a 1-D integer array and that
+    every propensity label file comes with an aligned popularity file."""
+    target = raw_dir / "target"
+    files = sorted(target.glob("*.npy")) if target.is_dir() else []
+    lengths = {f.name: check_id_array(f, load_npy(f), "a target file").size for f in files}
+    for task in S.PROPENSITY_TASKS:
+        labels, popularity = S.label_file(task), S.popularity_file(task)
+        if (labels in lengths) != (popularity in lengths):
+            have, missing = (labels, popularity) if labels in lengths else (popularity, labels)
+            raise UbpError(f"{target / have}: found without its companion {target / missing}")
+        if labels in lengths and lengths[labels] != lengths[popularity]:
+            raise UbpError(f"{target / popularity}: {lengths[popularity]} values, but {labels} has {lengths[labels]}")
+    if files:
+        (out_dir / "target").mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copyfile(f, out_dir / "target" / f.name)
+    return [f.name for f in files]
+
+
+def ingest(raw_dir: Path, out_dir: Path = S.CANONICAL_DIR) -> None:
+    """Validate raw_dir (SPEC §2 layout) and write its canonical form to out_dir, atomically."""
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    if not raw_dir.is_dir():
+        raise UbpError(f"{raw_dir}: data directory not found")
+    con = connect()
+    try:
+        with atomic_dir(out_dir) as tmp:
+            counts = {S.PROPERTIES: ingest_table(con, raw_dir, tmp, S.PROPERTIES)}
+            check_unique_skus(con, raw_dir, tmp)
+            for event in S.EVENT_TYPES:
+                counts[event] = ingest_table(con, raw_dir, tmp, event)
+                if event in S.PRODUCT_EVENTS:
+                    check_known_skus(con, raw_dir, tmp, event)
+            if counts[S.PRODUCT_BUY] == 0:
+                raise UbpError(f"{raw_dir / S.PRODUCT_BUY}.parquet: no rows (the split needs purchases)")
+            n_relevant = ingest_relevant_clients(raw_dir, tmp)
+            targets = copy_target_files(raw_dir, tmp)
+    finally:
+        con.close()
+    for name, n in counts.items():
+        log.info("%s: %d rows", name, n)
+    log.info("relevant clients: %d", n_relevant)
+    log.info("target files copied: %s", ", ".join(targets) or "none")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ubp ingest", description=__doc__.splitlines()[0])
+    parser.add_argument("--raw-dir", type=Path, help="override params.yaml data.raw_dir")
+    parser.add_argument("--out-dir", type=Path, default=S.CANONICAL_DIR)
+    args = parser.parse_args(argv)
+    raw_dir = args.raw_dir or Path(section(load_params(), "data", "raw_dir"))
+    log.info("ingesting %s -> %s", raw_dir, args.out_dir)
+    ingest(raw_dir, args.out_dir)
+    return 0
