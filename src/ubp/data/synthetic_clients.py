@@ -1,0 +1,268 @@
+"""Latent client model of the synthetic shop: traits, the choice samplers, and the oracle state.
+
+A client has topic preferences that drift (a mixture of two Dirichlet draws whose weight grows
+over time), a few favourite categories and staple SKUs it returns to, a price level and width,
+a taste for new SKUs, a heavy-tailed session rate, a lifetime after which activity decays,
+and funnel rates (views per session, share of product pages, searches, cart adds, conversion).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ubp.data.synthetic_catalog import (
+    CLIENT_ID_HIGH,
+    Catalog,
+    sample_in_groups,
+    topic_category_matrix,
+    unique_ids,
+)
+
+N_FAVOURITES = 4  # favourite categories per client
+N_STAPLES = 4  # SKUs a client re-buys
+N_CANDIDATES = 3  # SKUs drawn from a category's popularity, then chosen by the client's taste
+NEW_SKU_DAYS = 30  # a SKU counts as "new" for novelty seekers this long after launch
+HYPE_DAYS = 45.0  # a new SKU's extra popularity decays with this time constant
+STAPLE_BUY_P = 0.7  # a re-buy converts at least this often (buyers only)
+
+
+@dataclass
+class Clients:
+    ids: np.ndarray  # (N,) int64; the first n_relevant are the relevant clients
+    n_relevant: int
+    theta0_cum: np.ndarray  # (N*K,) row-offset cumulative topic weights at day 0
+    theta1_cum: np.ndarray  # (N*K,) same for the topic weights the client drifts towards
+    theta0: np.ndarray
+    theta1: np.ndarray
+    drift_rate: np.ndarray  # per day: drift weight w(t) = 1 - exp(-drift_rate * t)
+    fav_cat: np.ndarray  # (N, F) category indices
+    fav_w: np.ndarray  # (N, F)
+    fav_cum: np.ndarray  # (N*F,)
+    loyalty: np.ndarray  # share of (non-exploring) sessions that go to a favourite category
+    explore: np.ndarray  # share of sessions that follow shop-wide popularity, not the client's taste
+    staples: np.ndarray  # (N, S) SKU indices
+    staple_share: np.ndarray  # share of sessions that re-buy a staple
+    price_level: np.ndarray  # preferred price quantile
+    price_width: np.ndarray
+    novelty: np.ndarray  # log-weight bonus for recently launched SKUs
+    buyer: np.ndarray  # bool: ever converts
+    rate: np.ndarray  # sessions per day while active
+    arrival: np.ndarray  # day of first possible activity
+    lifetime: np.ndarray  # mean days from arrival to churn
+    churn_at: np.ndarray  # day activity starts to decay
+    decay_days: np.ndarray  # time constant of that decay
+    depth: np.ndarray  # mean page views per session
+    product_share: np.ndarray  # share of page views that are product pages
+    search_rate: np.ndarray  # searches per session
+    add_p: np.ndarray  # P(add to cart | product view)
+    buy_p: np.ndarray  # P(buy | added)
+    remove_p: np.ndarray  # P(remove | added, not bought)
+    hour_shift: np.ndarray  # hours added to the shop-wide daily cycle
+
+
+def row_cumsum(weights: np.ndarray) -> np.ndarray:
+    """Flattened per-row cumulative weights offset by the row index (see pick_in_rows)."""
+    cum = np.cumsum(weights, axis=1)
+    cum = cum / cum[:, -1:]
+    return (cum + np.arange(len(weights))[:, None]).ravel()
+
+
+def pick_in_rows(cum: np.ndarray, rows: np.ndarray, u: np.ndarray, width: int) -> np.ndarray:
+    """Column drawn from each given row's weights, all rows in one searchsorted call."""
+    idx = np.searchsorted(cum, rows + u, side="right") - rows * width
+    return np.clip(idx, 0, width - 1)
+
+
+def _by_group(relevant: np.ndarray, rel_value, other_value):
+    return np.where(relevant, rel_value, other_value)
+
+
+def build_clients(rng: np.random.Generator, cfg: dict, cat: Catalog) -> Clients:
+    n_rel, n = cfg["n_relevant"], cfg["n_relevant"] + cfg["n_other"]
+    days, k = cfg["days"], len(cat.topic_weight)
+    rel = np.arange(n) < n_rel
+
+    alpha = cfg["topic_concentration"] * cat.topic_weight
+    theta0 = 0.98 * rng.dirichlet(alpha, n) + 0.02 * cat.topic_weight
+    theta1 = 0.4 * theta0 + 0.6 * (0.98 * rng.dirichlet(alpha, n) + 0.02 * cat.topic_weight)
+    theta0_cum = row_cumsum(theta0)
+
+    rows = np.repeat(np.arange(n), N_FAVOURITES)
+    fav_topic = pick_in_rows(theta0_cum, rows, rng.random(len(rows)), k)
+    fav_cat = sample_in_groups(cat.topic_cat_cum, fav_topic, rng.random(len(rows)), cat.topic_start)
+    fav_w = rng.dirichlet(np.full(N_FAVOURITES, 0.8), n)
+
+    buyer = rng.random(n) < _by_group(rel, 0.9, 0.5)
+    arrival = _by_group(rel, np.where(rng.random(n) < 0.9, 0.0, rng.uniform(0, days, n)), rng.uniform(0, days - 1, n))
+    lifetime = rng.lognormal(np.log(_by_group(rel, 300.0, 8.0)), _by_group(rel, 0.8, 1.0))
+    clients = Clients(
+        ids=unique_ids(rng, n, CLIENT_ID_HIGH),
+        n_relevant=n_rel,
+        theta0_cum=theta0_cum,
+        theta1_cum=row_cumsum(theta1),
+        theta0=theta0,
+        theta1=theta1,
+        drift_rate=rng.lognormal(np.log(1 / 250), 0.8, n),
+        fav_cat=fav_cat.reshape(n, N_FAVOURITES),
+        fav_w=fav_w,
+        fav_cum=row_cumsum(fav_w),
+        loyalty=rng.beta(2.0, 3.0, n),
+        explore=rng.beta(2.0, 6.0, n),
+        staples=np.zeros((n, N_STAPLES), dtype=np.int64),
+        staple_share=np.where(buyer, rng.beta(1.2, 6.0, n), 0.0),
+        price_level=rng.beta(2.0, 2.0, n),
+        price_width=rng.uniform(0.12, 0.35, n),
+        novelty=rng.normal(0.0, 1.0, n),
+        buyer=buyer,
+        rate=rng.lognormal(np.log(_by_group(rel, cfg["relevant_rate"], cfg["other_rate"])), 1.0),
+        arrival=arrival,
+        lifetime=lifetime,
+        churn_at=arrival + rng.exponential(lifetime),
+        decay_days=rng.lognormal(np.log(7.0), 1.0, n),
+        depth=rng.lognormal(np.log(_by_group(rel, 5.0, 2.0)), 0.4),
+        product_share=rng.beta(5.0, 4.0, n),
+        search_rate=rng.gamma(1.0, _by_group(rel, 0.9, 0.4)),
+        add_p=np.where(buyer, rng.beta(2.0, _by_group(rel, 9.0, 5.0)), rng.beta(1.0, 40.0, n)),
+        buy_p=np.where(buyer, rng.beta(2.5, 5.0, n), 0.0),
+        remove_p=rng.beta(6.0, 2.5, n),
+        hour_shift=rng.normal(0.0, 2.5, n),
+    )
+    rows = np.repeat(np.arange(n), N_STAPLES)
+    staple_cat = clients.fav_cat[rows, np.arange(len(rows)) % N_FAVOURITES]
+    clients.staples = sample_skus(rng, clients, cat, rows, staple_cat, np.zeros(len(rows))).reshape(n, N_STAPLES)
+    return clients
+
+
+def drift_weight(cl: Clients, client: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return 1.0 - np.exp(-cl.drift_rate[client] * t)
+
+
+def alive(cl: Clients, client: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Activity multiplier at day t: 0 before arrival, 1 until churn, then exponential decay."""
+    after = np.maximum(t - cl.churn_at[client], 0.0)
+    return np.where(t < cl.arrival[client], 0.0, np.exp(-after / cl.decay_days[client]))
+
+
+def sample_categories(rng: np.random.Generator, cl: Clients, cat: Catalog, client: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """A category per (client, day): shop-wide popularity with P = explore; else a favourite with
+    P = loyalty, else topic (drifted) -> category."""
+    n, k = len(client), len(cat.topic_weight)
+    fav = pick_in_rows(cl.fav_cum, client, rng.random(n), N_FAVOURITES)
+    drifted = rng.random(n) < drift_weight(cl, client, t)
+    topic = np.where(
+        drifted,
+        pick_in_rows(cl.theta1_cum, client, rng.random(n), k),
+        pick_in_rows(cl.theta0_cum, client, rng.random(n), k),
+    )
+    by_topic = sample_in_groups(cat.topic_cat_cum, topic, rng.random(n), cat.topic_start)
+    own = np.where(rng.random(n) < cl.loyalty[client], cl.fav_cat[client, fav], by_topic)
+    shop_wide = np.searchsorted(cat.cat_global_cum, rng.random(n), side="right")
+    return np.where(rng.random(n) < cl.explore[client], np.minimum(shop_wide, len(cat.cat_topic) - 1), own)
+
+
+def _taste(cl: Clients, cat: Catalog, client: np.ndarray, sku: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Log-weight of a SKU for a client at day t beyond its popularity: price fit, novelty, hype decay."""
+    price = -((cat.sku_price_q[sku] - cl.price_level[client]) ** 2) / (2 * cl.price_width[client] ** 2)
+    age = t - cat.sku_launch[sku]
+    new = cat.sku_launch[sku] > 0
+    fresh = new & (age >= 0) & (age < NEW_SKU_DAYS)
+    return price + np.where(fresh, cl.novelty[client], 0.0) - np.where(new, np.maximum(age, 0.0) / HYPE_DAYS, 0.0)
+
+
+def sample_skus(
+    rng: np.random.Generator, cl: Clients, cat: Catalog, client: np.ndarray, category: np.ndarray, t: np.ndarray
+) -> np.ndarray:
+    """A SKU of `category` per row: candidates by popularity, the client's taste picks (Gumbel-max).
+
+    SKUs not launched by day t are excluded; if no candidate is on sale, the category's anchor."""
+    n, m = len(client), N_CANDIDATES
+    cand = sample_in_groups(cat.cat_cum, np.repeat(category, m), rng.random(n * m), cat.cat_start).reshape(n, m)
+    cc, tt = client[:, None], t[:, None]
+    score = _taste(cl, cat, cc, cand, tt) + rng.gumbel(size=(n, m))
+    score = np.where(cat.sku_launch[cand] <= tt, score, -np.inf)
+    best = cand[np.arange(n), np.argmax(score, axis=1)]
+    return np.where(np.isfinite(score.max(axis=1)), best, cat.cat_anchor[category])
+
+
+# --- oracle -------------------------------------------------------------------------------------
+def expected_buys_per_session(cl: Clients, idx: np.ndarray) -> np.ndarray:
+    views = cl.depth[idx] * cl.product_share[idx]
+    staple = cl.staple_share[idx] * np.minimum(0.9, 3.5 * cl.add_p[idx]) * np.maximum(cl.buy_p[idx], STAPLE_BUY_P * cl.buyer[idx])
+    return views * cl.add_p[idx] * cl.buy_p[idx] + staple
+
+
+def oracle_state(
+    cl: Clients, cat: Catalog, t_split: float, cat_cols: np.ndarray, sku_cols: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """Each relevant client's latent parameters in effect at day t_split (no sampled future event).
+
+    Columns: drifted topic weights; P(category) of a session for `cat_cols`; P(SKU) of a product
+    choice for `sku_cols` (staples + category x price/novelty taste); and scalar traits/rates."""
+    idx = np.arange(cl.n_relevant)
+    t = np.full(len(idx), float(t_split))
+    w = drift_weight(cl, idx, t)[:, None]
+    theta = (1 - w) * cl.theta0[idx] + w * cl.theta1[idx]
+    n_cat = len(cat.cat_topic)
+    fav = np.zeros((len(idx), n_cat))
+    np.add.at(fav, (np.repeat(idx, N_FAVOURITES), cl.fav_cat[idx].ravel()), cl.fav_w[idx].ravel())
+    loyal = cl.loyalty[idx][:, None]
+    explore = cl.explore[idx][:, None]
+    shop_wide = np.diff(cat.cat_global_cum, prepend=0.0)[None, :]
+    cat_pref = explore * shop_wide + (1 - explore) * (loyal * fav + (1 - loyal) * theta @ topic_category_matrix(cat))
+
+    rho = cl.staple_share[idx][:, None]
+    staple_sku = np.zeros((len(idx), len(sku_cols)))
+    for j, s in enumerate(sku_cols):
+        staple_sku[:, j] = (cl.staples[idx] == s).sum(1) / N_STAPLES
+    staple_cat = np.zeros((len(idx), n_cat))
+    np.add.at(staple_cat, (np.repeat(idx, N_STAPLES), cat.sku_cat[cl.staples[idx]].ravel()), 1.0 / N_STAPLES)
+
+    # P(sku | category, client): popularity x taste over the category's SKUs on sale at t_split,
+    # scoring SKUs launched later as if on sale (a trait towards their attributes, not an event).
+    sku_share = np.zeros((len(idx), len(sku_cols)))
+    for c in np.unique(cat.sku_cat[sku_cols]):
+        members = np.arange(cat.cat_start[c], cat.cat_start[c + 1])
+        on_sale = members[cat.sku_launch[members] <= t_split]
+        z = (cat.sku_weight[on_sale] * np.exp(_taste(cl, cat, idx[:, None], on_sale[None, :], t[:, None]))).sum(1)
+        for j in np.flatnonzero(cat.sku_cat[sku_cols] == c):
+            s = sku_cols[j]
+            t_eff = np.maximum(t, cat.sku_launch[s])[:, None]
+            w_s = cat.sku_weight[s] * np.exp(_taste(cl, cat, idx[:, None], np.array([[s]]), t_eff))[:, 0]
+            sku_share[:, j] = w_s / (z + w_s * (cat.sku_launch[s] > t_split))
+    sku_aff = rho * staple_sku + (1 - rho) * cat_pref[:, cat.sku_cat[sku_cols]] * sku_share
+    cat_aff = rho * staple_cat + (1 - rho) * cat_pref
+
+    rate_now = cl.rate[idx] * alive(cl, idx, t)
+    scalars = {
+        "price_level": cl.price_level[idx],
+        "price_width": cl.price_width[idx],
+        "novelty": cl.novelty[idx],
+        "loyalty": cl.loyalty[idx],
+        "explore": cl.explore[idx],
+        "staple_share": cl.staple_share[idx],
+        "drift_weight": w[:, 0],
+        "buyer": cl.buyer[idx].astype(float),
+        "log_rate_base": np.log(cl.rate[idx]),
+        "log_rate_now": np.log(rate_now + 1e-4),
+        "log_buys_14d": np.log(14 * rate_now * expected_buys_per_session(cl, idx) + 1e-4),
+        "alive_factor": alive(cl, idx, t),
+        "arrived": (cl.arrival[idx] <= t_split).astype(float),
+        "churned": (cl.churn_at[idx] <= t_split).astype(float),
+        "churn_hazard": 1.0 / cl.lifetime[idx],
+        "log_decay_days": np.log(cl.decay_days[idx]),
+        "depth": cl.depth[idx],
+        "product_share": cl.product_share[idx],
+        "search_rate": cl.search_rate[idx],
+        "add_p": cl.add_p[idx],
+        "buy_p": cl.buy_p[idx],
+        "remove_p": cl.remove_p[idx],
+    }
+    columns = (
+        [f"topic_{j}" for j in range(theta.shape[1])]
+        + [f"category_{cat.cat_id[c]}" for c in cat_cols]
+        + [f"sku_{cat.sku_id[s]}" for s in sku_cols]
+        + list(scalars)
+    )
+    state = np.column_stack([theta, cat_aff[:, cat_cols], sku_aff, *scalars.values()])
+    return state.astype(np.float32), columns

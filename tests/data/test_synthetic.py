@@ -1,0 +1,161 @@
+"""The synthetic generator: determinism, the exact raw layout, realistic proportions, the oracle."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ubp import schema as S
+from ubp.data.synthetic import TINY, generate, main
+from ubp.io import UbpError
+
+VECTOR = re.compile(r"^\[\s*(\d{1,3}\s+){15}\d{1,3}\s*\]$")
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synthetic") / "raw"
+    generate(out, TINY)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tables(raw) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(raw / f"{name}.parquet") for name in (*S.EVENT_TYPES, S.PROPERTIES)}
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def split_start(buys: pd.DataFrame) -> pd.Timestamp:
+    end = pd.to_datetime(buys[S.TIMESTAMP], format=S.TIMESTAMP_FORMAT).max()
+    return (end - pd.Timedelta(days=27)).normalize()
+
+
+def test_same_seed_same_bytes_other_seed_differs(raw, tmp_path):
+    generate(tmp_path / "again", TINY)
+    assert digests(tmp_path / "again") == digests(raw)
+    generate(tmp_path / "other", {**TINY, "seed": TINY.get("seed", 0) + 1})
+    other = digests(tmp_path / "other")
+    assert other.keys() == digests(raw).keys()
+    assert other[f"{S.PRODUCT_BUY}.parquet"] != digests(raw)[f"{S.PRODUCT_BUY}.parquet"]
+
+
+def test_exact_raw_layout(raw):
+    expected = {
+        **{name: [(S.CLIENT_ID, pa.int64()), (S.TIMESTAMP, pa.string()), (S.EVENT_VALUE_COLUMN[name], pa.int64())]
+           for name in (*S.PRODUCT_EVENTS, S.PAGE_VISIT)},
+        S.SEARCH_QUERY: [(S.CLIENT_ID, pa.int64()), (S.TIMESTAMP, pa.string()), (S.QUERY, pa.string())],
+        S.PROPERTIES: [(S.SKU, pa.int64()), (S.CATEGORY, pa.int64()), (S.PRICE, pa.int64()), (S.NAME, pa.string())],
+    }
+    for name, fields in expected.items():
+        schema = pq.read_schema(raw / f"{name}.parquet")
+        assert [(f.name, f.type) for f in schema] == fields, name
+    relevant = np.load(raw / S.RELEVANT_CLIENTS_FILE)
+    assert relevant.dtype == np.int64 and relevant.ndim == 1 and len(relevant) == TINY["n_relevant"]
+
+
+def test_timestamps_and_vector_strings_parse(tables):
+    for name in S.EVENT_TYPES:
+        ts = pd.to_datetime(tables[name][S.TIMESTAMP], format=S.TIMESTAMP_FORMAT)  # raises on a bad one
+        assert (ts.dt.second % 5 == 0).mean() > 0.9, name
+        assert not ts.is_monotonic_increasing, f"{name}: rows should be in random order"
+    for strings in (tables[S.SEARCH_QUERY][S.QUERY], tables[S.PROPERTIES][S.NAME]):
+        assert strings.map(lambda s: bool(VECTOR.match(s))).all()
+        codes = np.array([[int(x) for x in re.findall(r"\d+", s)] for s in strings])
+        assert codes.shape[1] == S.VECTOR_DIM and codes.min() >= 0 and codes.max() <= 255
+        assert strings.str.contains("\n").any() and strings.str.contains(r"^\[\d", regex=True).any()
+        assert strings.str.contains(r"^\[  \d", regex=True).any()
+
+
+def test_catalogue_covers_events_and_prices_are_uniform(tables):
+    props = tables[S.PROPERTIES]
+    assert props[S.SKU].is_unique
+    used = pd.concat([tables[n][S.SKU] for n in S.PRODUCT_EVENTS]).unique()
+    assert np.isin(used, props[S.SKU]).all()
+    assert len(used) < len(props), "some SKUs should never occur"
+    counts = props[S.PRICE].value_counts()
+    assert props[S.PRICE].between(0, S.N_PRICE_BUCKETS - 1).all() and len(counts) == S.N_PRICE_BUCKETS
+    assert counts.min() >= 0.8 * counts.max()
+    assert props[S.CATEGORY].nunique() == TINY["n_categories"]
+
+
+def test_ids_are_large_and_sparse(raw, tables):
+    relevant = np.load(raw / S.RELEVANT_CLIENTS_FILE)
+    clients = pd.concat([tables[n][S.CLIENT_ID] for n in S.EVENT_TYPES]).unique()
+    assert len(np.unique(relevant)) == len(relevant)
+    assert clients.max() < 3e7 and clients.max() > 10 * len(clients)
+    assert np.isin(relevant, clients).mean() > 0.9
+
+
+def test_proportions_like_the_real_data(raw, tables):
+    n = {name: len(tables[name]) for name in S.EVENT_TYPES}
+    assert n[S.PAGE_VISIT] > 5 * n[S.SEARCH_QUERY]
+    assert n[S.SEARCH_QUERY] > n[S.ADD_TO_CART] > n[S.REMOVE_FROM_CART]
+    assert n[S.ADD_TO_CART] > 1.5 * n[S.PRODUCT_BUY]
+    assert 0.5 < n[S.REMOVE_FROM_CART] / n[S.PRODUCT_BUY] < 2
+    per_client = pd.concat([tables[name][S.CLIENT_ID] for name in S.EVENT_TYPES]).value_counts()
+    relevant = np.load(raw / S.RELEVANT_CLIENTS_FILE)
+    is_rel = per_client.index.isin(relevant)
+    assert per_client[is_rel].median() > 5 * per_client[~is_rel].median()
+    assert per_client.quantile(0.99) > 10 * per_client.median(), "events per client should be heavy-tailed"
+
+
+def test_past_buyers_mostly_skip_a_window_and_new_skus_sell(tables):
+    buys = tables[S.PRODUCT_BUY].assign(ts=lambda d: pd.to_datetime(d[S.TIMESTAMP], format=S.TIMESTAMP_FORMAT))
+    start = split_start(buys)
+    past = set(buys.loc[buys.ts < start, S.CLIENT_ID])
+    window = set(buys.loc[(buys.ts >= start) & (buys.ts < start + pd.Timedelta(days=14)), S.CLIENT_ID])
+    assert 0.6 < 1 - len(past & window) / len(past) < 0.97
+    seen = set()
+    for name in S.PRODUCT_EVENTS:
+        ev = tables[name]
+        seen |= set(ev.loc[pd.to_datetime(ev[S.TIMESTAMP], format=S.TIMESTAMP_FORMAT) < start, S.SKU])
+    new = buys.loc[(buys.ts >= start) & ~buys[S.SKU].isin(seen), S.SKU]
+    assert new.nunique() >= 30 and len(new) >= 60
+
+
+def test_oracle_matches_relevant_clients_and_predicts_purchases(raw, tables):
+    ids = np.load(raw / S.ORACLE_SUBDIR / "client_ids.npy")
+    state = np.load(raw / S.ORACLE_SUBDIR / "state.npy")
+    columns = json.loads((raw / S.ORACLE_SUBDIR / "columns.json").read_text())
+    assert ids.dtype == np.int64 and state.dtype == np.float32
+    assert np.array_equal(np.sort(ids), np.sort(np.load(raw / S.RELEVANT_CLIENTS_FILE)))
+    assert state.shape == (len(ids), len(columns)) and len(set(columns)) == len(columns) and len(columns) <= 2048
+    assert np.isfinite(state).all()
+    # Future purchases depend on the state: the expected-buys column ranks target-window buyers.
+    buys = tables[S.PRODUCT_BUY].assign(ts=lambda d: pd.to_datetime(d[S.TIMESTAMP], format=S.TIMESTAMP_FORMAT))
+    future = buys[buys.ts >= split_start(buys)][S.CLIENT_ID].value_counts()
+    bought = np.isin(ids, future.index)
+    score = state[:, columns.index("log_buys_14d")]
+    assert 0.1 < bought.mean() < 0.6
+    assert score[bought].mean() > score[~bought].mean() + 0.5
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+    with pytest.raises(UbpError, match="n_relevnat"):
+        generate(tmp_path / "x", {"n_relevnat": 10})
+
+
+def test_main_dir_source_writes_only_a_marker(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("data:\n  source: dir\n  raw_dir: /my/data\n")
+    assert main([]) == 0
+    assert [p.name for p in (tmp_path / S.SYNTHETIC_DIR).iterdir()] == ["SKIPPED.txt"]
+    assert "/my/data" in (tmp_path / S.SYNTHETIC_DIR / "SKIPPED.txt").read_text()
+
+
+def test_main_synthetic_source_generates(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(f"data:\n  source: synthetic\n  synthetic: {json.dumps(TINY)}\n")
+    assert main([]) == 0
+    assert (tmp_path / S.SYNTHETIC_DIR / S.RELEVANT_CLIENTS_FILE).exists()
+    assert (tmp_path / S.SYNTHETIC_DIR / S.ORACLE_SUBDIR / "state.npy").exists()
