@@ -63,5 +63,15 @@ def test_write_profile_replaces_whole_directory(tmp_path):
 def test_unavailable_profile_is_skipped_not_failed(monkeypatch, tmp_path):
     monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(ProfileUnavailable("synthetic only")))
     monkeypatch.setattr(embed_stage, "local_context", lambda cfg: CTX)
-    embed_stage.run("oracle", {"models": {"oracle": {}}}, out_root=tmp_path)
+    params = {"embedding": {}, "models": {"oracle": {"method": "oracle", "inherits": "embedding"}}}
+    embed_stage.run("oracle", params, out_root=tmp_path)
     assert (tmp_path / "oracle" / "SKIPPED.txt").read_text().strip() == "synthetic only"
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    from ubp.io import save_json
+
+    save_json(tmp_path / "m.json", {"a": 1})
+    embed_stage.write_skipped(tmp_path / "p", "x")
+    assert (tmp_path / "m.json").stat().st_mode & 0o044 == 0o044  # group/other can read
+    assert (tmp_path / "p").stat().st_mode & 0o055 == 0o055

@@ -12,6 +12,13 @@ from typing import Iterator
 import numpy as np
 
 
+def _default_mode(directory: bool) -> int:
+    """The mode a plain open()/mkdir() would give (mkstemp/mkdtemp make private 0600/0700 files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 class UbpError(Exception):
     """A problem with the user's input or configuration, stated plainly (file, column, row, problem)."""
 
@@ -26,6 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(directory=False))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -40,6 +48,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(directory=True))
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             if old.exists():
