@@ -13,6 +13,7 @@ COMMANDS = {
     "ingest": "ubp.data.ingest",
     "split": "ubp.data.split",
     "targets": "ubp.data.targets",
+    "features": "ubp.features.build",
     "embed": "ubp.embed",
     "evaluate": "ubp.evaluate.run",
     "report": "ubp.report",
