@@ -75,3 +75,19 @@ def test_outputs_get_ordinary_permissions(tmp_path):
     embed_stage.write_skipped(tmp_path / "p", "x")
     assert (tmp_path / "m.json").stat().st_mode & 0o044 == 0o044  # group/other can read
     assert (tmp_path / "p").stat().st_mode & 0o055 == 0o055
+
+
+def test_training_curve_and_info_are_saved(monkeypatch, tmp_path):
+    class Curved:
+        def embed(self, ctx, cfg):
+            ctx.info["curve"] = [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.25}]
+            ctx.info["best_epoch"] = 2
+            return np.ones((3, 2))
+
+    ctx = EmbedContext(CTX.client_ids, CTX.events_dir, CTX.properties_path, CTX.cutoff)
+    monkeypatch.setattr(embed_stage, "get_method", lambda name: Curved())
+    monkeypatch.setattr(embed_stage, "local_context", lambda cfg: ctx)
+    params = {"model": {}, "models": {"nn": {"method": "nn", "inherits": "model"}}}
+    embed_stage.run("nn", params, out_root=tmp_path)
+    assert (tmp_path / "nn" / "training_curve.csv").read_text() == "epoch,train_loss\n1,0.5\n2,0.25\n"
+    assert '"best_epoch": 2' in (tmp_path / "nn" / "meta.json").read_text()

@@ -57,11 +57,16 @@ def compute(name: str, cfg: dict, ctx: EmbedContext) -> np.ndarray:
     return matrix.astype(np.float16)
 
 
-def write_profile(out_dir: Path, client_ids: np.ndarray, embeddings: np.ndarray, meta: dict) -> None:
+def write_profile(out_dir: Path, client_ids: np.ndarray, embeddings: np.ndarray, meta: dict,
+                  curve: list[dict] | None = None) -> None:
     with atomic_dir(out_dir) as tmp:
         np.save(tmp / "client_ids.npy", np.asarray(client_ids, dtype=np.int64))
         np.save(tmp / "embeddings.npy", embeddings)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if curve:
+            columns = list(curve[0])
+            rows = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in curve]
+            (tmp / "training_curve.csv").write_text("\n".join(rows) + "\n")
 
 
 def write_skipped(out_dir: Path, reason: str) -> None:
@@ -81,8 +86,10 @@ def run(name: str, params: dict, out_root: Path = schema.EMBEDDINGS_DIR) -> None
         write_skipped(out_root / name, str(exc))
         return
     seconds = round(time.time() - start, 2)
-    write_profile(out_root / name, ctx.client_ids, matrix,
-                  {"profile": name, "method": cfg.get("method", name), "dim": int(matrix.shape[1]), "seconds": seconds})
+    info = dict(ctx.info)
+    curve = info.pop("curve", None)
+    meta = {"profile": name, "method": cfg.get("method", name), "dim": int(matrix.shape[1]), "seconds": seconds, **info}
+    write_profile(out_root / name, ctx.client_ids, matrix, meta, curve)
     log.info("profile %s: %d x %d in %.1f s", name, matrix.shape[0], matrix.shape[1], seconds)
 
 

@@ -1,7 +1,7 @@
 """What every embedding method receives, and the one way a method says it cannot run here."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +25,9 @@ class EmbedContext:
     features_path: Path | None = None
     seed: int = 0
     device: str = "cpu"
+    # Filled by the method for the record: "curve" (a list of per-epoch dicts, saved as
+    # training_curve.csv beside the embedding) and any scalar facts worth keeping in meta.json.
+    info: dict = field(default_factory=dict)
 
     def events(self, event_type: str) -> Path:
         return self.events_dir / f"{event_type}.parquet"
