@@ -1,0 +1,105 @@
+"""Seed spread and ranking agreement of the downstream evaluator's network sizes.
+
+    python benchmarks/eval_calibration.py --profiles random aggregated oracle \
+        --sizes default official --seeds 1278 1279 42 --out reports/eval_calibration.md
+
+Run from a pipeline workspace (the repo root after `dvc repro`, or a copy with another data
+size): scores each embedding in `embeddings/` with every size and evaluator seed, then reports
+per task the scores, their spread over seeds, and whether each size ranks the profiles alike.
+Raw results go to the same path with a .json suffix, so a run can be resumed/merged.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from ubp import schema
+from ubp.evaluate.run import evaluate_profile
+from ubp.params import load_params
+
+
+def run_all(profiles, sizes, seeds, raw_path: Path) -> dict:
+    results = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    base = load_params()["eval"]
+    for size in sizes:
+        for seed in seeds:
+            for profile in profiles:
+                key = f"{size}|{seed}|{profile}"
+                if key in results:
+                    continue
+                params = copy.deepcopy(base)
+                params.update(profile=size, seed=seed)
+                metrics = evaluate_profile(profile, params)
+                results[key] = {t: metrics["tasks"][t]["score"] for t in schema.TASKS}
+                results[key]["seconds"] = metrics["seconds"]
+                raw_path.write_text(json.dumps(results, indent=1))
+                logging.info("%s: sum %.4f (%.0f s)", key, sum(results[key][t] for t in schema.TASKS), metrics["seconds"])
+    return results
+
+
+def ranking_agreement(mean: dict, profiles, sizes, task) -> str:
+    """Share of profile pairs ordered the same way by every size."""
+    pairs = list(combinations(profiles, 2))
+    same = sum(len({np.sign(mean[(s, a)][task] - mean[(s, b)][task]) for s in sizes}) == 1 for a, b in pairs)
+    return f"{same}/{len(pairs)}"
+
+
+def report(results: dict, profiles, sizes, seeds) -> str:
+    tasks = list(schema.TASKS) + ["sum"]
+    for row in results.values():
+        row["sum"] = round(sum(row[t] for t in schema.TASKS), 4)
+    mean, spread = {}, {}
+    for size in sizes:
+        for profile in profiles:
+            rows = [results[f"{size}|{seed}|{profile}"] for seed in seeds]
+            mean[(size, profile)] = {t: float(np.mean([r[t] for r in rows])) for t in tasks}
+            spread[(size, profile)] = {t: float(np.ptp([r[t] for r in rows])) for t in tasks}
+    lines = [
+        "# Evaluator calibration: seed spread and ranking agreement",
+        "",
+        f"Evaluator seeds {', '.join(map(str, seeds))}; network sizes {', '.join(sizes)}. "
+        "Cells: mean score over seeds (range max − min in brackets).",
+        "",
+        "| size | profile | " + " | ".join(tasks) + " | seconds/run |",
+        "|---|---|" + "---:|" * (len(tasks) + 1),
+    ]
+    for size in sizes:
+        for profile in profiles:
+            cells = [f"{mean[(size, profile)][t]:.4f} ({spread[(size, profile)][t]:.4f})" for t in tasks]
+            secs = np.mean([results[f"{size}|{seed}|{profile}"]["seconds"] for seed in seeds])
+            lines.append(f"| {size} | {profile} | " + " | ".join(cells) + f" | {secs:.0f} |")
+    lines += ["", "| size | largest per-task seed range | mean per-task seed range |", "|---|---:|---:|"]
+    for size in sizes:
+        ranges = [spread[(size, p)][t] for p in profiles for t in schema.TASKS]
+        lines.append(f"| {size} | {max(ranges):.4f} | {np.mean(ranges):.4f} |")
+    if len(sizes) > 1:
+        lines += ["", "Profile pairs ordered alike by every size (by mean over seeds):", "",
+                  "| " + " | ".join(tasks) + " |", "|" + "---:|" * len(tasks),
+                  "| " + " | ".join(ranking_agreement(mean, profiles, sizes, t) for t in tasks) + " |"]
+    for size in sizes:
+        order = sorted(profiles, key=lambda p: mean[(size, p)]["sum"])
+        lines.append(f"\nOrder by sum, `{size}`: " + " < ".join(order))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profiles", nargs="+", default=["random", "aggregated", "oracle"])
+    parser.add_argument("--sizes", nargs="+", default=["default"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1278, 1279, 42])
+    parser.add_argument("--out", type=Path, default=schema.REPORTS_DIR / "eval_calibration.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    results = run_all(args.profiles, args.sizes, args.seeds, args.out.with_suffix(".json"))
+    args.out.write_text(report(results, args.profiles, args.sizes, args.seeds))
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""The fixed downstream protocol: one fresh MLP per task, trained on the train window, scored on the
+validation window (SPEC §6).
+
+It reproduces the official Lightning pipeline step for step, in plain torch: the same layer creation
+order after `torch.manual_seed(seed)` (so the same initial weights), the same batches in the given
+client order, AdamW with torch defaults, 3 epochs, validation after each, best of the epochs.
+With the official sizes, seed and 2 CPU threads the per-epoch metrics match the official ones
+to ~1e-7 (tests/evaluate/test_conformance_eval.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ubp.evaluate.metrics import TaskMetrics, is_binary, labels_without_positive
+from ubp.io import UbpError
+
+OFFICIAL_SEED = 1278
+SCORE_DECIMALS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolConfig:
+    """Network size and training settings; the defaults are the official ones."""
+
+    thin: int = 2048
+    wide: int = 4096
+    seed: int = OFFICIAL_SEED
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 1e-3
+    device: str = "cpu"
+    threads: int | None = None  # torch CPU threads; None leaves torch's setting alone
+
+    @classmethod
+    def from_params(cls, eval_params: dict, size: str | None = None) -> "ProtocolConfig":
+        """From params.yaml's `eval` section; `size` (default `eval.profile`) picks `eval.sizes.<size>`."""
+        size = size or eval_params.get("profile", "default")
+        sizes = eval_params.get("sizes") or {}
+        if size not in sizes:
+            raise UbpError(f"params.yaml: no network size '{size}' under eval.sizes (have: {', '.join(sizes)})")
+        dims = sizes[size] or {}
+        if not {"thin", "wide"} <= set(dims):
+            raise UbpError(f"params.yaml: eval.sizes.{size} needs 'thin' and 'wide'")
+        defaults = cls()
+        return cls(
+            thin=int(dims["thin"]),
+            wide=int(dims["wide"]),
+            seed=int(eval_params.get("seed", defaults.seed)),
+            epochs=int(eval_params.get("epochs", defaults.epochs)),
+            batch_size=int(eval_params.get("batch_size", defaults.batch_size)),
+            lr=float(eval_params.get("lr", defaults.lr)),
+            device=str(eval_params.get("device", defaults.device)),
+            threads=eval_params.get("threads", defaults.threads),
+        )
+
+
+class Block(nn.Module):
+    """Inverted bottleneck: widen, GELU, project back."""
+
+    def __init__(self, thin: int, wide: int):
+        super().__init__()
+        self.l1 = nn.Linear(thin, wide)
+        self.l2 = nn.Linear(wide, thin)
+        self.gelu = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.l2(self.gelu(self.l1(x)))
+
+
+class DownstreamNet(nn.Module):
+    # The creation order below decides which random numbers each layer draws: keep it as is.
+    def __init__(self, d_in: int, n_out: int, thin: int, wide: int):
+        super().__init__()
+        self.input_projection = nn.Linear(d_in, thin)
+        self.ln_input = nn.LayerNorm(thin)
+        self.layernorms = nn.ModuleList([nn.LayerNorm(thin) for _ in range(3)])
+        self.blocks = nn.ModuleList([Block(thin, wide) for _ in range(3)])
+        self.ln_output = nn.LayerNorm(thin)
+        self.linear_output = nn.Linear(thin, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln_input(self.input_projection(x))
+        for norm, block in zip(self.layernorms, self.blocks):
+            x = x + block(norm(x))
+        return self.linear_output(self.ln_output(x))
+
+
+def build_net(d_in: int, n_out: int, config: ProtocolConfig) -> DownstreamNet:
+    torch.manual_seed(config.seed)  # right before the layers, as the official model does
+    return DownstreamNet(d_in, n_out, config.thin, config.wide)
+
+
+def align(task_client_ids, y_train, y_val, client_ids, embeddings):
+    """The task's rows in the order of the submitted `client_ids` (the official pipeline's order).
+
+    Returns (ids, x, y_train, y_val): the submitted ids that belong to the task, in submitted order,
+    their embeddings and their label rows. Every task client must have an embedding.
+    """
+    task_ids = np.asarray(task_client_ids)
+    ids = np.asarray(client_ids)
+    if len(np.unique(task_ids)) != len(task_ids):
+        raise UbpError("the task's client ids contain duplicates")
+    in_task = np.isin(ids, task_ids)
+    kept = ids[in_task]
+    if len(np.unique(kept)) != len(kept):
+        raise UbpError("the embedding's client_ids contain duplicates")
+    missing = np.setdiff1d(task_ids, kept)
+    if len(missing):
+        raise UbpError(f"{len(missing)} task clients have no embedding (e.g. client_id {missing[0]})")
+    by_id = np.argsort(task_ids)
+    rows = by_id[np.searchsorted(task_ids[by_id], kept)]
+    return kept, np.asarray(embeddings)[in_task], np.asarray(y_train)[rows], np.asarray(y_val)[rows]
+
+
+def _batches(n: int, size: int):
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+@torch.no_grad()
+def _validate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, metrics: TaskMetrics, batch_size: int) -> dict:
+    net.eval()
+    for batch in _batches(len(x), batch_size):
+        metrics.update(net(x[batch]), y[batch])
+    return metrics.compute()
+
+
+def evaluate_task(task: str, embeddings, y_train, y_val, popularity=None, config: ProtocolConfig | None = None,
+                  progress=None) -> dict:
+    """Train the task's network and score it on the validation labels.
+
+    `embeddings` and the label matrices are already aligned (see `align`). Returns the best epoch's
+    score (rounded), auroc, diversity, novelty, the best epoch, every epoch's metrics, sizes and
+    seconds. `progress` (optional) is called with the number of samples done after every batch.
+    """
+    config = config or ProtocolConfig()
+    started = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    y_train = np.asarray(y_train).reshape(len(y_train), -1)
+    y_val = np.asarray(y_val).reshape(len(y_val), -1)
+    embeddings = np.asarray(embeddings)
+    if not (len(embeddings) == len(y_train) == len(y_val)):
+        raise UbpError(f"task {task}: {len(embeddings)} embeddings, {len(y_train)} train rows, "
+                       f"{len(y_val)} validation rows")
+    if len(embeddings) == 0:
+        raise UbpError(f"task {task}: no clients")
+    if is_binary(task) and y_train.shape[1] != 1:
+        raise UbpError(f"task {task}: a binary task needs one label column, got {y_train.shape[1]}")
+
+    device = torch.device(config.device)
+    x = torch.from_numpy(embeddings.astype(np.float32)).to(device)
+    yt = torch.from_numpy(y_train.astype(np.float32)).to(device)
+    yv = torch.from_numpy(y_val.astype(np.int64)).to(device)
+    net = build_net(x.shape[1], yt.shape[1], config).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr)  # torch defaults: weight_decay 0.01
+    metrics = TaskMetrics(task, popularity, device=device)
+    batches = _batches(len(x), config.batch_size)
+
+    per_epoch = []
+    for _ in range(config.epochs):
+        net.train()
+        for batch in batches:
+            loss = F.binary_cross_entropy_with_logits(net(x[batch]), yt[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if progress:
+                progress(batch.stop - batch.start)
+        per_epoch.append(_validate(net, x, yv, metrics, config.batch_size))
+
+    scores = [epoch["score"] for epoch in per_epoch]
+    best = scores.index(max(scores))  # the first maximum, as the official aggregator
+    result = {
+        "score": round(scores[best], SCORE_DECIMALS),
+        "auroc": per_epoch[best]["auroc"],
+        "diversity": per_epoch[best]["diversity"],
+        "novelty": per_epoch[best]["novelty"],
+        "best_epoch": best,
+        "per_epoch": per_epoch,
+        "n_clients": int(len(x)),
+        "n_labels": int(yt.shape[1]),
+        "labels_without_positive": labels_without_positive(y_val),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return result

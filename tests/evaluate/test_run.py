@@ -1,0 +1,95 @@
+"""The evaluate stage on a tiny hand-made targets directory and embedding."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from ubp import schema
+from ubp.evaluate import run
+from ubp.io import UbpError
+
+N_CLIENTS, N_LABELS, DIM = 300, 4, 8
+EVAL_PARAMS = {"profile": "tiny", "sizes": {"tiny": {"thin": 16, "wide": 32}}, "seed": 1278, "epochs": 2,
+               "batch_size": 128, "lr": 0.001, "threads": 2, "device": "cpu"}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A repository-like cwd: params.yaml, data/targets/labels/*.npz and embeddings/good/."""
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(np.arange(1000, 1000 + N_CLIENTS)).astype(np.int64)
+    active = ids[::2]
+    labels_dir = tmp_path / schema.TARGETS_DIR / run.LABELS_SUBDIR
+    labels_dir.mkdir(parents=True)
+    for task in schema.TASKS:
+        task_ids = np.sort(active if task == schema.CHURN else ids)
+        width = 1 if task in schema.BINARY_TASKS else N_LABELS
+        arrays = {"client_ids": task_ids,
+                  "y_train": rng.integers(0, 2, (len(task_ids), width)).astype(np.uint8),
+                  "y_validation": rng.integers(0, 2, (len(task_ids), width)).astype(np.uint8)}
+        if width > 1:
+            arrays |= {"label_ids": np.arange(width, dtype=np.int64), "popularity": np.arange(width, 0, -1)}
+        np.savez(labels_dir / f"{task}.npz", **arrays)
+    write_embedding(tmp_path, "good", ids, rng.normal(size=(N_CLIENTS, DIM)).astype(np.float16))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"eval": EVAL_PARAMS}))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_embedding(root, profile, ids, emb):
+    out = root / schema.EMBEDDINGS_DIR / profile
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "client_ids.npy", ids)
+    np.save(out / "embeddings.npy", emb)
+
+
+def test_writes_metrics(workdir):
+    assert run.main(["good"]) == 0
+    metrics = json.loads((workdir / schema.METRICS_DIR / "good.json").read_text())
+    assert metrics["profile"] == "good" and metrics["eval_profile"] == "tiny"
+    assert set(metrics["tasks"]) == set(schema.TASKS)
+    assert metrics["sum"] == pytest.approx(sum(t["score"] for t in metrics["tasks"].values()), abs=1e-9)
+    churn, sku = metrics["tasks"][schema.CHURN], metrics["tasks"][schema.PROPENSITY_SKU]
+    assert churn["n_clients"] == N_CLIENTS // 2 and churn["n_labels"] == 1 and "novelty" not in churn
+    assert {"score", "auroc", "diversity", "novelty", "best_epoch", "n_clients", "n_labels",
+            "labels_without_positive", "seconds"} <= set(sku)
+    assert sku["n_clients"] == N_CLIENTS and sku["n_labels"] == N_LABELS and sku["best_epoch"] in (0, 1)
+
+
+def test_skipped_profile(workdir):
+    out = workdir / schema.EMBEDDINGS_DIR / "oracle"
+    out.mkdir(parents=True)
+    (out / run.SKIPPED_FILE).write_text("synthetic only\n")
+    run.main(["oracle"])
+    metrics = json.loads((workdir / schema.METRICS_DIR / "oracle.json").read_text())
+    assert metrics == {"profile": "oracle", "eval_profile": "tiny", "skipped": "synthetic only"}
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda ids, emb: (ids, np.where(np.arange(len(emb))[:, None] == 5, np.nan, emb)), "NaN or inf in 1 rows"),
+    (lambda ids, emb: (ids[:-1], emb[:-1]), "1 missing"),
+    (lambda ids, emb: (np.r_[ids[:-1], 99], emb), "1 not relevant"),
+    (lambda ids, emb: (np.r_[ids[:-1], ids[0]], emb), "1 duplicate client ids"),
+    (lambda ids, emb: (ids.astype(np.int32), emb), "expected a 1-D int64 array"),
+    (lambda ids, emb: (ids, emb[:, 0]), "expected a 2-D float array"),
+    (lambda ids, emb: (ids, np.zeros((len(ids), 2049), np.float16)), "2049 dimensions"),
+])
+def test_rejects_bad_embedding(workdir, mutate, message):
+    good = workdir / schema.EMBEDDINGS_DIR / "good"
+    ids, emb = mutate(np.load(good / "client_ids.npy"), np.load(good / "embeddings.npy"))
+    write_embedding(workdir, "bad", ids, emb)
+    with pytest.raises(UbpError, match=message):
+        run.main(["bad"])
+    assert not (workdir / schema.METRICS_DIR / "bad.json").exists()
+
+
+def test_missing_labels(workdir):
+    (workdir / schema.TARGETS_DIR / run.LABELS_SUBDIR / "conversion.npz").unlink()
+    with pytest.raises(UbpError, match="run the targets stage first"):
+        run.main(["good"])
+
+
+def test_usage():
+    with pytest.raises(UbpError, match="usage"):
+        run.main([])
