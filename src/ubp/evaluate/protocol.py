@@ -142,6 +142,10 @@ def evaluate_task(task: str, embeddings, y_train, y_val, popularity=None, config
     started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(int(config.threads))
+    # Very confident logits give subnormal gradients, which x86 CPUs process ~20x slower (one
+    # propensity task took 378 s instead of 22 s); flushing them to zero leaves every metric
+    # of the conformance runs unchanged within its 1e-5 tolerance.
+    torch.set_flush_denormal(True)
     y_train = np.asarray(y_train).reshape(len(y_train), -1)
     y_val = np.asarray(y_val).reshape(len(y_val), -1)
     embeddings = np.asarray(embeddings)

@@ -102,7 +102,7 @@ def evaluate_profile(profile: str, eval_params: dict, embeddings_dir: Path = sch
     aligned = {t: align(lab["client_ids"], lab["y_train"], lab["y_validation"], ids, emb) for t, lab in labels.items()}
     total = sum(len(a[0]) for a in aligned.values()) * config.epochs
     tasks = {}
-    bar = tqdm(total=total, desc=f"evaluate {profile}", unit="sample", leave=False)
+    bar = tqdm(total=total, desc=f"evaluate {profile}", unit="sample", leave=False, disable=None)
     with bar, logging_redirect_tqdm():
         for task in schema.TASKS:
             _, x, y_train, y_val = aligned[task]
