@@ -62,7 +62,7 @@ def validate(entry_dir: Path, relevant_clients: np.ndarray | None = None) -> Non
 def full_context(cfg: dict, canonical_dir: Path = schema.CANONICAL_DIR) -> EmbedContext:
     """Profiles for an entry: every event, as of just after the last one."""
     events = [f"SELECT max(timestamp) AS t FROM read_parquet('{canonical_dir / f'{e}.parquet'}')" for e in schema.EVENT_TYPES]
-    last = duckdb.sql(f"SELECT max(t) FROM ({' UNION ALL '.join(events)})").fetchone()[0]
+    last = duckdb.connect().execute(f"SELECT max(t) FROM ({' UNION ALL '.join(events)})").fetchone()[0]
     if not isinstance(last, datetime):
         raise UbpError(f"{canonical_dir}: no events to build an entry from")
     return EmbedContext(

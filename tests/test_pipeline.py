@@ -1,0 +1,67 @@
+"""The whole DVC graph end to end on a tiny generated dataset, in a throw-away copy of the repo."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from ubp import schema
+from ubp.data.synthetic import TINY
+from tests.conftest import REPO
+
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com",
+       "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com"}
+
+
+def sh(cwd, *cmd):
+    done = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A git + DVC copy of the tracked repository with tiny data and short neural training."""
+    root = tmp_path_factory.mktemp("repo")
+    tracked = sh(REPO, "git", "ls-files", "--cached", "--others", "--exclude-standard").split("\n")
+    for rel in filter(None, tracked):
+        if rel.startswith(("metrics/", "reports/")) or rel == "dvc.lock" or not (REPO / rel).is_file():
+            continue
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, root / rel)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["synthetic"] = {**params["data"]["synthetic"], **TINY}
+    params["model"]["epochs"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "tiny")
+    sh(root, "dvc", "repro")
+    return root, params
+
+
+def test_repro_scores_every_profile(workspace):
+    root, params = workspace
+    for name in params["models"]:
+        metrics = json.loads((root / "metrics" / f"{name}.json").read_text())
+        assert set(metrics["tasks"]) == set(schema.TASKS), name
+        assert all(0.0 <= t["score"] <= 1.0 for t in metrics["tasks"].values()), name
+        assert metrics["sum"] == pytest.approx(sum(t["score"] for t in metrics["tasks"].values()), abs=1e-3)
+    board = (root / "reports" / "leaderboard.md").read_text()
+    assert all(f"| {name} |" in board for name in params["models"])
+    assert (root / "reports" / "leaderboard.png").stat().st_size > 1000
+
+
+def test_metrics_are_visible_to_dvc_and_graph_is_up_to_date(workspace):
+    root, params = workspace
+    shown = sh(root, "dvc", "metrics", "show", "--json")
+    assert all(f"metrics/{name}.json" in shown for name in params["models"])
+    assert "changed" not in sh(root, "dvc", "status")
+
+
+def test_entry_written_from_all_events_passes_the_validator(workspace):
+    root, _ = workspace
+    sh(root, "python", "-m", "ubp", "submit", "aggregated", "--out", "entry")
+    assert "valid entry" in sh(root, "python", "-m", "ubp", "validate", "entry")
