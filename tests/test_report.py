@@ -25,6 +25,8 @@ def test_report_writes_table_chart_and_json(tmp_path):
     for name, value in [("random", 0.5), ("oracle", 0.8)]:
         tasks = {t: {"score": value} for t in schema.TASKS}
         (metrics / f"{name}.json").write_text(json.dumps({"profile": name, "tasks": tasks}))
+    tasks = {t: {"score": 0.9} for t in schema.TASKS}
+    (metrics / "lightgbm.json").write_text(json.dumps({"profile": "lightgbm", "kind": "reference", "tasks": tasks}))
     (metrics / "skipme.json").write_text(json.dumps({"profile": "skipme", "skipped": "no oracle here"}))
     params = {"models": {"random": {}, "oracle": {}, "skipme": {}}, "eval": {"profile": "default"}}
     run(params, metrics, tmp_path / "reports")
@@ -32,6 +34,7 @@ def test_report_writes_table_chart_and_json(tmp_path):
     assert "| oracle | **0.8000** |" in table and "| 4.8000 | 6 |" in table
     assert table.index("| oracle") < table.index("| random")
     assert "Skipped `skipme`: no oracle here" in table
+    assert "(reference, not a profile)* | 0.9000 |" in table and "| 5.4000 | — |" in table
     assert (tmp_path / "reports" / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
     rows = json.loads((tmp_path / "reports" / "leaderboard.json").read_text())
-    assert {r["profile"]: r["borda"] for r in rows} == {"random": 0, "oracle": 6}
+    assert {r["profile"]: r["borda"] for r in rows} == {"random": 0, "oracle": 6, "lightgbm": None}

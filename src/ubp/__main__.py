@@ -15,6 +15,7 @@ COMMANDS = {
     "targets": "ubp.data.targets",
     "features": "ubp.features.build",
     "embed": "ubp.embed",
+    "reference": "ubp.reference",
     "evaluate": "ubp.evaluate.run",
     "report": "ubp.report",
     "submit": "ubp.submission",

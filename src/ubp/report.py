@@ -12,6 +12,8 @@ from ubp.io import atomic_path, load_json, save_json, save_text
 from ubp.params import load_params
 
 log = logging.getLogger("ubp.report")
+# Task-specific models scored on the same windows: shown for comparison, not ranked as profiles.
+REFERENCES = {"lightgbm": "LightGBM per task on the handcrafted features"}
 SHORT = {
     schema.CHURN: "churn",
     schema.PROPENSITY_CATEGORY: "category",
@@ -49,7 +51,7 @@ def load_rows(metrics_dir: Path, profiles: list[str]) -> tuple[dict, dict]:
     return scores, skipped
 
 
-def markdown(scores: dict, skipped: dict, eval_profile: str) -> str:
+def markdown(scores: dict, skipped: dict, eval_profile: str, references: dict | None = None) -> str:
     points = borda(scores)
     order = sorted(scores, key=lambda n: -sum(scores[n].values()))
     best = {t: max(s[t] for s in scores.values()) for t in schema.TASKS} if scores else {}
@@ -65,6 +67,10 @@ def markdown(scores: dict, skipped: dict, eval_profile: str) -> str:
     for name in order:
         cells = [f"**{scores[name][t]:.4f}**" if scores[name][t] == best[t] else f"{scores[name][t]:.4f}" for t in schema.TASKS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {sum(scores[name].values()):.4f} | {points[name]} |")
+    for name, row in (references or {}).items():
+        cells = [f"{row[t]:.4f}" for t in schema.TASKS]
+        lines.append(f"| *{name}: {REFERENCES[name]} (reference, not a profile)* | " + " | ".join(cells)
+                     + f" | {sum(row.values()):.4f} | — |")
     for name, reason in skipped.items():
         lines.append(f"\nSkipped `{name}`: {reason}")
     return "\n".join(lines) + "\n"
@@ -96,12 +102,15 @@ def chart(scores: dict, path: Path) -> None:
 def run(params: dict, metrics_dir: Path = schema.METRICS_DIR, out_dir: Path = schema.REPORTS_DIR) -> None:
     profiles = list(params.get("models") or {})
     scores, skipped = load_rows(metrics_dir, profiles)
+    references, _ = load_rows(metrics_dir, [n for n in REFERENCES if (metrics_dir / f"{n}.json").exists()])
     eval_profile = (params.get("eval") or {}).get("profile", "default")
-    save_text(out_dir / "leaderboard.md", markdown(scores, skipped, eval_profile))
+    save_text(out_dir / "leaderboard.md", markdown(scores, skipped, eval_profile, references))
     points = borda(scores)
-    save_json(out_dir / "leaderboard.json", [
-        {"profile": n, **scores[n], "sum": round(sum(scores[n].values()), 4), "borda": points[n]} for n in scores
-    ])
+    rows = [{"profile": n, "kind": "profile", **scores[n], "sum": round(sum(scores[n].values()), 4), "borda": points[n]}
+            for n in scores]
+    rows += [{"profile": n, "kind": "reference", **r, "sum": round(sum(r.values()), 4), "borda": None}
+             for n, r in references.items()]
+    save_json(out_dir / "leaderboard.json", rows)
     chart(scores, out_dir / "leaderboard.png")
     log.info("leaderboard of %d profiles written to %s", len(scores), out_dir)
 
