@@ -156,8 +156,8 @@ def signal_rows(con, split, raw: Path) -> list[tuple]:
         pos = y.sum(0)
         auc_hist, none = macro_auc(y, hist + 1e-3 * cnt[np.isin(ids, labels)] / cnt.max())
         auc_oracle = "-"
-        if oracle is not None and col != "price":
-            prefix = "category_" if col == "category" else "sku_"
+        if oracle is not None:
+            prefix = {"category": "buys_category_", "sku": "buys_sku_", "price": "buys_price_"}[col]
             idx = [oracle[1].get(f"{prefix}{v}") for v in labels]
             score = np.column_stack([oracle[0][:, i] if i is not None else np.zeros(len(rel)) for i in idx])
             auc_oracle = f"{macro_auc(y, score)[0]:.3f} ({sum(i is None for i in idx)} missing cols)"
@@ -175,7 +175,7 @@ def signal_rows(con, split, raw: Path) -> list[tuple]:
     for task, mask in ((S.CHURN, active), (S.CONVERSION, np.ones(len(rel), bool))):
         o = "-"
         if oracle is not None:
-            o = f"{roc_auc_score(no_buy[mask], -oracle[0][mask, oracle[1]['log_buys_14d']]):.3f}"
+            o = f"{roc_auc_score(no_buy[mask], oracle[0][mask, oracle[1]['p_none_w2']]):.3f}"
         rows.append((task, f"{mask.sum():,} clients, {no_buy[mask].mean():.1%} positive (no buy)",
                      f"{roc_auc_score(no_buy[mask], -recent[mask]):.3f}", o))
     return rows
@@ -209,8 +209,8 @@ def main(argv: list[str]) -> int:
     parts.append(table(("statistic", "this data", "real (SPEC §2)"), shape_rows(con, split)) + "\n")
     parts.append("## Task signal (validation window, relevant clients, untrained heuristics)\n")
     parts.append("History score: the client's input purchases of that label (propensity) or minus its purchases in the "
-                 "last 28 input days (churn/conversion). Oracle score: its oracle column for that label / minus "
-                 "`log_buys_14d`. Labels as SPEC §4 (top 100 of the train window; new SKUs over both windows). "
+                 "last 28 input days (churn/conversion). Oracle score: its expected purchases of that label "
+                 "(`buys_*` column) / its P(no purchase) in the validation window (`p_none_w2`). Labels as SPEC §4 (top 100 of the train window; new SKUs over both windows). "
                  "AUROC macro, labels without positives count 0.\n")
     parts.append(table(("task", "labels", "AUROC history", "AUROC oracle"), signal_rows(con, split, args.raw_dir)) + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)

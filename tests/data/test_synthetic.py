@@ -159,3 +159,22 @@ def test_main_synthetic_source_generates(tmp_path, monkeypatch):
     assert main([]) == 0
     assert (tmp_path / S.SYNTHETIC_DIR / S.RELEVANT_CLIENTS_FILE).exists()
     assert (tmp_path / S.SYNTHETIC_DIR / S.ORACLE_SUBDIR / "state.npy").exists()
+
+
+def test_oracle_carries_expected_purchases_per_label_kind(raw):
+    from ubp.models.oracle import transform
+
+    state = np.load(raw / S.ORACLE_SUBDIR / "state.npy")
+    columns = json.loads((raw / S.ORACLE_SUBDIR / "columns.json").read_text())
+    for prefix in ("buys_category_", "buys_sku_", "buys_price_"):
+        cols = [j for j, c in enumerate(columns) if c.startswith(prefix)]
+        assert cols, prefix
+        block = state[:, cols]
+        assert np.isfinite(block).all() and (block >= 0).all() and block.sum() > 0
+    assert sum(c.startswith("buys_price_") for c in columns) == S.N_PRICE_BUCKETS
+    for name in ("p_none_w1", "p_none_w2", "buy_sessions_w1", "buy_sessions_w2"):
+        col = state[:, columns.index(name)]
+        assert np.isfinite(col).all() and col.std() > 0
+    assert ((state[:, columns.index("p_none_w1")] >= 0) & (state[:, columns.index("p_none_w1")] <= 1)).all()
+    smooth = transform(state, columns)
+    assert np.isfinite(smooth).all()

@@ -52,13 +52,14 @@ DEFAULTS = {
     "sku_zipf": 1.5,
     "new_sku_share": 0.15,  # SKUs launched during the period
     "new_sku_hype": 2.5,  # their popularity multiplier at launch (decays)
+    "new_sku_wave": 0.3,  # share of new SKUs launched around the split (see build_catalog)
 }
 TINY = {"n_relevant": 600, "n_other": 2_400, "n_skus": 4_000, "n_categories": 120, "n_urls": 3_000, "relevant_rate": 0.2}
 
 DAY = 86_400
 TARGET_DAYS = 27  # SPEC §3: train_target_start = end_date - 27 days, at midnight
-ORACLE_CATEGORIES = 256
-ORACLE_SKUS = 256
+ORACLE_CATEGORIES = 160
+ORACLE_SKUS = 192
 ORACLE_NEW_SKUS = 128
 WEEKDAY = np.array([1.0, 0.95, 0.95, 0.97, 1.0, 1.08, 1.15])  # Monday..Sunday
 HOURLY = np.array([3, 2, 1.2, 0.8, 0.6, 0.7, 1.2, 2.2, 3.5, 4.5, 5, 5.2, 5.5, 5.3, 5.2, 5.3, 5.6, 6, 6.6, 7.4, 8, 7.6, 6.2, 4.5])
@@ -71,11 +72,16 @@ def _gaps(rng: np.random.Generator, n: int, median_s: float, sigma: float) -> np
     return 5 * np.maximum(1, np.rint(rng.lognormal(np.log(median_s / 5), sigma, n))).astype(np.int64)
 
 
+def day_weights(cfg) -> np.ndarray:
+    """Weekday multiplier of the session rate on each day of the period."""
+    first_weekday = np.datetime64(cfg["start_date"], "D").astype("datetime64[D]").item().weekday()
+    return WEEKDAY[(first_weekday + np.arange(cfg["days"])) % 7]
+
+
 def sample_sessions(rng, cfg, cl) -> tuple[np.ndarray, np.ndarray]:
     """(client index, start second) of every session, sorted by client then time."""
     days, n = cfg["days"], len(cl.ids)
-    first_weekday = np.datetime64(cfg["start_date"], "D").astype("datetime64[D]").item().weekday()
-    week = WEEKDAY[(first_weekday + np.arange(days)) % 7]
+    week = day_weights(cfg)
     clients, day_of = [], []
     for lo in range(0, n, 20_000):
         c = np.arange(lo, min(n, lo + 20_000))
@@ -190,9 +196,10 @@ def _top(counts: np.ndarray, k: int, allowed: np.ndarray | None = None) -> np.nd
     return order[counts[order] > 0]
 
 
-def oracle_columns(cfg, cat, events, t_split: int) -> tuple[np.ndarray, np.ndarray]:
+def oracle_columns(cfg, cat, events, t_split: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which categories/SKUs the oracle describes: the most bought in the target windows (by all
-    clients), so that the label sets of the propensity tasks are covered."""
+    clients), so that the label sets of the propensity tasks are covered; and which of the SKUs
+    had no product event before the split (the new-SKU task's pool)."""
     buys = events[S.PRODUCT_BUY]
     target = buys["t"] >= t_split
     n_sku, n_cat = len(cat.sku_id), len(cat.cat_id)
@@ -203,7 +210,8 @@ def oracle_columns(cfg, cat, events, t_split: int) -> tuple[np.ndarray, np.ndarr
         ev = events[name]
         seen[ev[S.SKU][ev["t"] < t_split]] = True
     skus = np.concatenate([_top(sku_counts, ORACLE_SKUS), _top(sku_counts, ORACLE_NEW_SKUS, ~seen)])
-    return np.sort(cat_cols), np.unique(skus)
+    skus = np.unique(skus)
+    return np.sort(cat_cols), skus, ~seen[skus]
 
 
 def _write_table(rng, path: Path, columns: dict) -> None:
@@ -252,8 +260,8 @@ def generate(out_dir: Path, cfg: dict) -> None:
 
     end = int(events[S.PRODUCT_BUY]["t"].max())
     t_split = (end - TARGET_DAYS * DAY) // DAY * DAY
-    cat_cols, sku_cols = oracle_columns(cfg, cat, events, t_split)
-    state, columns = oracle_state(cl, cat, t_split / DAY, cat_cols, sku_cols)
+    cat_cols, sku_cols, unseen = oracle_columns(cfg, cat, events, t_split)
+    state, columns = oracle_state(cl, cat, t_split / DAY, cat_cols, sku_cols, day_weights(cfg), unseen)
     step(f"oracle: {state.shape[1]} columns at {start + np.timedelta64(t_split, 's')}")
 
     with atomic_dir(out_dir) as tmp:

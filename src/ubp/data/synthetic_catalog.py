@@ -112,11 +112,16 @@ def build_catalog(rng: np.random.Generator, cfg: dict) -> Catalog:
     sku_weight = (rank_in_cat + 1.0) ** -cfg["sku_zipf"] * rng.lognormal(0.0, 0.5, n_sku)
     cat_anchor = cat_start[:-1]  # rank 0: the category's best seller, on sale from day 0
 
-    # New SKUs launch uniformly over the period and arrive with hype: the popularity of one of the
-    # category's first few best sellers, times new_sku_hype (it decays after launch).
+    # New SKUs launch uniformly over the period, except a season's wave (share new_sku_wave) that
+    # launches from a day before to ~9 days after the usual split (SPEC §3 puts it 28 days before
+    # the end), so that the new-SKU task's popular items sell in both target windows. They arrive
+    # with hype: the popularity of one of the category's first few best sellers, x new_sku_hype.
     is_new = rng.random(n_sku) < cfg["new_sku_share"]
     is_new[cat_anchor] = False
-    sku_launch = np.where(is_new, rng.uniform(1.0, days, n_sku), 0.0)
+    wave = rng.random(n_sku) < cfg["new_sku_wave"]
+    split_day = days - 28
+    launch = np.where(wave, rng.uniform(split_day - 1.0, split_day + 9.0, n_sku), rng.uniform(1.0, days, n_sku))
+    sku_launch = np.where(is_new, np.clip(launch, 1.0, days), 0.0)
     launch_rank = rng.geometric(0.4, n_sku).astype(float)
     hyped = launch_rank ** -cfg["sku_zipf"] * rng.lognormal(0.0, 0.5, n_sku) * cfg["new_sku_hype"]
     sku_weight = np.where(is_new, hyped, sku_weight)

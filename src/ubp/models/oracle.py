@@ -1,10 +1,12 @@
 """The ceiling: each client's true latent state at the split, written by the synthetic generator.
 
-The generator names its columns by kind (see `oracle/columns.json`): `category_<id>` and
-`sku_<id>` are the client's probability of choosing that category / SKU when it buys, and
-`log_buys_14d` its expected number of purchases in the next 14 days. The profile turns these into
-log expected purchases of each category / SKU, the quantity the propensity tasks ask about, so a
-linear read-out suffices; every column is then standardised.
+The generator names its columns by kind (see `oracle/columns.json`): `buys_category_<id>`,
+`buys_sku_<id>` (new SKUs included) and `buys_price_<bucket>` are the client's expected purchases
+per 14 days after the split, computed from its parameters and the catalogue (launch dates, hype);
+`p_none_w1/w2` its probability of no purchase in each target window; the rest are traits. The
+profile makes everything smooth for a linear read-out: expected counts become log counts (floored
+at a small share of the column mean, so negligible expectations do not form a long tail),
+probabilities logits; every column is then standardised.
 """
 import json
 
@@ -14,19 +16,22 @@ from ubp import schema
 from ubp.io import UbpError, load_npy
 from ubp.models.base import EmbedContext, ProfileUnavailable
 
-CHOICE_PREFIXES = ("category_", "sku_")
-EXPECTED_BUYS = "log_buys_14d"
+COUNT_PREFIXES = ("buys_", "buy_sessions_")
+PROB_PREFIX = "p_none_"
+COUNT_FLOOR = 0.02  # log(count + COUNT_FLOOR x column mean)
 
 
-def expected_purchases(state: np.ndarray, columns: list[str]) -> np.ndarray:
-    """log P(choice) + log E[buys] for the choice columns; other columns unchanged."""
+def transform(state: np.ndarray, columns: list[str]) -> np.ndarray:
+    """Expected counts -> log, probabilities -> logit; other columns unchanged."""
     out = state.astype(np.float64).copy()
-    if EXPECTED_BUYS not in columns:
-        return out
-    log_buys = out[:, columns.index(EXPECTED_BUYS)]
     for j, name in enumerate(columns):
-        if name.startswith(CHOICE_PREFIXES):
-            out[:, j] = np.log(np.clip(out[:, j], 0.0, None) + 1e-6) + log_buys
+        col = out[:, j]
+        if name.startswith(COUNT_PREFIXES):
+            col = np.clip(col, 0.0, None)
+            out[:, j] = np.log(col + COUNT_FLOOR * col.mean() + 1e-9)
+        elif name.startswith(PROB_PREFIX):
+            p = np.clip(col, 1e-4, 1 - 1e-4)
+            out[:, j] = np.log(p / (1 - p))
     return out
 
 
@@ -43,7 +48,7 @@ def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
     missing = [int(c) for c in ctx.client_ids if int(c) not in row]
     if missing:
         raise UbpError(f"{oracle_dir / 'client_ids.npy'}: {len(missing)} clients to embed have no state (e.g. {missing[0]})")
-    state = expected_purchases(state[[row[int(c)] for c in ctx.client_ids]], columns)
+    state = transform(state[[row[int(c)] for c in ctx.client_ids]], columns)
     # Standardised so no latent variable dominates the downstream network by its scale alone.
     std = state.std(axis=0)
     return ((state - state.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
