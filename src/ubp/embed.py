@@ -22,7 +22,6 @@ from ubp.models.base import EmbedContext, ProfileUnavailable
 from ubp.params import load_params, model_config
 
 log = logging.getLogger("ubp.embed")
-MAX_DIM = 2048
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -48,8 +47,8 @@ def compute(name: str, cfg: dict, ctx: EmbedContext) -> np.ndarray:
     matrix = np.asarray(method.embed(ctx, cfg))
     if matrix.ndim != 2 or matrix.shape[0] != len(ctx.client_ids):
         raise UbpError(f"profile '{name}': method returned shape {matrix.shape}, expected ({len(ctx.client_ids)}, d)")
-    if matrix.shape[1] > MAX_DIM:
-        raise UbpError(f"profile '{name}': {matrix.shape[1]} dimensions, the limit is {MAX_DIM}")
+    if matrix.shape[1] > schema.MAX_EMBEDDING_DIM:
+        raise UbpError(f"profile '{name}': {matrix.shape[1]} dimensions, the limit is {schema.MAX_EMBEDDING_DIM}")
     if not np.isfinite(matrix).all():
         raise UbpError(f"profile '{name}': the embedding has NaN or inf values")
     if np.abs(matrix).max(initial=0.0) > FLOAT16_MAX:

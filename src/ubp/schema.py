@@ -82,5 +82,8 @@ REPORTS_DIR = Path("reports")
 
 ORACLE_SUBDIR = "oracle"  # inside the synthetic dir: client_ids.npy + state.npy + columns.json
 SPLIT_FILE = "split.json"
+LABELS_SUBDIR = "labels"  # inside TARGETS_DIR: <task>.npz per task
+MAX_EMBEDDING_DIM = 2048  # SPEC §7: the widest profile a submission may have
+TARGET_OFFSET_DAYS = 27  # SPEC §3: train_target_start = end_date - 27 days, truncated to midnight
 TRAIN_TARGET = "train_target"
 VALIDATION_TARGET = "validation_target"

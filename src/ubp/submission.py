@@ -21,7 +21,6 @@ from ubp.models.base import EmbedContext, ProfileUnavailable
 from ubp.params import load_params, model_config
 
 log = logging.getLogger("ubp.submission")
-MAX_DIM = 2048
 
 
 def validate(entry_dir: Path, relevant_clients: np.ndarray | None = None) -> None:
@@ -37,8 +36,8 @@ def validate(entry_dir: Path, relevant_clients: np.ndarray | None = None) -> Non
         raise UbpError(f"{emb_path}: embeddings must be 2-D, got shape {emb.shape}")
     if emb.dtype != np.float16:
         raise UbpError(f"{emb_path}: embeddings must be float16, got {emb.dtype}")
-    if emb.shape[1] > MAX_DIM:
-        raise UbpError(f"{emb_path}: {emb.shape[1]} columns, at most {MAX_DIM} allowed")
+    if emb.shape[1] > schema.MAX_EMBEDDING_DIM:
+        raise UbpError(f"{emb_path}: {emb.shape[1]} columns, at most {schema.MAX_EMBEDDING_DIM} allowed")
     if emb.shape[0] != ids.shape[0]:
         raise UbpError(f"{emb_path}: {emb.shape[0]} rows but {ids_path.name} has {ids.shape[0]} ids")
     bad = ~np.isfinite(emb)

@@ -19,13 +19,12 @@ from ubp.io import UbpError, atomic_dir, load_json, save_json
 
 log = logging.getLogger("ubp.split")
 
-TARGET_OFFSET_DAYS = 27  # train_target_start = end_date - 27 days, truncated to the day
 DAYS_IN_TARGET = 14
 TARGET_COLUMNS = (S.CLIENT_ID, S.TIMESTAMP, S.SKU, S.CATEGORY, S.PRICE, S.NAME)
 
 
 def split_dates(end_date: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    train_start = (end_date - dt.timedelta(days=TARGET_OFFSET_DAYS)).replace(hour=0, minute=0, second=0, microsecond=0)
+    train_start = (end_date - dt.timedelta(days=S.TARGET_OFFSET_DAYS)).replace(hour=0, minute=0, second=0, microsecond=0)
     return train_start, train_start + dt.timedelta(days=DAYS_IN_TARGET)
 
 

@@ -57,7 +57,6 @@ DEFAULTS = {
 TINY = {"n_relevant": 600, "n_other": 2_400, "n_skus": 4_000, "n_categories": 120, "n_urls": 3_000, "relevant_rate": 0.2}
 
 DAY = 86_400
-TARGET_DAYS = 27  # SPEC §3: train_target_start = end_date - 27 days, at midnight
 ORACLE_CATEGORIES = 160
 ORACLE_SKUS = 192
 ORACLE_NEW_SKUS = 128
@@ -259,7 +258,7 @@ def generate(out_dir: Path, cfg: dict) -> None:
     step("events: " + ", ".join(f"{k} {len(v['t'])}" for k, v in events.items()))
 
     end = int(events[S.PRODUCT_BUY]["t"].max())
-    t_split = (end - TARGET_DAYS * DAY) // DAY * DAY
+    t_split = (end - S.TARGET_OFFSET_DAYS * DAY) // DAY * DAY
     cat_cols, sku_cols, unseen = oracle_columns(cfg, cat, events, t_split)
     state, columns = oracle_state(cl, cat, t_split / DAY, cat_cols, sku_cols, day_weights(cfg), unseen)
     step(f"oracle: {state.shape[1]} columns at {start + np.timedelta64(t_split, 's')}")

@@ -22,7 +22,6 @@ from ubp.params import PARAMS_FILE, load_params
 
 log = logging.getLogger("ubp.targets")
 
-LABELS_SUBDIR = "labels"
 SUMMARY_FILE = "summary.json"
 WINDOWS = (S.TRAIN_TARGET, S.VALIDATION_TARGET)
 
@@ -156,13 +155,13 @@ def build_targets(canonical_dir: Path = S.CANONICAL_DIR, split_dir: Path = S.SPL
         with atomic_dir(out_dir) as tmp:
             for name, array in arrays.items():
                 np.save(tmp / name, array, allow_pickle=False)
-            (tmp / LABELS_SUBDIR).mkdir()
+            (tmp / S.LABELS_SUBDIR).mkdir()
             for task in S.TASKS:
                 clients = relevant[active] if task == S.CHURN else relevant
                 labels = arrays[S.label_file(task)] if task in S.PROPENSITY_TASKS else None
                 y = {window: label_matrix(con, w.window(window), task, clients, labels) for window in WINDOWS}
                 extra = {} if labels is None else {"label_ids": labels, "popularity": arrays[S.popularity_file(task)]}
-                np.savez(tmp / LABELS_SUBDIR / f"{task}.npz", client_ids=clients, y_train=y[S.TRAIN_TARGET],
+                np.savez(tmp / S.LABELS_SUBDIR / f"{task}.npz", client_ids=clients, y_train=y[S.TRAIN_TARGET],
                          y_validation=y[S.VALIDATION_TARGET], **extra)
                 summary[task] = task_summary(task, y)
             summary["sources"] = sources

@@ -23,14 +23,12 @@ from ubp.params import load_params, section
 
 log = logging.getLogger(__name__)
 
-LABELS_SUBDIR = "labels"  # data/targets/labels/<task>.npz, written by the targets stage
 SKIPPED_FILE = "SKIPPED.txt"
-MAX_EMBEDDING_DIM = 2048
 LABEL_KEYS = ("client_ids", "y_train", "y_validation")
 
 
 def labels_path(targets_dir: Path, task: str) -> Path:
-    return Path(targets_dir) / LABELS_SUBDIR / f"{task}.npz"
+    return Path(targets_dir) / schema.LABELS_SUBDIR / f"{task}.npz"
 
 
 def load_task_labels(targets_dir: Path, task: str) -> dict:
@@ -63,8 +61,8 @@ def load_embedding(profile_dir: Path, relevant: np.ndarray) -> tuple[np.ndarray,
         raise UbpError(f"{emb_path}: expected a 2-D float array, got {emb.dtype} with shape {emb.shape}")
     if len(emb) != len(ids):
         raise UbpError(f"{emb_path}: {len(emb)} rows for {len(ids)} client ids")
-    if emb.shape[1] > MAX_EMBEDDING_DIM:
-        raise UbpError(f"{emb_path}: {emb.shape[1]} dimensions, the limit is {MAX_EMBEDDING_DIM}")
+    if emb.shape[1] > schema.MAX_EMBEDDING_DIM:
+        raise UbpError(f"{emb_path}: {emb.shape[1]} dimensions, the limit is {schema.MAX_EMBEDDING_DIM}")
     if not np.isfinite(emb).all():
         bad = int((~np.isfinite(emb)).any(axis=1).sum())
         raise UbpError(f"{emb_path}: NaN or inf in {bad} rows")

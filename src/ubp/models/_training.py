@@ -193,3 +193,12 @@ def tabular_input(ctx, cfg: dict) -> np.ndarray:
     std = x.std(axis=0)
     x = (x - x.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)
     return x.astype(np.float32)
+
+
+def embed_tabular(ctx, cfg: dict, defaults: dict, train: Callable, represent: str) -> np.ndarray:
+    """The embed() of a model over the handcrafted features: train it, then read `model.<represent>`."""
+    s = settings({"seed": ctx.seed, "device": ctx.device, **(cfg or {})}, defaults)
+    with deterministic(s["threads"]):
+        x = tabular_input(ctx, s)
+        model = train(x, s, ctx.info)
+        return predict(getattr(model, represent), x, 4096, resolve_device(s["device"]))

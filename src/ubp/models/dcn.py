@@ -125,8 +125,4 @@ def train(x: np.ndarray, cfg: dict, info: dict | None = None) -> DCN:
 
 
 def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    s = T.settings({"seed": ctx.seed, "device": ctx.device, **(cfg or {})}, DEFAULTS)
-    with T.deterministic(s["threads"]):
-        x = T.tabular_input(ctx, s)
-        model = train(x, s, ctx.info)
-        return T.predict(model.represent, x, 4096, T.resolve_device(s["device"]))
+    return T.embed_tabular(ctx, cfg, DEFAULTS, train, "represent")

@@ -128,8 +128,4 @@ def train(x: np.ndarray, cfg: dict, info: dict | None = None) -> RCAE:
 
 
 def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    s = T.settings({"seed": ctx.seed, "device": ctx.device, **(cfg or {})}, DEFAULTS)
-    with T.deterministic(s["threads"]):
-        x = T.tabular_input(ctx, s)
-        model = train(x, s, ctx.info)
-        return T.predict(model.encode, x, 4096, T.resolve_device(s["device"]))
+    return T.embed_tabular(ctx, cfg, DEFAULTS, train, "encode")
