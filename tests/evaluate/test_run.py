@@ -20,7 +20,7 @@ def workdir(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     ids = rng.permutation(np.arange(1000, 1000 + N_CLIENTS)).astype(np.int64)
     active = ids[::2]
-    labels_dir = tmp_path / schema.TARGETS_DIR / run.LABELS_SUBDIR
+    labels_dir = tmp_path / schema.TARGETS_DIR / schema.LABELS_SUBDIR
     labels_dir.mkdir(parents=True)
     for task in schema.TASKS:
         task_ids = np.sort(active if task == schema.CHURN else ids)
@@ -85,7 +85,7 @@ def test_rejects_bad_embedding(workdir, mutate, message):
 
 
 def test_missing_labels(workdir):
-    (workdir / schema.TARGETS_DIR / run.LABELS_SUBDIR / "conversion.npz").unlink()
+    (workdir / schema.TARGETS_DIR / schema.LABELS_SUBDIR / "conversion.npz").unlink()
     with pytest.raises(UbpError, match="run the targets stage first"):
         run.main(["good"])
 
