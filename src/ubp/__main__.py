@@ -14,6 +14,7 @@ COMMANDS = {
     "split": "ubp.data.split",
     "targets": "ubp.data.targets",
     "features": "ubp.features.build",
+    "sequences": "ubp.sequences",
     "embed": "ubp.embed",
     "reference": "ubp.reference",
     "evaluate": "ubp.evaluate.run",

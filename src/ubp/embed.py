@@ -26,7 +26,8 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def local_context(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
-                  synthetic_dir: Path = schema.SYNTHETIC_DIR, features_dir: Path = schema.FEATURES_DIR) -> EmbedContext:
+                  synthetic_dir: Path = schema.SYNTHETIC_DIR, features_dir: Path = schema.FEATURES_DIR,
+                  sequences_dir: Path = schema.SEQUENCES_DIR, sequence_settings: dict | None = None) -> EmbedContext:
     """Profiles for local evaluation: input events only, as of the train-target start."""
     split = load_json(split_dir / schema.SPLIT_FILE)
     return EmbedContext(
@@ -36,6 +37,8 @@ def local_context(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: 
         cutoff=datetime.strptime(split["train_target_start"], schema.TIMESTAMP_FORMAT),
         synthetic_dir=synthetic_dir,
         features_path=features_dir / "features.parquet",
+        sequences_dir=sequences_dir,
+        sequence_settings=dict(sequence_settings or {}),
         seed=int(cfg.get("seed", 0)),
         device=str(cfg.get("device", "cpu")),
     )
@@ -75,7 +78,7 @@ def write_skipped(out_dir: Path, reason: str) -> None:
 
 def run(name: str, params: dict, out_root: Path = schema.EMBEDDINGS_DIR) -> None:
     cfg = model_config(params, name)
-    ctx = local_context(cfg)
+    ctx = local_context(cfg, sequence_settings=params.get("sequences"))
     start = time.time()
     log.info("profile %s: method %s, %d clients, cutoff %s", name, cfg.get("method", name), len(ctx.client_ids), ctx.cutoff)
     try:

@@ -76,6 +76,7 @@ CANONICAL_DIR = DATA / "canonical"  # validated, typed copy of the raw layout
 SPLIT_DIR = DATA / "split"  # input/<event>.parquet, train_target.parquet, validation_target.parquet
 TARGETS_DIR = DATA / "targets"  # label sets, popularity, active clients, labels/<task>.npz
 FEATURES_DIR = DATA / "features"  # features.parquet: one row of handcrafted features per relevant client
+SEQUENCES_DIR = DATA / "sequences"  # tokens.npy, lengths.npy, client_ids.npy, vocab.json (see ubp.sequences)
 EMBEDDINGS_DIR = Path("embeddings")  # <profile>/client_ids.npy + embeddings.npy
 METRICS_DIR = Path("metrics")  # <profile>.json
 REPORTS_DIR = Path("reports")

@@ -58,7 +58,8 @@ def validate(entry_dir: Path, relevant_clients: np.ndarray | None = None) -> Non
             )
 
 
-def full_context(cfg: dict, canonical_dir: Path = schema.CANONICAL_DIR) -> EmbedContext:
+def full_context(cfg: dict, canonical_dir: Path = schema.CANONICAL_DIR,
+                 sequence_settings: dict | None = None) -> EmbedContext:
     """Profiles for an entry: every event, as of just after the last one."""
     events = [f"SELECT max(timestamp) AS t FROM read_parquet('{canonical_dir / f'{e}.parquet'}')" for e in schema.EVENT_TYPES]
     last = duckdb.connect().execute(f"SELECT max(t) FROM ({' UNION ALL '.join(events)})").fetchone()[0]
@@ -69,6 +70,7 @@ def full_context(cfg: dict, canonical_dir: Path = schema.CANONICAL_DIR) -> Embed
         events_dir=canonical_dir,
         properties_path=canonical_dir / f"{schema.PROPERTIES}.parquet",
         cutoff=last + timedelta(seconds=1),
+        sequence_settings=dict(sequence_settings or {}),
         seed=int(cfg.get("seed", 0)),
         device=str(cfg.get("device", "cpu")),
     )
@@ -84,7 +86,7 @@ def submit(name: str, out_dir: Path, params: dict, from_input: bool = False) -> 
         meta = {"profile": name, "events": "input only (local evaluation)"}
     else:
         cfg = model_config(params, name)
-        ctx = full_context(cfg)
+        ctx = full_context(cfg, sequence_settings=params.get("sequences"))
         log.info("entry %s: embedding %d clients from all events up to %s", name, len(ctx.client_ids), ctx.cutoff)
         try:
             emb = compute(name, cfg, ctx)

@@ -23,6 +23,8 @@ class EmbedContext:
     synthetic_dir: Path = schema.SYNTHETIC_DIR
     # Precomputed per-client tables for exactly these events and cutoff (None: methods compute them).
     features_path: Path | None = None
+    sequences_dir: Path | None = None  # the sequences stage's output (ubp.sequences.load_or_build checks it fits)
+    sequence_settings: dict = field(default_factory=dict)  # params.yaml's `sequences:` (to build them when needed)
     seed: int = 0
     device: str = "cpu"
     # Filled by the method for the record: "curve" (a list of per-epoch dicts, saved as
