@@ -65,3 +65,35 @@ def test_entry_written_from_all_events_passes_the_validator(workspace):
     root, _ = workspace
     sh(root, "python", "-m", "ubp", "submit", "aggregated", "--out", "entry")
     assert "valid entry" in sh(root, "python", "-m", "ubp", "validate", "entry")
+
+
+def test_notebook_runs_headless_on_the_tiny_run(workspace):
+    import nbclient
+    import nbformat
+
+    root, params = workspace
+    nb = nbformat.read(root / "notebooks" / "profiles_tour.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(root / "notebooks")}}).execute()
+    board = nb.cells[1].outputs[0]["data"]["text/plain"]  # the leaderboard DataFrame
+    assert all(name in board for name in params["models"])
+    figures = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(figures) >= 3  # scores per task, the 2-D maps, the training curves
+
+
+def test_exp_run_hidden_retrains_the_neural_profiles_and_nothing_upstream(workspace):
+    """`dvc exp run -S model.hidden=...` as users type it; runs last: it changes the workspace."""
+    import re
+
+    root, params = workspace
+    out = sh(root, "dvc", "exp", "run", "-S", "model.hidden=24")
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    neural = {name for name, entry in params["models"].items() if entry["inherits"] == "model"}
+    assert neural and {f"embed@{name}" for name in neural} <= ran
+    untouched = {"generate", "ingest", "split", "targets", "features", "sequences", "reference"}
+    untouched |= {f"embed@{name}" for name, entry in params["models"].items()
+                  if entry["inherits"] == "embedding" and entry["method"] != "ensemble"}
+    assert not ran & untouched, sorted(ran & untouched)
+    diff = sh(root, "dvc", "metrics", "diff", "--json")
+    changed = json.loads(diff)
+    assert any(f"metrics/{name}.json" in changed for name in neural)

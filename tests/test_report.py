@@ -29,7 +29,10 @@ def test_report_writes_table_chart_and_json(tmp_path):
     (metrics / "lightgbm.json").write_text(json.dumps({"profile": "lightgbm", "kind": "reference", "tasks": tasks}))
     (metrics / "skipme.json").write_text(json.dumps({"profile": "skipme", "skipped": "no oracle here"}))
     params = {"models": {"random": {}, "oracle": {}, "skipme": {}}, "eval": {"profile": "default"}}
-    run(params, metrics, tmp_path / "reports")
+    embeddings = tmp_path / "embeddings"
+    (embeddings / "oracle").mkdir(parents=True)
+    (embeddings / "oracle" / "training_curve.csv").write_text("epoch,train_loss,val_loss\n1,0.5,0.6\n")
+    run(params, metrics, tmp_path / "reports", embeddings)
     table = (tmp_path / "reports" / "leaderboard.md").read_text()
     assert "| oracle | **0.8000** |" in table and "| 4.8000 | 6 |" in table
     assert table.index("| oracle") < table.index("| random")
@@ -38,3 +41,6 @@ def test_report_writes_table_chart_and_json(tmp_path):
     assert (tmp_path / "reports" / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
     rows = json.loads((tmp_path / "reports" / "leaderboard.json").read_text())
     assert {r["profile"]: r["borda"] for r in rows} == {"random": 0, "oracle": 6, "lightgbm": None}
+    curves = tmp_path / "reports" / "curves"
+    assert sorted(p.name for p in curves.iterdir()) == [".keep", "oracle.csv"]  # only profiles with a curve
+    assert (curves / "oracle.csv").read_text() == "epoch,train_loss,val_loss\n1,0.5,0.6\n"

@@ -23,6 +23,7 @@ from ubp.params import load_params, model_config
 
 log = logging.getLogger("ubp.embed")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+CURVE_FILE = "training_curve.csv"
 
 
 def local_context(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
@@ -68,7 +69,7 @@ def write_profile(out_dir: Path, client_ids: np.ndarray, embeddings: np.ndarray,
         if curve:
             columns = list(curve[0])
             rows = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in curve]
-            (tmp / "training_curve.csv").write_text("\n".join(rows) + "\n")
+            (tmp / CURVE_FILE).write_text("\n".join(rows) + "\n")
 
 
 def write_skipped(out_dir: Path, reason: str) -> None:

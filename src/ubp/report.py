@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from ubp import schema
-from ubp.io import atomic_path, load_json, save_json, save_text
+from ubp.embed import CURVE_FILE
+from ubp.io import atomic_dir, atomic_path, load_json, save_json, save_text
 from ubp.params import load_params
 
 log = logging.getLogger("ubp.report")
+CURVES_SUBDIR = "curves"
 # Task-specific models scored on the same windows: shown for comparison, not ranked as profiles.
 REFERENCES = {"lightgbm": "LightGBM per task on the handcrafted features"}
 SHORT = {
@@ -99,8 +101,24 @@ def chart(scores: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run(params: dict, metrics_dir: Path = schema.METRICS_DIR, out_dir: Path = schema.REPORTS_DIR) -> None:
+def copy_curves(profiles: list[str], embeddings_dir: Path, out_dir: Path) -> list[str]:
+    """Each profile's training curve (embeddings/<p>/training_curve.csv) as out_dir/<p>.csv, for `dvc plots`;
+    the directory holds exactly the current profiles' curves."""
+    with atomic_dir(out_dir) as tmp:
+        copied = []
+        for name in profiles:
+            curve = Path(embeddings_dir) / name / CURVE_FILE
+            if curve.is_file():
+                (tmp / f"{name}.csv").write_text(curve.read_text())
+                copied.append(name)
+        (tmp / ".keep").write_text("")  # DVC needs the output to exist when no profile has a curve
+    return copied
+
+
+def run(params: dict, metrics_dir: Path = schema.METRICS_DIR, out_dir: Path = schema.REPORTS_DIR,
+        embeddings_dir: Path = schema.EMBEDDINGS_DIR) -> None:
     profiles = list(params.get("models") or {})
+    copy_curves(profiles, embeddings_dir, out_dir / CURVES_SUBDIR)
     scores, skipped = load_rows(metrics_dir, profiles)
     references, _ = load_rows(metrics_dir, [n for n in REFERENCES if (metrics_dir / f"{n}.json").exists()])
     eval_profile = (params.get("eval") or {}).get("profile", "default")
