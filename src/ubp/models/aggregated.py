@@ -24,13 +24,15 @@ COUNTED_COLUMNS = {
 
 
 def _events_sql(ctx: EmbedContext, event_type: str) -> str:
+    """The event type's rows strictly before ctx.cutoff (a profile "as of" the cutoff sees nothing later)."""
     source = f"read_parquet('{ctx.events(event_type)}')"
+    before = f"timestamp < TIMESTAMP '{ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT)}'"
     if event_type in schema.PRODUCT_EVENTS:
         return (
             f"SELECT e.client_id, e.timestamp, e.sku, p.category, p.price FROM {source} e "
-            f"JOIN read_parquet('{ctx.properties_path}') p USING (sku)"
+            f"JOIN read_parquet('{ctx.properties_path}') p USING (sku) WHERE e.{before}"
         )
-    return f"SELECT * FROM {source}"
+    return f"SELECT * FROM {source} WHERE {before}"
 
 
 def _top_values(con, events: str, column: str, top_n: int) -> list[int]:
