@@ -178,3 +178,12 @@ def test_oracle_carries_expected_purchases_per_label_kind(raw):
     assert ((state[:, columns.index("p_none_w1")] >= 0) & (state[:, columns.index("p_none_w1")] <= 1)).all()
     smooth = transform(state, columns)
     assert np.isfinite(smooth).all()
+
+
+def test_oracle_has_a_column_for_every_open_task_label(tiny_dirs):
+    columns = json.loads((tiny_dirs["synthetic"] / S.ORACLE_SUBDIR / "columns.json").read_text())
+    for task, prefix in ((S.PROPENSITY_SKU, "buys_sku_"), (S.PROPENSITY_CATEGORY, "buys_category_"),
+                         (S.PROPENSITY_NEW_SKU, "buys_sku_")):
+        labels = np.load(tiny_dirs["targets"] / S.label_file(task))
+        missing = [int(v) for v in labels if f"{prefix}{int(v)}" not in columns]
+        assert not missing, f"{task}: no oracle column for {missing[:5]}"

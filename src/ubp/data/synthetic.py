@@ -60,6 +60,7 @@ DAY = 86_400
 ORACLE_CATEGORIES = 160
 ORACLE_SKUS = 192
 ORACLE_NEW_SKUS = 128
+TARGET_WINDOW_DAYS = 14  # SPEC §3: each target window is 14 days
 WEEKDAY = np.array([1.0, 0.95, 0.95, 0.97, 1.0, 1.08, 1.15])  # Monday..Sunday
 HOURLY = np.array([3, 2, 1.2, 0.8, 0.6, 0.7, 1.2, 2.2, 3.5, 4.5, 5, 5.2, 5.5, 5.3, 5.2, 5.3, 5.6, 6, 6.6, 7.4, 8, 7.6, 6.2, 4.5])
 FOCUS_SHARE = 0.75  # product views and searches that stay on the session's focus category
@@ -203,12 +204,19 @@ def oracle_columns(cfg, cat, events, t_split: int) -> tuple[np.ndarray, np.ndarr
     target = buys["t"] >= t_split
     n_sku, n_cat = len(cat.sku_id), len(cat.cat_id)
     sku_counts = np.bincount(buys[S.SKU][target], minlength=n_sku)
-    cat_cols = _top(np.bincount(cat.sku_cat[buys[S.SKU][target]], minlength=n_cat), ORACLE_CATEGORIES)
+    cat_counts = np.bincount(cat.sku_cat[buys[S.SKU][target]], minlength=n_cat)
+    # The open tasks' label sets are the train window's top sellers: include them even where the two
+    # windows together rank them lower (twice as many, as ties at the 100th place break by id there).
+    first = target & (buys["t"] < t_split + TARGET_WINDOW_DAYS * DAY)
+    first_skus = np.bincount(buys[S.SKU][first], minlength=n_sku)
+    first_cats = np.bincount(cat.sku_cat[buys[S.SKU][first]], minlength=n_cat)
+    cat_cols = np.unique(np.concatenate([_top(cat_counts, ORACLE_CATEGORIES), _top(first_cats, 2 * S.N_TARGET_LABELS)]))
     seen = np.zeros(n_sku, bool)
     for name in S.PRODUCT_EVENTS:
         ev = events[name]
         seen[ev[S.SKU][ev["t"] < t_split]] = True
-    skus = np.concatenate([_top(sku_counts, ORACLE_SKUS), _top(sku_counts, ORACLE_NEW_SKUS, ~seen)])
+    skus = np.concatenate([_top(sku_counts, ORACLE_SKUS), _top(first_skus, 2 * S.N_TARGET_LABELS),
+                           _top(sku_counts, ORACLE_NEW_SKUS, ~seen)])
     skus = np.unique(skus)
     return np.sort(cat_cols), skus, ~seen[skus]
 
