@@ -62,9 +62,9 @@ def test_write_profile_replaces_whole_directory(tmp_path):
 
 def test_unavailable_profile_is_skipped_not_failed(monkeypatch, tmp_path):
     monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(ProfileUnavailable("synthetic only")))
-    monkeypatch.setattr(embed_stage, "local_context", lambda cfg: CTX)
+    monkeypatch.setattr(embed_stage, "local_context", lambda cfg, **kw: CTX)
     params = {"embedding": {}, "models": {"oracle": {"method": "oracle", "inherits": "embedding"}}}
-    embed_stage.run("oracle", params, out_root=tmp_path)
+    embed_stage.run("oracle", params, out_dir=tmp_path / "oracle")
     assert (tmp_path / "oracle" / "SKIPPED.txt").read_text().strip() == "synthetic only"
 
 
@@ -86,8 +86,8 @@ def test_training_curve_and_info_are_saved(monkeypatch, tmp_path):
 
     ctx = EmbedContext(CTX.client_ids, CTX.events_dir, CTX.properties_path, CTX.cutoff)
     monkeypatch.setattr(embed_stage, "get_method", lambda name: Curved())
-    monkeypatch.setattr(embed_stage, "local_context", lambda cfg: ctx)
+    monkeypatch.setattr(embed_stage, "local_context", lambda cfg, **kw: ctx)
     params = {"model": {}, "models": {"nn": {"method": "nn", "inherits": "model"}}}
-    embed_stage.run("nn", params, out_root=tmp_path)
+    embed_stage.run("nn", params, out_dir=tmp_path / "nn")
     assert (tmp_path / "nn" / "training_curve.csv").read_text() == "epoch,train_loss\n1,0.5\n2,0.25\n"
     assert '"best_epoch": 2' in (tmp_path / "nn" / "meta.json").read_text()

@@ -2,7 +2,7 @@
 import pytest
 
 from ubp.io import UbpError
-from ubp.params import model_config
+from ubp.params import model_config, profile_dir, profile_names
 
 PARAMS = {
     "model": {"hidden": 256, "seed": 0},
@@ -13,6 +13,7 @@ PARAMS = {
         "nomethod": {"inherits": "model"},
         "badsection": {"method": "x", "inherits": "model.hidden"},
     },
+    "combined": {"ens": {"method": "ensemble", "inherits": "embedding", "sources": ["svd"]}},
 }
 
 
@@ -27,10 +28,16 @@ def test_inherited_defaults_are_not_shared_objects():
 
 
 @pytest.mark.parametrize("name, message", [
-    ("missing", "no model 'missing' under 'models'"),
+    ("missing", "no profile 'missing' under models or combined"),
     ("nomethod", "models.nomethod needs 'method:'"),
     ("badsection", "names 'model.hidden', which is not a section"),
 ])
 def test_bad_entries_are_named(name, message):
     with pytest.raises(UbpError, match=message):
         model_config(PARAMS, name)
+
+
+def test_combined_profiles_are_profiles_with_their_own_directory():
+    assert profile_names(PARAMS) == ["gru", "svd", "nomethod", "badsection", "ens"]
+    assert model_config(PARAMS, "ens") == {"seed": 0, "method": "ensemble", "inherits": "embedding", "sources": ["svd"]}
+    assert str(profile_dir(PARAMS, "svd")) == "embeddings/svd" and str(profile_dir(PARAMS, "ens")) == "combined/ens"

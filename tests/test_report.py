@@ -29,10 +29,10 @@ def test_report_writes_table_chart_and_json(tmp_path):
     (metrics / "lightgbm.json").write_text(json.dumps({"profile": "lightgbm", "kind": "reference", "tasks": tasks}))
     (metrics / "skipme.json").write_text(json.dumps({"profile": "skipme", "skipped": "no oracle here"}))
     params = {"models": {"random": {}, "oracle": {}, "skipme": {}}, "eval": {"profile": "default"}}
-    embeddings = tmp_path / "embeddings"
-    (embeddings / "oracle").mkdir(parents=True)
-    (embeddings / "oracle" / "training_curve.csv").write_text("epoch,train_loss,val_loss\n1,0.5,0.6\n")
-    run(params, metrics, tmp_path / "reports", embeddings)
+    curve_dir = tmp_path / "embeddings" / "oracle"
+    curve_dir.mkdir(parents=True)
+    (curve_dir / "training_curve.csv").write_text("epoch,train_loss,val_loss\n1,0.5,0.6\n")
+    run(params, metrics, tmp_path / "reports", root=tmp_path)
     table = (tmp_path / "reports" / "leaderboard.md").read_text()
     assert "| oracle | **0.8000** |" in table and "| 4.8000 | 6 |" in table
     assert table.index("| oracle") < table.index("| random")

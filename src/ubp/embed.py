@@ -19,7 +19,7 @@ from ubp import schema
 from ubp.io import UbpError, atomic_dir, load_json, load_npy
 from ubp.models import get_method
 from ubp.models.base import EmbedContext, ProfileUnavailable
-from ubp.params import load_params, model_config
+from ubp.params import load_params, model_config, profile_dir
 
 log = logging.getLogger("ubp.embed")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -77,8 +77,10 @@ def write_skipped(out_dir: Path, reason: str) -> None:
         (tmp / "SKIPPED.txt").write_text(reason + "\n")
 
 
-def run(name: str, params: dict, out_root: Path = schema.EMBEDDINGS_DIR) -> None:
+def run(name: str, params: dict, out_dir: Path | None = None) -> None:
+    """Embed one profile of `models` or `combined` into its directory (params.profile_dir)."""
     cfg = model_config(params, name)
+    out_dir = Path(out_dir) if out_dir is not None else profile_dir(params, name)
     ctx = local_context(cfg, sequence_settings=params.get("sequences"))
     start = time.time()
     log.info("profile %s: method %s, %d clients, cutoff %s", name, cfg.get("method", name), len(ctx.client_ids), ctx.cutoff)
@@ -86,19 +88,19 @@ def run(name: str, params: dict, out_root: Path = schema.EMBEDDINGS_DIR) -> None
         matrix = compute(name, cfg, ctx)
     except ProfileUnavailable as exc:
         log.warning("profile %s skipped: %s", name, exc)
-        write_skipped(out_root / name, str(exc))
+        write_skipped(out_dir, str(exc))
         return
     seconds = round(time.time() - start, 2)
     info = dict(ctx.info)
     curve = info.pop("curve", None)
     meta = {"profile": name, "method": cfg.get("method", name), "dim": int(matrix.shape[1]), "seconds": seconds, **info}
-    write_profile(out_root / name, ctx.client_ids, matrix, meta, curve)
+    write_profile(out_dir, ctx.client_ids, matrix, meta, curve)
     log.info("profile %s: %d x %d in %.1f s", name, matrix.shape[0], matrix.shape[1], seconds)
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ubp embed", description=__doc__.splitlines()[0])
-    parser.add_argument("profile", help="a key of params.yaml's models")
+    parser.add_argument("profile", help="a key of params.yaml's models or combined")
     args = parser.parse_args(argv)
     run(args.profile, load_params())
     return 0

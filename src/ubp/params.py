@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from ubp import schema
 from ubp.io import UbpError
 
 PARAMS_FILE = Path("params.yaml")
@@ -32,23 +33,45 @@ def section(params: dict, *keys: str) -> dict:
     return node
 
 
+# Profiles live in two sections: `models` (computed from events) and `combined` (built from other
+# profiles: ensembles, stacking). DVC gives each section its own foreach, so a combined profile's
+# stage can depend on every base profile's embedding (a foreach item cannot add deps of its own).
+PROFILE_SECTIONS = {"models": schema.EMBEDDINGS_DIR, "combined": schema.COMBINED_DIR}
+
+
+def profile_names(params: dict) -> list[str]:
+    """Every profile, base ones first, in params.yaml's order."""
+    return [name for sec in PROFILE_SECTIONS for name in (params.get(sec) or {})]
+
+
+def profile_section(params: dict, name: str) -> str:
+    for sec in PROFILE_SECTIONS:
+        if name in (params.get(sec) or {}):
+            return sec
+    raise UbpError(f"params.yaml: no profile '{name}' under {' or '.join(PROFILE_SECTIONS)} "
+                   f"(have: {', '.join(profile_names(params))})")
+
+
+def profile_dir(params: dict, name: str) -> Path:
+    """Where the profile's embedding lives: embeddings/<name> (base) or combined/<name>."""
+    return PROFILE_SECTIONS[profile_section(params, name)] / name
+
+
 def model_config(params: dict, name: str) -> dict:
     """A profile's settings: the shared section it `inherits` (e.g. `model:` for neural profiles,
-    `embedding:` for the rest) overridden by its own `models.<name>` entry.
+    `embedding:` for the rest) overridden by its own `models.<name>` (or `combined.<name>`) entry.
 
-    dvc.yaml makes each `embed@<name>` depend on exactly these two sections, so changing
+    dvc.yaml makes each profile's stage depend on exactly these two sections, so changing
     `model.hidden` re-runs the neural profiles and nothing else.
     """
-    models = section(params, "models")
-    if name not in models:
-        raise UbpError(f"params.yaml: no model '{name}' under 'models' (have: {', '.join(models)})")
-    own = models[name] or {}
+    sec = profile_section(params, name)
+    own = params[sec][name] or {}
     for key in ("method", "inherits"):
         if key not in own:
-            raise UbpError(f"params.yaml: models.{name} needs '{key}:' (see the README's 'Adding a profile')")
+            raise UbpError(f"params.yaml: {sec}.{name} needs '{key}:' (see the README's 'Adding a profile')")
     shared = section(params, *str(own["inherits"]).split("."))
     if not isinstance(shared, dict):
-        raise UbpError(f"params.yaml: models.{name}.inherits names '{own['inherits']}', which is not a section")
+        raise UbpError(f"params.yaml: {sec}.{name}.inherits names '{own['inherits']}', which is not a section")
     cfg = copy.deepcopy(shared)
     cfg.update(own)
     return cfg

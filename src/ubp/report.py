@@ -10,7 +10,7 @@ import numpy as np
 from ubp import schema
 from ubp.embed import CURVE_FILE
 from ubp.io import atomic_dir, atomic_path, load_json, save_json, save_text
-from ubp.params import load_params
+from ubp.params import load_params, profile_dir, profile_names
 
 log = logging.getLogger("ubp.report")
 CURVES_SUBDIR = "curves"
@@ -101,13 +101,13 @@ def chart(scores: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def copy_curves(profiles: list[str], embeddings_dir: Path, out_dir: Path) -> list[str]:
-    """Each profile's training curve (embeddings/<p>/training_curve.csv) as out_dir/<p>.csv, for `dvc plots`;
-    the directory holds exactly the current profiles' curves."""
+def copy_curves(profile_dirs: dict[str, Path], out_dir: Path) -> list[str]:
+    """Each profile's training curve (<its directory>/training_curve.csv) as out_dir/<p>.csv, for
+    `dvc plots`; the directory holds exactly the current profiles' curves."""
     with atomic_dir(out_dir) as tmp:
         copied = []
-        for name in profiles:
-            curve = Path(embeddings_dir) / name / CURVE_FILE
+        for name, directory in profile_dirs.items():
+            curve = Path(directory) / CURVE_FILE
             if curve.is_file():
                 (tmp / f"{name}.csv").write_text(curve.read_text())
                 copied.append(name)
@@ -116,9 +116,10 @@ def copy_curves(profiles: list[str], embeddings_dir: Path, out_dir: Path) -> lis
 
 
 def run(params: dict, metrics_dir: Path = schema.METRICS_DIR, out_dir: Path = schema.REPORTS_DIR,
-        embeddings_dir: Path = schema.EMBEDDINGS_DIR) -> None:
-    profiles = list(params.get("models") or {})
-    copy_curves(profiles, embeddings_dir, out_dir / CURVES_SUBDIR)
+        root: Path = Path(".")) -> None:
+    """`root`: where the profiles' directories (embeddings/, combined/) are."""
+    profiles = profile_names(params)
+    copy_curves({name: Path(root) / profile_dir(params, name) for name in profiles}, out_dir / CURVES_SUBDIR)
     scores, skipped = load_rows(metrics_dir, profiles)
     references, _ = load_rows(metrics_dir, [n for n in REFERENCES if (metrics_dir / f"{n}.json").exists()])
     eval_profile = (params.get("eval") or {}).get("profile", "default")

@@ -78,6 +78,7 @@ TARGETS_DIR = DATA / "targets"  # label sets, popularity, active clients, labels
 FEATURES_DIR = DATA / "features"  # features.parquet: one row of handcrafted features per relevant client
 SEQUENCES_DIR = DATA / "sequences"  # tokens.npy, lengths.npy, client_ids.npy, vocab.json (see ubp.sequences)
 EMBEDDINGS_DIR = Path("embeddings")  # <profile>/client_ids.npy + embeddings.npy
+COMBINED_DIR = Path("combined")  # the same, for profiles built from other profiles (ensembles, stacking)
 METRICS_DIR = Path("metrics")  # <profile>.json
 REPORTS_DIR = Path("reports")
 

@@ -18,7 +18,7 @@ from ubp import schema
 from ubp.embed import compute, write_profile
 from ubp.io import UbpError, load_npy
 from ubp.models.base import EmbedContext, ProfileUnavailable
-from ubp.params import load_params, model_config
+from ubp.params import load_params, model_config, profile_dir
 
 log = logging.getLogger("ubp.submission")
 
@@ -79,7 +79,7 @@ def full_context(cfg: dict, canonical_dir: Path = schema.CANONICAL_DIR,
 def submit(name: str, out_dir: Path, params: dict, from_input: bool = False) -> None:
     relevant = load_npy(schema.CANONICAL_DIR / schema.RELEVANT_CLIENTS_FILE)
     if from_input:
-        source = schema.EMBEDDINGS_DIR / name
+        source = profile_dir(params, name)
         if (source / "SKIPPED.txt").exists():
             raise UbpError(f"{source}: profile '{name}' was skipped: {(source / 'SKIPPED.txt').read_text().strip()}")
         ids, emb = load_npy(source / "client_ids.npy"), load_npy(source / "embeddings.npy")

@@ -19,7 +19,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ubp import schema
 from ubp.evaluate.protocol import SCORE_DECIMALS, ProtocolConfig, align, evaluate_task
 from ubp.io import UbpError, load_npy, save_json
-from ubp.params import load_params, section
+from ubp.params import load_params, profile_dir, section
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,9 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         raise UbpError("usage: python -m ubp evaluate <profile>")
     profile = argv[0]
-    eval_params = section(load_params(), "eval")
-    metrics = evaluate_profile(profile, eval_params)
+    params = load_params()
+    eval_params = section(params, "eval")
+    metrics = evaluate_profile(profile, eval_params, profile_dir(params, profile).parent)
     out = schema.METRICS_DIR / f"{profile}.json"
     save_json(out, metrics)
     log.info("%s: sum %s -> %s", profile, metrics.get("sum", "skipped"), out)
