@@ -9,6 +9,7 @@ import yaml
 
 from ubp import schema
 from ubp.data.synthetic import TINY
+from ubp.params import profile_names
 from tests.conftest import REPO
 
 ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com",
@@ -44,20 +45,20 @@ def workspace(tmp_path_factory):
 
 def test_repro_scores_every_profile(workspace):
     root, params = workspace
-    for name in params["models"]:
+    for name in profile_names(params):
         metrics = json.loads((root / "metrics" / f"{name}.json").read_text())
         assert set(metrics["tasks"]) == set(schema.TASKS), name
         assert all(0.0 <= t["score"] <= 1.0 for t in metrics["tasks"].values()), name
         assert metrics["sum"] == pytest.approx(sum(t["score"] for t in metrics["tasks"].values()), abs=1e-3)
     board = (root / "reports" / "leaderboard.md").read_text()
-    assert all(f"| {name} |" in board for name in params["models"])
+    assert all(f"| {name} |" in board for name in profile_names(params))
     assert (root / "reports" / "leaderboard.png").stat().st_size > 1000
 
 
 def test_metrics_are_visible_to_dvc_and_graph_is_up_to_date(workspace):
     root, params = workspace
     shown = sh(root, "dvc", "metrics", "show", "--json")
-    assert all(f"metrics/{name}.json" in shown for name in params["models"])
+    assert all(f"metrics/{name}.json" in shown for name in profile_names(params))
     assert "changed" not in sh(root, "dvc", "status")
 
 
@@ -76,7 +77,7 @@ def test_notebook_runs_headless_on_the_tiny_run(workspace):
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(root / "notebooks")}}).execute()
     board = nb.cells[1].outputs[0]["data"]["text/plain"]  # the leaderboard DataFrame
-    assert all(name in board for name in params["models"])
+    assert all(name in board for name in profile_names(params))
     figures = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(figures) >= 3  # scores per task, the 2-D maps, the training curves
 
@@ -90,9 +91,10 @@ def test_exp_run_hidden_retrains_the_neural_profiles_and_nothing_upstream(worksp
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     neural = {name for name, entry in params["models"].items() if entry["inherits"] == "model"}
     assert neural and {f"embed@{name}" for name in neural} <= ran
+    assert {f"combine@{name}" for name in params.get("combined") or {}} <= ran  # built from the neural ones
     untouched = {"generate", "ingest", "split", "targets", "features", "sequences", "reference"}
-    untouched |= {f"embed@{name}" for name, entry in params["models"].items()
-                  if entry["inherits"] == "embedding" and entry["method"] != "ensemble"}
+    untouched |= {f"{stage}@{name}" for name, entry in params["models"].items() if entry["inherits"] != "model"
+                  for stage in ("embed", "evaluate")}
     assert not ran & untouched, sorted(ran & untouched)
     diff = sh(root, "dvc", "metrics", "diff", "--json")
     changed = json.loads(diff)

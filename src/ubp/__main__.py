@@ -17,6 +17,7 @@ COMMANDS = {
     "sequences": "ubp.sequences",
     "embed": "ubp.embed",
     "reference": "ubp.reference",
+    "select": "ubp.selection",
     "evaluate": "ubp.evaluate.run",
     "report": "ubp.report",
     "submit": "ubp.submission",

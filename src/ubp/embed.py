@@ -93,7 +93,11 @@ def run(name: str, params: dict, out_dir: Path | None = None) -> None:
     seconds = round(time.time() - start, 2)
     info = dict(ctx.info)
     curve = info.pop("curve", None)
-    meta = {"profile": name, "method": cfg.get("method", name), "dim": int(matrix.shape[1]), "seconds": seconds, **info}
+    # events + cutoff + config say what the embedding was made from: the ensemble reuses a stored
+    # source only when all three match its own context and params (ubp.ensemble.load_source).
+    meta = {"profile": name, "method": cfg.get("method", name), "dim": int(matrix.shape[1]), "seconds": seconds,
+            "events": str(ctx.events_dir), "cutoff": ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT),
+            "config": json.loads(json.dumps(cfg, default=str)), **info}
     write_profile(out_dir, ctx.client_ids, matrix, meta, curve)
     log.info("profile %s: %d x %d in %.1f s", name, matrix.shape[0], matrix.shape[1], seconds)
 

@@ -19,11 +19,11 @@ from sklearn.preprocessing import StandardScaler
 from ubp import schema
 from ubp.embed import compute
 from ubp.models import available_methods
-from ubp.params import load_params, model_config
+from ubp.params import load_params, model_config, profile_names
 from tests.conftest import REPO
 
 PARAMS = load_params(REPO / "params.yaml")
-PROFILES = [name for name in PARAMS["models"]]
+PROFILES = profile_names(PARAMS)
 # Methods that read no events: the oracle is the generator's state at the split, random is noise.
 NOT_FROM_EVENTS = {"oracle", "random"}
 

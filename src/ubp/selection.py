@@ -1,0 +1,297 @@
+"""`python -m ubp select`: which profiles the ensemble should combine, chosen on train-window labels only.
+
+    python -m ubp select [--threads 1]   # -> reports/ensemble_selection.md and .json
+
+Greedy forward selection, then backward pruning (ensemble selection as in Caruana et al. 2004):
+start from nothing; at each step add the candidate whose addition scores best, while that improves
+the objective by more than `min_gain`; then, while dropping one chosen source scores at least as
+well as keeping it, drop the one whose removal scores best.
+
+A candidate set is scored by the downstream protocol itself (`ubp.evaluate.protocol`: the network,
+seed and training settings of params.yaml's `eval`) on an inner split of the TRAIN window: the
+relevant clients are split into `folds` seeded folds; for each fold and task, a fresh network is
+trained on the train-window labels (`y_train`) of the other folds' clients and scored on the
+train-window labels of the fold's clients; a task's inner score is the mean over the folds (and
+over `repeats` re-drawn splits, seeds seed, seed+1, ...), and the objective is the sum over the
+six tasks. The validation-window labels (`y_validation`) are never read (`load_train_labels` does
+not touch them), so the validation scores of the chosen ensemble stay an honest test. Every set
+uses the same folds and network seed: differences between sets are paired.
+
+The objective is noisy: on the default data, features alone scored 4.493, 4.493 and 4.549 over
+three split seeds, and one source's gain over another swung by ~0.03 — hence `min_gain: 0.01`
+(raise `repeats` to average the noise away at proportional cost).
+
+Candidates are the stored profiles (`embeddings/<profile>/`, made by `python -m ubp embed`): by
+default every profile in params.yaml's `models` with an embedding, except `selection.exclude`
+(`oracle` by default: the generator's truth, a ceiling, not a method), skipped profiles and
+ensembles. Each source is normalised exactly as in the ensemble (`ubp.ensemble.block`, with its
+`ensemble.sources` settings when it is listed there, and `ensemble.balance`), once, and a set is its
+blocks side by side in candidate order. Sets wider than `ensemble.max_dim` are not tried.
+
+Cost: one scoring trains 6 tasks x `folds` x `repeats` networks on (folds-1)/folds of the clients:
+with 2 folds about one `python -m ubp evaluate` (~15-20 s on 2 idle cores with the default
+network and 12,000 clients; 60-110 s on the shared, loaded machine with 1 thread). Forward
+selection over C candidates scores at most C + (C-1) + ... sets (fewer when it stops; no set is
+scored twice), pruning at most k - 1 per removal: 6 candidates cost at most 21 + 5 scorings.
+`max_sources` bounds the forward steps.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ubp import schema
+from ubp.ensemble import DEFAULTS as ENSEMBLE_DEFAULTS
+from ubp.ensemble import SKIPPED_FILE, Loaded, Source, align, block, parse_sources
+from ubp.evaluate.metrics import TaskMetrics
+from ubp.evaluate.protocol import SCORE_DECIMALS, ProtocolConfig, _batches, _validate, build_net
+from ubp.evaluate.run import labels_path
+from ubp.io import UbpError, load_npy, save_json, save_text
+from ubp.params import load_params, section
+
+log = logging.getLogger("ubp.selection")
+
+DEFAULTS = {"candidates": None, "exclude": ["oracle"], "folds": 2, "repeats": 1, "min_gain": 0.01, "max_sources": None,
+            "seed": 0}
+REPORT = schema.REPORTS_DIR / "ensemble_selection"
+
+
+def load_train_labels(targets_dir: Path, task: str) -> dict:
+    """A task's client ids, train-window labels and popularity; the validation window is not read."""
+    path = labels_path(targets_dir, task)
+    if not path.exists():
+        raise UbpError(f"{path}: file not found (run the targets stage first)")
+    with np.load(path, allow_pickle=False) as npz:  # arrays load lazily, by key
+        labels = {"client_ids": npz["client_ids"], "y_train": npz["y_train"]}
+        if task not in schema.BINARY_TASKS:
+            labels["popularity"] = npz["popularity"]
+    if labels["y_train"].ndim != 2 or len(labels["y_train"]) != len(labels["client_ids"]):
+        raise UbpError(f"{path}: y_train has shape {labels['y_train'].shape}, expected ({len(labels['client_ids'])}, n)")
+    return labels
+
+
+# --- one task, one fold ----------------------------------------------------------------------------
+
+def fit_and_score(task: str, x_fit, y_fit, x_score, y_score, popularity, config: ProtocolConfig) -> float:
+    """The protocol's network trained on (x_fit, y_fit), scored on (x_score, y_score) after every
+    epoch; the best epoch's score, as `evaluate_task` does with the validation window."""
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    torch.set_flush_denormal(True)  # see evaluate_task: subnormal gradients are ~20x slower on x86
+    device = torch.device(config.device)
+    xf = torch.from_numpy(np.asarray(x_fit, dtype=np.float32)).to(device)
+    yf = torch.from_numpy(np.asarray(y_fit, dtype=np.float32).reshape(len(xf), -1)).to(device)
+    xs = torch.from_numpy(np.asarray(x_score, dtype=np.float32)).to(device)
+    ys = torch.from_numpy(np.asarray(y_score, dtype=np.int64).reshape(len(xs), -1)).to(device)
+    net = build_net(xf.shape[1], yf.shape[1], config).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr)
+    metrics = TaskMetrics(task, popularity, device=device)
+    scores = []
+    for _ in range(config.epochs):
+        net.train()
+        for batch in _batches(len(xf), config.batch_size):
+            loss = F.binary_cross_entropy_with_logits(net(xf[batch]), yf[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        scores.append(_validate(net, xs, ys, metrics, config.batch_size)["score"])
+    return max(scores)
+
+
+class InnerScorer:
+    """Scores an embedding of the relevant clients on the inner split of the train window."""
+
+    def __init__(self, labels: dict[str, dict], config: ProtocolConfig, folds: int = 2, seed: int = 0,
+                 repeats: int = 1):
+        if folds < 2 or repeats < 1:
+            raise UbpError(f"params.yaml: selection needs folds >= 2 and repeats >= 1, got {folds} and {repeats}")
+        self.labels, self.config, self.folds = labels, config, int(folds)
+        # Every non-churn task covers all relevant clients (churn only the active ones), as in evaluate.
+        self.client_ids = np.unique(np.concatenate([lab["client_ids"] for lab in labels.values()]))
+        n = len(self.client_ids)
+        folds_of = [np.random.default_rng([int(seed) + r, 1278]).permutation(n) % self.folds for r in range(repeats)]
+        self.rows, self.fold = {}, {}
+        for task, lab in labels.items():
+            rows = np.searchsorted(self.client_ids, lab["client_ids"])  # task label row -> embedding row
+            self.rows[task], self.fold[task] = rows, [fold[rows] for fold in folds_of]
+
+    def score(self, x: np.ndarray) -> dict[str, float]:
+        """Per task, the mean over repeats and folds of the inner score; one row of x per self.client_ids."""
+        out = {}
+        for task in schema.TASKS:
+            lab, rows, y = self.labels[task], self.rows[task], self.labels[task]["y_train"]
+            scores = [fit_and_score(task, x[rows[fold != k]], y[fold != k], x[rows[fold == k]], y[fold == k],
+                                    lab.get("popularity"), self.config)
+                      for fold in self.fold[task] for k in range(self.folds)]
+            out[task] = round(float(np.mean(scores)), SCORE_DECIMALS)
+        return out
+
+
+# --- the search ------------------------------------------------------------------------------------
+
+def greedy(candidates: list[str], objective: Callable[[tuple[str, ...]], float], min_gain: float = 0.0,
+           max_sources: int | None = None) -> tuple[tuple[str, ...], list[dict]]:
+    """Forward selection then backward pruning; returns the chosen set (candidate order) and the steps.
+
+    `objective(set)` is called at most once per set (sets are tuples in candidate order)."""
+    rank = {name: i for i, name in enumerate(candidates)}
+    cache: dict[tuple[str, ...], float] = {}
+
+    def value(names) -> float:
+        key = tuple(sorted(names, key=rank.__getitem__))
+        if key not in cache:
+            cache[key] = objective(key)
+        return cache[key]
+
+    chosen: tuple[str, ...] = ()
+    best = float("-inf")
+    steps = []
+    while len(chosen) < (max_sources or len(candidates)):
+        tried = {name: value(chosen + (name,)) for name in candidates if name not in chosen}
+        tried = {name: v for name, v in tried.items() if v is not None}
+        if not tried:
+            break
+        pick = max(tried, key=lambda n: (tried[n], -rank[n]))  # ties: the earlier candidate
+        gain = tried[pick] - best
+        accepted = not chosen or gain > min_gain
+        steps.append({"phase": "forward", "base": list(chosen), "tried": tried, "pick": pick,
+                      "objective": tried[pick], "gain": None if not chosen else round(gain, 6), "accepted": accepted})
+        if not accepted:
+            break
+        chosen, best = tuple(sorted(chosen + (pick,), key=rank.__getitem__)), tried[pick]
+    while len(chosen) > 1:
+        tried = {name: value(tuple(n for n in chosen if n != name)) for name in chosen}
+        drop = max(tried, key=lambda n: (tried[n], rank[n]))  # ties: drop the later candidate
+        accepted = tried[drop] >= best
+        steps.append({"phase": "backward", "base": list(chosen), "tried": tried, "pick": drop,
+                      "objective": tried[drop], "gain": round(tried[drop] - best, 6), "accepted": accepted})
+        if not accepted:
+            break
+        chosen, best = tuple(n for n in chosen if n != drop), tried[drop]
+    return chosen, steps
+
+
+def default_candidates(params: dict, embeddings_dir: Path, exclude: list[str]) -> list[str]:
+    names = []
+    for name, entry in (params.get("models") or {}).items():
+        method = (entry or {}).get("method", name)
+        profile_dir = Path(embeddings_dir) / name
+        if name in exclude or method == "ensemble" or (profile_dir / SKIPPED_FILE).exists():
+            continue
+        if (profile_dir / "embeddings.npy").exists():
+            names.append(name)
+        else:
+            log.warning("selection: profile %s has no embedding in %s: not a candidate", name, profile_dir)
+    return names
+
+
+def source_blocks(candidates: list[str], params: dict, client_ids: np.ndarray, embeddings_dir: Path,
+                  ensemble_cfg: dict) -> dict[str, np.ndarray]:
+    """Each candidate's ensemble block (float16) for client_ids, normalised as the ensemble does."""
+    listed = {}
+    if ensemble_cfg.get("sources"):
+        listed = {s.name: s for s in parse_sources(ensemble_cfg["sources"])}
+    models = params.get("models") or {}
+    s = {**ENSEMBLE_DEFAULTS, **ensemble_cfg}
+    blocks = {}
+    for name in candidates:
+        profile_dir = Path(embeddings_dir) / name
+        if not (profile_dir / "embeddings.npy").exists():
+            raise UbpError(f"selection: candidate '{name}' has no embedding in {profile_dir} "
+                           f"(run `python -m ubp embed {name}` first)")
+        x, present = align(load_npy(profile_dir / "client_ids.npy"), load_npy(profile_dir / "embeddings.npy"), client_ids)
+        method = str((models.get(name) or {}).get("method", name))
+        loaded = Loaded(listed.get(name, Source(name)), method, x, present, "stored")
+        blocks[name] = block(loaded, len(client_ids), s["balance"], int(s["seed"]), int(s["n_quantiles"]),
+                             int(s["subsample"])).astype(np.float16)
+    return blocks
+
+
+def select(params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR, targets_dir: Path = schema.TARGETS_DIR,
+           load_labels: Callable[[Path, str], dict] = load_train_labels, threads: int | None = None) -> dict:
+    """Run the selection; returns everything the report shows. `threads` overrides eval.threads."""
+    started = time.perf_counter()
+    s = {**DEFAULTS, **(params.get("selection") or {})}
+    ensemble_cfg = {**ENSEMBLE_DEFAULTS, **(params.get("ensemble") or {})}
+    config = ProtocolConfig.from_params(section(params, "eval"))
+    if threads:
+        config = dataclasses.replace(config, threads=int(threads))
+    candidates = list(s["candidates"] or default_candidates(params, embeddings_dir, list(s["exclude"] or [])))
+    if not candidates:
+        raise UbpError("selection: no candidate profiles (embed some profiles first, or set selection.candidates)")
+    labels = {task: load_labels(targets_dir, task) for task in schema.TASKS}
+    scorer = InnerScorer(labels, config, int(s["folds"]), int(s["seed"]), int(s["repeats"]))
+    blocks = source_blocks(candidates, params, scorer.client_ids, embeddings_dir, ensemble_cfg)
+    max_dim = min(int(ensemble_cfg["max_dim"]), schema.MAX_EMBEDDING_DIM)
+    scored = {}
+
+    def objective(names: tuple[str, ...]) -> float | None:
+        width = sum(blocks[n].shape[1] for n in names)
+        if width > max_dim:
+            log.info("selection: %s has %d columns > max_dim %d: not tried", "+".join(names), width, max_dim)
+            return None
+        t = time.perf_counter()
+        tasks = scorer.score(np.concatenate([blocks[n] for n in names], axis=1))
+        total = round(sum(tasks.values()), SCORE_DECIMALS)
+        scored["+".join(names)] = {"sources": list(names), "dim": width, "objective": total, "tasks": tasks,
+                                   "seconds": round(time.perf_counter() - t, 1)}
+        log.info("selection: %-40s objective %.4f (%d columns, %.1f s)", "+".join(names), total, width,
+                 time.perf_counter() - t)
+        return total
+
+    chosen, steps = greedy(candidates, objective, float(s["min_gain"]), s["max_sources"])
+    return {"candidates": candidates, "selected": list(chosen),
+            "objective": scored["+".join(chosen)]["objective"] if chosen else None,
+            "settings": {**s, "candidates": candidates, "eval": dataclasses.asdict(config)},
+            "steps": steps, "scored": scored, "n_scored": len(scored),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+def markdown(result: dict) -> str:
+    short = {t: t.replace("propensity_", "") for t in schema.TASKS}
+    s = result["settings"]
+    lines = ["# Ensemble selection", "",
+             f"Greedy forward selection then backward pruning over {len(result['candidates'])} candidates "
+             f"({', '.join(result['candidates'])}), scored on an inner {s['folds']}-fold split of the train "
+             "window only (the validation window is never read). Objective: the sum of the six tasks' inner "
+             f"scores; a source is added only if it gains more than {s['min_gain']}. Made by `python -m ubp select`.",
+             "", f"**Selected:** {', '.join(result['selected']) or '(none)'} — inner objective {result['objective']}",
+             f"({result['n_scored']} sets scored in {result['seconds']} s).", "",
+             "## Steps", "", "| step | phase | from | tried | objective | gain | accepted |", "|---|---|---|---|---:|---:|---|"]
+    for i, step in enumerate(result["steps"], 1):
+        for name, value in sorted(step["tried"].items(), key=lambda kv: -kv[1]):
+            picked = name == step["pick"]
+            sign = "−" if step["phase"] == "backward" else "+"
+            lines.append(f"| {i} | {step['phase']} | {'+'.join(step['base']) or '∅'} | {sign}{name} | "
+                         f"{value:.4f} | {step['gain'] if picked and step['gain'] is not None else ''} | "
+                         f"{('yes' if step['accepted'] else 'no') if picked else ''} |")
+    lines += ["", "## Every set scored", "", "| set | dim | " + " | ".join(short[t] for t in schema.TASKS)
+              + " | objective |", "|---|---:|" + "---:|" * (len(schema.TASKS) + 1)]
+    for name, row in sorted(result["scored"].items(), key=lambda kv: -kv[1]["objective"]):
+        lines.append(f"| {name} | {row['dim']} | " + " | ".join(f"{row['tasks'][t]:.4f}" for t in schema.TASKS)
+                     + f" | {row['objective']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ubp select", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPORT, help="report path without suffix")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default eval.threads; 1 is much faster on a busy machine)")
+    args = parser.parse_args(argv)
+    result = select(load_params(), threads=args.threads)
+    save_json(args.out.with_suffix(".json"), result)
+    save_text(args.out.with_suffix(".md"), markdown(result))
+    log.info("selected %s (inner objective %s) -> %s.md/.json", ", ".join(result["selected"]), result["objective"],
+             args.out)
+    return 0

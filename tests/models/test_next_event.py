@@ -1,0 +1,158 @@
+"""next_event: it learns to predict the next event, attention is causal, a profile does not depend
+on its batch's padding, an empty history gets a finite profile, and bad settings are refused."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from ubp.io import UbpError
+from ubp.models import _sequence as Q
+from ubp.models import _training as T
+from ubp.models import next_event as N
+from ubp.sequences import FIELDS, RARE, Sequences
+
+SMALL = {"hidden": 32, "layers": 1, "heads": 2, "context": 32, "item_vocab": 200, "epochs": 8, "patience": 8,
+         "threads": 1, "batch_size": 16, "lr": 3e-3, "seed": 0}
+TYPE = FIELDS.index("event_type")
+
+
+def settings(**over) -> dict:
+    return T.settings({**SMALL, **over}, N.DEFAULTS)
+
+
+@pytest.fixture(scope="module")
+def seqs(tiny_context) -> Sequences:
+    s = Q.load(tiny_context)
+    return Sequences(s.client_ids, np.asarray(s.tokens), s.lengths, s.sizes, s.vocab)
+
+
+@pytest.fixture(scope="module")
+def trained(seqs):
+    info = {}
+    return N.train(seqs, settings(), info), info
+
+
+def untrained(seqs, **over) -> N.NextEventModel:
+    torch.manual_seed(0)
+    return N.build(seqs, settings(**over)).eval()
+
+
+@torch.no_grad()
+def accuracy(model, seqs, idx, field) -> tuple[float, float]:
+    """(accuracy of the predicted next `field`, share of its most frequent value) over idx's last windows."""
+    tokens, _ = N.windows(seqs, idx, SMALL["context"])
+    tokens = torch.from_numpy(tokens)
+    target, real = N.next_targets(tokens[..., FIELDS.index(field)], field, SMALL["item_vocab"])
+    guess = model.heads[field](model.states(tokens)[:, :-1][real]).argmax(-1)
+    majority = torch.bincount(target[real]).max().item() / real.sum().item()
+    return (guess == target[real]).float().mean().item(), majority
+
+
+def test_training_improves_next_event_accuracy_on_held_out_clients(seqs, trained):
+    model, info = trained
+    _, val = T.holdout_split(len(seqs.lengths), settings()["val_fraction"], SMALL["seed"])
+    assert info["n_val"] == len(val) > 0
+    for field in ("event_type", "sku", "category"):
+        before, majority = accuracy(untrained(seqs), seqs, val, field)
+        after, _ = accuracy(model, seqs, val, field)
+        assert after > before + 0.2, (field, before, after)
+        # the tiny data's next event type is hardly more predictable than "a page visit"; items are
+        assert after >= majority - 0.005 if field == "event_type" else after > 2 * majority, (field, after, majority)
+    curve = info["curve"]
+    assert len(curve) == SMALL["epochs"] and curve[-1]["val_loss"] < 0.8 * curve[0]["val_loss"]
+
+
+def test_heads_follow_the_targets_and_the_item_cap(seqs):
+    model = untrained(seqs)
+    assert set(model.heads) == set(N.TARGETS)
+    assert model.classes["sku"] == 3 + SMALL["item_vocab"] and model.classes["event_type"] == seqs.sizes["event_type"]
+    column = torch.tensor([0, 1, 2, 3, 202, 203, 500])
+    target, valid = N.next_targets(column, "sku", 200)
+    assert target.tolist() == [0, 1, 2, 3, 202, RARE, RARE] and valid.tolist() == [False, False] + [True] * 5
+    target, valid = N.next_targets(column, "event_type", 200)
+    assert target.tolist() == column.tolist() and valid.tolist() == [False] + [True] * 6
+    only = N.build(seqs, settings(targets=["event_type", "gap"]))
+    assert set(only.heads) == {"event_type", "gap"}
+
+
+def test_attention_is_causal(seqs):
+    model = untrained(seqs)
+    idx = np.flatnonzero(seqs.lengths >= 20)[:4]
+    tokens, _ = N.windows(seqs, idx, SMALL["context"])
+    changed = tokens.copy()
+    k = 10
+    changed[:, k, TYPE] = np.where(changed[:, k, TYPE] == 5, 1, 5)
+    changed[:, k, FIELDS.index("sku")] = 7
+    with torch.no_grad():
+        a, b = (model.states(torch.from_numpy(t)) for t in (tokens, changed))
+    # state i has seen events 0..i-1: event k first enters state k + 1
+    assert torch.equal(a[:, : k + 1], b[:, : k + 1])
+    assert not torch.allclose(a[:, k + 1], b[:, k + 1])
+
+
+def test_profile_does_not_depend_on_the_batch_padding(seqs):
+    model = untrained(seqs)
+    short = np.flatnonzero((seqs.lengths > 1) & (seqs.lengths < 20))[0]
+    long_ = np.argmax(seqs.lengths)
+    assert seqs.lengths[long_] > SMALL["context"]
+    alone = N.profile_rows(model, seqs, np.array([short]), SMALL["context"])
+    together = N.profile_rows(model, seqs, np.array([long_, short]), SMALL["context"])
+    torch.testing.assert_close(alone[0], together[1], rtol=0, atol=1e-5)
+    # and trailing padding up to the whole context changes nothing either
+    tokens, kept = N.windows(seqs, np.array([short]), SMALL["context"])
+    pad = np.zeros((1, SMALL["context"] - tokens.shape[1], tokens.shape[2]), tokens.dtype)
+    padded = np.concatenate([tokens, pad], axis=1)
+    with torch.no_grad():
+        wide = model.states(torch.from_numpy(padded))[0, kept[0]]
+    torch.testing.assert_close(alone[0], wide, rtol=0, atol=1e-5)
+
+
+def test_windows_are_contiguous_and_seeded(seqs):
+    idx = np.flatnonzero(seqs.lengths > 40)[:8]
+    last, kept = N.windows(seqs, idx, 16)
+    assert last.shape[1] == 16 and (kept == 16).all()
+    for row, i in enumerate(idx):
+        assert np.array_equal(last[row], seqs.tokens[i, seqs.lengths[i] - 16: seqs.lengths[i]])
+    a, _ = N.windows(seqs, idx, 16, np.random.default_rng(3))
+    b, _ = N.windows(seqs, idx, 16, np.random.default_rng(3))
+    assert np.array_equal(a, b)
+    for row, i in enumerate(idx):  # each random window is a run of the client's real events
+        starts = [s for s in range(seqs.lengths[i] - 15) if np.array_equal(seqs.tokens[i, s:s + 16], a[row])]
+        assert starts
+    short = np.flatnonzero((seqs.lengths > 0) & (seqs.lengths < 16))[:1]
+    tokens, kept = N.windows(seqs, short, 16)
+    assert kept[0] == seqs.lengths[short[0]] and (tokens[0, kept[0]:] == 0).all()
+
+
+def test_empty_history_gets_the_finite_start_state(seqs):
+    model = untrained(seqs)
+    lengths = seqs.lengths.copy()
+    tokens = seqs.tokens.copy()
+    lengths[:2], tokens[:2] = 0, 0
+    empty = dataclasses.replace(seqs, tokens=tokens, lengths=lengths)
+    out = N.profiles(model, empty, SMALL["context"], 64)
+    assert out.shape == (len(lengths), SMALL["hidden"]) and np.isfinite(out).all()
+    assert np.array_equal(out[0], out[1]) and np.abs(out[0]).sum() > 0
+    with torch.no_grad():
+        start = model.states(torch.zeros((1, 1, len(FIELDS)), dtype=torch.long))[0, 0].numpy()
+    np.testing.assert_allclose(out[0], start, atol=1e-6)
+    assert not np.allclose(out[np.argmax(lengths)], out[0])
+
+
+def test_embed_rows_follow_clients_and_are_deterministic(tiny_context):
+    ctx = lambda: dataclasses.replace(tiny_context, info={})
+    fast = {**SMALL, "epochs": 1}
+    first_ctx = ctx()
+    first = N.embed(first_ctx, fast)
+    assert first.shape == (len(tiny_context.client_ids), SMALL["hidden"]) and first.dtype == np.float32
+    assert np.array_equal(first, N.embed(ctx(), fast))
+    assert [row["epoch"] for row in first_ctx.info["curve"]] == [1]
+    assert first_ctx.info["head_classes"]["url"] == 3 + SMALL["item_vocab"]
+
+
+@pytest.mark.parametrize("bad", [{"heads": 3}, {"targets": ["day"]}, {"targets": []}, {"fields": ["nope"]},
+                                 {"context": 0}, {"item_vocab": -1}, {"dropout": 1.0}])
+def test_bad_settings_are_refused(seqs, bad):
+    with pytest.raises(UbpError):
+        N.build(seqs, settings(**bad))
