@@ -19,7 +19,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ubp import schema
 from ubp.evaluate.protocol import SCORE_DECIMALS, ProtocolConfig, align, evaluate_task
 from ubp.io import UbpError, load_npy, save_json
-from ubp.params import load_params, profile_dir, section
+from ubp.params import load_params, profile_dir, profile_names, section
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,10 @@ def main(argv: list[str]) -> int:
     profile = argv[0]
     params = load_params()
     eval_params = section(params, "eval")
-    metrics = evaluate_profile(profile, eval_params, profile_dir(params, profile).parent)
+    in_params = profile in profile_names(params)
+    # Not a profile of params.yaml: an embedding put in embeddings/<name> by hand (e.g. made elsewhere).
+    root = profile_dir(params, profile).parent if in_params else schema.EMBEDDINGS_DIR
+    metrics = evaluate_profile(profile, eval_params, root)
     out = schema.METRICS_DIR / f"{profile}.json"
     save_json(out, metrics)
     log.info("%s: sum %s -> %s", profile, metrics.get("sum", "skipped"), out)
