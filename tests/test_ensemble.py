@@ -211,6 +211,13 @@ def test_embeddings_made_for_other_events_are_not_used(tmp_path):
         E.build(ctx, {"sources": ["a"], "embeddings_dir": tmp_path / "emb", "params_file": params_file(tmp_path)})
 
 
+def test_a_meta_without_events_and_cutoff_counts_as_the_local_pipelines(tmp_path):
+    write_profile(tmp_path / "a", np.arange(2, dtype=np.int64), np.eye(2, dtype=np.float16), {"profile": "a"})
+    local = dataclasses.replace(context(tmp_path, range(2)), events_dir=schema.SPLIT_DIR / "input")
+    assert E.made_for(tmp_path / "a", local)
+    assert not E.made_for(tmp_path / "a", context(tmp_path, range(2)))  # e.g. all events, for an entry
+
+
 # --- real profiles on the tiny data -----------------------------------------------------------------
 
 def test_stored_and_computed_sources_give_the_same_ensemble(tiny_context, tmp_path):

@@ -35,6 +35,9 @@ def workspace(tmp_path_factory):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["synthetic"] = {**params["data"]["synthetic"], **TINY}
     params["model"]["epochs"] = 2
+    for entry in [*params["models"].values(), *(params.get("combined") or {}).values()]:
+        if entry.get("inherits") == "model":
+            entry["epochs"] = 2  # some neural profiles set their own epochs for the default data
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(root, "git", "init", "-q")
     sh(root, "git", "add", "-A")

@@ -20,17 +20,22 @@ Our choices (where the paper is silent, or to fit ~3 minutes on 2 CPU cores):
   authors' code); to read every layer's state at `end`, the stack is run one nn.GRU layer at a
   time, with dropout between layers (what nn.GRU's `dropout` does).
 * Only the last `max_len` events are used (training and profile): GRU time on CPU grows with the
-  number of steps, and the recent past matters most for the tasks.
+  number of steps.
 * Reconstruction heads of the top-k fields (category, sku, url) predict only the `output_top` most
-  frequent values; rarer ids become the RARE class (the inputs keep the full 5,000 ids). Heads over
-  5,000 classes would cost more than the GRUs themselves.
+  frequent values; rarer ids become the RARE class (the inputs keep the full 5,000 ids). With all
+  5,003 sku/url classes a training step cost ~3.8x the one with 300 (the heads outweighed the GRUs).
 * The published profile is the encoder state standardized per dimension over the embedded clients
   (`standardize`), an affine map that keeps all its information: GRU states sit near +-1 and differ
   between clients by ~0.1, which the downstream network's first layer barely separates (on the
   default data the six-task sum went from 3.75 raw to 4.26 standardized, same weights).
-* Width `hidden` (params.yaml's `model.hidden`, 256) for the week_all variant with 2 layers; the
-  day_event_type profile sets the paper's 128. Epochs are capped in params.yaml (see there);
-  early stopping on held-out clients' reconstruction loss as for every neural profile.
+* Sizes for 2 CPU cores (params.yaml; measured on the default data, 12,000 clients): both profiles
+  2 layers of width `model.hidden` (128, the paper's day_event_type size; 256 costs ~2x per step)
+  and lr 3e-3 (at 1e-3 the loss was far from converged within the epochs we can afford; sum of
+  five linear-probe AUROCs 3.89 vs 3.80 at equal cost). week_all: last 32 events, 300 head
+  classes, 8 epochs of batch 256 (six-task sum 4.44 vs 4.36 for batch 128 x 5 epochs; probe sum
+  3.96 vs 3.89 for the last 64 events x 4 epochs, at similar cost); day_event_type: last 64
+  events, 4 epochs, dropout 0.5. Early stopping on held-out clients' reconstruction loss as for
+  every neural profile (the loss still falls at the last epoch: more epochs would help).
 """
 from __future__ import annotations
 
@@ -46,11 +51,11 @@ from ubp.sequences import FIELDS, FIRST_VALUE, PAD, RARE, TOP_K_FIELDS
 
 DEFAULTS = {
     "fields": "week_all",
-    "hidden": 256,  # profile width = GRU width = event embedding width
+    "hidden": 128,  # profile width = GRU width = event embedding width (params.yaml: model.hidden)
     "layers": 2,
     "dropout": 0.1,
-    "max_len": 64,  # last events used
-    "output_top": 1000,  # classes of the category/sku/url heads (more frequent values); None: all
+    "max_len": 32,  # last events used
+    "output_top": 300,  # classes of the category/sku/url heads (more frequent values); None: all
     "infer_batch_size": 1024,
     "standardize": True,  # publish each dimension centred and scaled over the clients (see the docstring)
 }
@@ -150,13 +155,14 @@ class GRUAutoencoder(nn.Module):
         return out
 
     def loss(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Sum over fields of the mean cross-entropy; also the per-field count of correct predictions."""
+        """Sum over fields of the mean cross-entropy; in eval mode also the per-field count of correct predictions."""
         states, mask = self(tokens, lengths)
         total, correct = states.new_zeros(()), {}
         for f, target in self.targets(tokens, lengths, mask).items():
             logits = self.heads[f](states)
             total = total + nn.functional.cross_entropy(logits, target)
-            correct[f] = int((logits.argmax(1) == target).sum())
+            if not self.training:
+                correct[f] = int((logits.argmax(1) == target).sum())
         return total, correct
 
 
@@ -169,8 +175,8 @@ def _batch(tokens: np.ndarray, lengths: np.ndarray, idx: np.ndarray, device) -> 
 def length_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
                    pool: int = 32) -> list[np.ndarray]:
     """Shuffled minibatches of similar lengths: shuffle, sort each pool of `pool` batches by length,
-    cut, shuffle the batches. A batch runs to its longest sequence, so this saves the padding steps
-    (~20% of the GRU time at max_len 64) while each epoch still sees every client once, in random company."""
+    cut, shuffle the batches. A batch runs to its longest sequence, so this saves most padding steps
+    while each epoch still sees every client once, in random company."""
     order = rng.permutation(np.asarray(indices))
     parts = []
     for start in range(0, len(order), batch_size * pool):
