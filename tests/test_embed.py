@@ -50,6 +50,20 @@ def test_compute_returns_float16(monkeypatch):
     assert out.dtype == np.float16 and out.shape == (3, 2)
 
 
+def test_standardize_setting_centres_and_scales_each_column(monkeypatch):
+    raw = np.array([[1.0, 7.0, 0.5], [3.0, 7.0, 0.5], [5.0, 7.0, 2.0]])
+    monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(raw))
+    out = embed_stage.compute("p", {"standardize": True}, CTX).astype(np.float64)
+    # column 0: mean 3, sd sqrt(8/3); column 1 constant -> only centred; column 2: mean 1, sd sqrt(0.5)
+    a, b = 2 / np.sqrt(8 / 3), 0.5 / np.sqrt(0.5)
+    expected = np.array([[-a, 0.0, -b], [0.0, 0.0, -b], [a, 0.0, 2 * b]])
+    np.testing.assert_allclose(out, expected, atol=2e-3)
+    assert np.array_equal(embed_stage.compute("p", {"standardize": False}, CTX), raw.astype(np.float16))
+    with pytest.raises(UbpError, match="NaN or inf"):  # standardising never hides a bad value
+        monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(np.array([[0.0, np.nan]] * 3)))
+        embed_stage.compute("p", {"standardize": True}, CTX)
+
+
 def test_write_profile_replaces_whole_directory(tmp_path):
     out = tmp_path / "embeddings" / "p"
     embed_stage.write_skipped(out, "not here")

@@ -1,8 +1,11 @@
 """Leaderboard: Borda count by hand, the Markdown table and the chart."""
 import json
+import math
+
+import pytest
 
 from ubp import schema
-from ubp.report import borda, run
+from ubp.report import borda, headroom, markdown, run
 
 
 def scores_of(values):
@@ -44,3 +47,22 @@ def test_report_writes_table_chart_and_json(tmp_path):
     curves = tmp_path / "reports" / "curves"
     assert sorted(p.name for p in curves.iterdir()) == [".keep", "oracle.csv"]  # only profiles with a curve
     assert (curves / "oracle.csv").read_text() == "epoch,train_loss,val_loss\n1,0.5,0.6\n"
+
+
+def test_headroom_by_hand():
+    scores = {
+        "random": scores_of([0.5, 0.5, 0.5, 0.6, 0.6, 0.5]),
+        "oracle": scores_of([0.9, 0.7, 0.8, 0.6, 0.7, 0.9]),
+        "mine": scores_of([0.7, 0.8, 0.5, 0.7, 0.65, 0.6]),
+    }
+    share = headroom(scores, {"ref": scores_of([0.9] * 6)})
+    mine = [share["mine"][t] for t in schema.TASKS]
+    # (0.7-0.5)/0.4, (0.8-0.5)/0.2, 0/0.3, tie of floor and ceiling, (0.65-0.6)/0.1, (0.6-0.5)/0.4
+    assert mine[:3] == pytest.approx([0.5, 1.5, 0.0]) and math.isnan(mine[3])
+    assert mine[4:] == pytest.approx([0.5, 0.25])
+    assert share["oracle"][schema.CHURN] == 1.0 and share["random"][schema.CHURN] == 0.0
+    assert share["ref"][schema.CHURN] == pytest.approx(1.0)
+    assert headroom({"mine": scores["mine"], "oracle": scores["oracle"]}) == {}  # no floor: no table
+    table = markdown(scores, {}, "default", {"lightgbm": scores_of([0.9] * 6)})
+    assert "## Share of the oracle's headroom" in table and "| *lightgbm (reference)* |" in table
+    assert "| mine | 0.50 | 1.50 | 0.00 | nan | 0.50 | 0.25 | 0.55 |" in table

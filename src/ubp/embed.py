@@ -45,10 +45,26 @@ def local_context(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: 
     )
 
 
+def standardize(x: np.ndarray) -> np.ndarray:
+    """Each column to mean 0, sd 1 over the rows (a near-constant column is only centred)."""
+    x = np.asarray(x, dtype=np.float64)
+    std = x.std(axis=0)
+    return ((x - x.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
+
+
 def compute(name: str, cfg: dict, ctx: EmbedContext) -> np.ndarray:
-    """Run the profile's method and check what it returns; float16, ready to save."""
+    """Run the profile's method and check what it returns; float16, ready to save.
+
+    `standardize: true` in the profile's settings (every neural profile inherits it from `model:`)
+    publishes each column centred and scaled over the embedded clients: an affine map that keeps
+    all the information, but the fixed downstream network is not scale-free. Network states sit in
+    narrow ranges (GRU states near ±1 differing by ~0.1); on the default data standardising lifted
+    gru_ae's six-task sum 3.75 -> 4.26, next_event's 4.29 -> 4.34, contrastive's 4.58 -> 4.64, and
+    dcn's propensity_sku AUROC 0.56 -> 0.69 (same weights, same evaluator)."""
     method = get_method(str(cfg.get("method", name)))
     matrix = np.asarray(method.embed(ctx, cfg))
+    if cfg.get("standardize", False) and matrix.ndim == 2 and len(matrix):
+        matrix = standardize(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != len(ctx.client_ids):
         raise UbpError(f"profile '{name}': method returned shape {matrix.shape}, expected ({len(ctx.client_ids)}, d)")
     if matrix.shape[1] > schema.MAX_EMBEDDING_DIM:

@@ -53,6 +53,45 @@ def load_rows(metrics_dir: Path, profiles: list[str]) -> tuple[dict, dict]:
     return scores, skipped
 
 
+def headroom(scores: dict, references: dict | None = None, floor: str = "random",
+             ceiling: str = "oracle") -> dict[str, dict[str, float]]:
+    """Per task, how much of the ceiling's lead over the floor a row closes: (score − floor) /
+    (ceiling − floor); 0 = no better than noise, 1 = as good as the ceiling, > 1 beyond it. Empty
+    when the floor or the ceiling was not scored; NaN for a task where they tie."""
+    if floor not in scores or ceiling not in scores:
+        return {}
+    rows = {**scores, **(references or {})}
+    out = {}
+    for name, row in rows.items():
+        out[name] = {}
+        for task in schema.TASKS:
+            gap = scores[ceiling][task] - scores[floor][task]
+            out[name][task] = (row[task] - scores[floor][task]) / gap if gap != 0 else float("nan")
+    return out
+
+
+def headroom_lines(scores: dict, references: dict | None = None) -> list[str]:
+    share = headroom(scores, references)
+    if not share:
+        return []
+    order = sorted(share, key=lambda n: -sum(scores.get(n, (references or {}).get(n)).values()))
+    lines = [
+        "",
+        "## Share of the oracle's headroom",
+        "",
+        "Per task, (score − random) / (oracle − random): 0 is noise, 1 is the oracle (the true latent",
+        "state of the synthetic generator); above 1 a row beats the oracle on that task.",
+        "",
+        "| profile | " + " | ".join(SHORT[t] for t in schema.TASKS) + " | mean |",
+        "|---|" + "---:|" * (len(schema.TASKS) + 1),
+    ]
+    for name in order:
+        values = [share[name][t] for t in schema.TASKS]
+        label = name if name in scores else f"*{name} (reference)*"
+        lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {np.nanmean(values):.2f} |")
+    return lines
+
+
 def markdown(scores: dict, skipped: dict, eval_profile: str, references: dict | None = None) -> str:
     points = borda(scores)
     order = sorted(scores, key=lambda n: -sum(scores[n].values()))
@@ -73,6 +112,7 @@ def markdown(scores: dict, skipped: dict, eval_profile: str, references: dict | 
         cells = [f"{row[t]:.4f}" for t in schema.TASKS]
         lines.append(f"| *{name}: {REFERENCES[name]} (reference, not a profile)* | " + " | ".join(cells)
                      + f" | {sum(row.values()):.4f} | — |")
+    lines += headroom_lines(scores, references)
     for name, reason in skipped.items():
         lines.append(f"\nSkipped `{name}`: {reason}")
     return "\n".join(lines) + "\n"

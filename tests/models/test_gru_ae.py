@@ -120,10 +120,7 @@ def test_both_variants_embed_deterministically(tiny_context, fields, hidden):
     first, again = run(), run()
     assert first.shape == (len(tiny_context.client_ids), hidden) and first.dtype == np.float32
     assert np.isfinite(first).all() and np.array_equal(first, again)
-    np.testing.assert_allclose(first.mean(0), 0, atol=1e-4)  # standardized per dimension
-    raw = G.embed(dataclasses.replace(tiny_context, info={}), {**cfg, "standardize": False})
-    assert np.abs(raw).max() <= 1.0  # GRU states
-    np.testing.assert_allclose(G.standardize(raw), first, atol=1e-5)
+    assert np.abs(first).max() <= 1.0  # GRU states (ubp.embed.compute standardizes them)
 
 
 @pytest.mark.parametrize("bad", [{"fields": ["event_type", "colour"]}, {"fields": "nope"}, {"hidden": 0},

@@ -91,21 +91,31 @@ def test_attention_is_causal(seqs):
     assert not torch.allclose(a[:, k + 1], b[:, k + 1])
 
 
-def test_profile_does_not_depend_on_the_batch_padding(seqs):
+@pytest.mark.parametrize("pool", N.POOLS)
+def test_profile_does_not_depend_on_the_batch_padding(seqs, pool):
     model = untrained(seqs)
     short = np.flatnonzero((seqs.lengths > 1) & (seqs.lengths < 20))[0]
     long_ = np.argmax(seqs.lengths)
     assert seqs.lengths[long_] > SMALL["context"]
-    alone = N.profile_rows(model, seqs, np.array([short]), SMALL["context"])
-    together = N.profile_rows(model, seqs, np.array([long_, short]), SMALL["context"])
+    alone = N.profile_rows(model, seqs, np.array([short]), SMALL["context"], pool)
+    together = N.profile_rows(model, seqs, np.array([long_, short]), SMALL["context"], pool)
     torch.testing.assert_close(alone[0], together[1], rtol=0, atol=1e-5)
     # and trailing padding up to the whole context changes nothing either
     tokens, kept = N.windows(seqs, np.array([short]), SMALL["context"])
     pad = np.zeros((1, SMALL["context"] - tokens.shape[1], tokens.shape[2]), tokens.dtype)
     padded = np.concatenate([tokens, pad], axis=1)
     with torch.no_grad():
-        wide = model.states(torch.from_numpy(padded))[0, kept[0]]
-    torch.testing.assert_close(alone[0], wide, rtol=0, atol=1e-5)
+        wide = N.pool_states(model.states(torch.from_numpy(padded)), torch.from_numpy(kept + 1), pool)
+    torch.testing.assert_close(alone[0], wide[0], rtol=0, atol=1e-5)
+
+
+def test_pools_are_the_last_state_the_mean_or_both():
+    states = torch.arange(24, dtype=torch.float32).view(2, 3, 4)
+    steps = torch.tensor([1, 2])
+    last, mean = N.pool_states(states, steps, "last"), N.pool_states(states, steps, "mean")
+    assert torch.equal(last, torch.stack([states[0, 0], states[1, 1]]))
+    assert torch.equal(mean, torch.stack([states[0, 0], states[1, :2].mean(0)]))
+    assert torch.equal(N.pool_states(states, steps, "last_mean"), torch.cat([last, mean], 1))
 
 
 def test_windows_are_contiguous_and_seeded(seqs):
@@ -125,13 +135,14 @@ def test_windows_are_contiguous_and_seeded(seqs):
     assert kept[0] == seqs.lengths[short[0]] and (tokens[0, kept[0]:] == 0).all()
 
 
-def test_empty_history_gets_the_finite_start_state(seqs):
+@pytest.mark.parametrize("pool", ["last", "mean"])
+def test_empty_history_gets_the_finite_start_state(seqs, pool):
     model = untrained(seqs)
     lengths = seqs.lengths.copy()
     tokens = seqs.tokens.copy()
     lengths[:2], tokens[:2] = 0, 0
     empty = dataclasses.replace(seqs, tokens=tokens, lengths=lengths)
-    out = N.profiles(model, empty, SMALL["context"], 64)
+    out = N.profiles(model, empty, SMALL["context"], 64, pool)
     assert out.shape == (len(lengths), SMALL["hidden"]) and np.isfinite(out).all()
     assert np.array_equal(out[0], out[1]) and np.abs(out[0]).sum() > 0
     with torch.no_grad():
@@ -146,13 +157,15 @@ def test_embed_rows_follow_clients_and_are_deterministic(tiny_context):
     first_ctx = ctx()
     first = N.embed(first_ctx, fast)
     assert first.shape == (len(tiny_context.client_ids), SMALL["hidden"]) and first.dtype == np.float32
+    assert N.embed(ctx(), {**fast, "pool": "last_mean"}).shape[1] == 2 * SMALL["hidden"]
     assert np.array_equal(first, N.embed(ctx(), fast))
     assert [row["epoch"] for row in first_ctx.info["curve"]] == [1]
     assert first_ctx.info["head_classes"]["url"] == 3 + SMALL["item_vocab"]
 
 
 @pytest.mark.parametrize("bad", [{"heads": 3}, {"targets": ["day"]}, {"targets": []}, {"fields": ["nope"]},
-                                 {"context": 0}, {"item_vocab": -1}, {"dropout": 1.0}])
+                                 {"context": 0}, {"item_vocab": -1}, {"dropout": 1.0},
+                                 {"pool": "max"}])
 def test_bad_settings_are_refused(seqs, bad):
     with pytest.raises(UbpError):
         N.build(seqs, settings(**bad))

@@ -25,9 +25,9 @@ Our choices (where the paper is silent, or to fit ~3 minutes on 2 CPU cores):
   frequent values; rarer ids become the RARE class (the inputs keep the full 5,000 ids). With all
   5,003 sku/url classes a training step cost ~3.8x the one with 300 (the heads outweighed the GRUs).
 * The published profile is the encoder state standardized per dimension over the embedded clients
-  (`standardize`), an affine map that keeps all its information: GRU states sit near +-1 and differ
-  between clients by ~0.1, which the downstream network's first layer barely separates (on the
-  default data the six-task sum went from 3.75 raw to 4.26 standardized, same weights).
+  (`model.standardize`, applied by `ubp.embed.compute` to every neural profile): GRU states sit
+  near +-1 and differ between clients by ~0.1, which the downstream network's first layer barely
+  separates (on the default data the six-task sum went from 3.75 raw to 4.26 standardized).
 * Sizes for 2 CPU cores (params.yaml; measured on the default data, 12,000 clients): both profiles
   2 layers of width `model.hidden` (128, the paper's day_event_type size; 256 costs ~2x per step)
   and lr 3e-3 (at 1e-3 the loss was far from converged within the epochs we can afford; sum of
@@ -57,7 +57,6 @@ DEFAULTS = {
     "max_len": 32,  # last events used
     "output_top": 300,  # classes of the category/sku/url heads (more frequent values); None: all
     "infer_batch_size": 1024,
-    "standardize": True,  # publish each dimension centred and scaled over the clients (see the docstring)
 }
 
 
@@ -259,11 +258,4 @@ def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
     with T.deterministic(s["threads"]):
         model = train(tokens, lengths, seqs.sizes, s, ctx.info)
         out = profiles(model, tokens, lengths, int(s["infer_batch_size"]), T.resolve_device(s["device"]))
-    return standardize(out) if s["standardize"] else out
-
-
-def standardize(x: np.ndarray) -> np.ndarray:
-    """Each column to mean 0, sd 1 over the rows (near-constant columns only centred)."""
-    x = x.astype(np.float64)
-    std = x.std(axis=0)
-    return ((x - x.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
+    return out
