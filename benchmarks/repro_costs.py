@@ -59,7 +59,7 @@ def run(command: list[str], workdir: Path, log_path: Path) -> tuple[list[tuple[s
     sampler = Sampler(proc.pid)
     sampler.start()
     order: list[tuple[str, float]] = []
-    with log_path.open("w") as log:
+    with log_path.open("w", buffering=1) as log:  # line-buffered: follow it with tail -f
         for line in proc.stdout:
             log.write(f"{time.time() - start:8.1f} {line}")
             found = STAGE_LINE.search(line)

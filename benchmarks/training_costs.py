@@ -2,16 +2,15 @@
 
     python benchmarks/training_costs.py [--costs reports/repro_costs.md] [--out reports/training_costs.md]
 
-Reads what the embed stages recorded (`<profile dir>/meta.json`: n_train, epochs_run, seconds;
-`training_curve.csv`: seconds per epoch) and the stage's peak memory from the table that
-`benchmarks/repro_costs.py` wrote, so run that first, on an otherwise idle machine: the figures
-are those of that run. Samples per second = training clients x epochs / training seconds (one
+Reads the log and the table that `benchmarks/repro_costs.py` wrote (run that first, on an
+otherwise idle machine: the figures are those of that run): each embed stage's epoch lines
+("<method> epoch i/n: ..., <seconds> s") and its peak memory; the number of training clients comes
+from the profile's meta.json in this checkout (it does not depend on the machine). Samples per second = training clients x epochs / training seconds (one
 sample = one client's sequence or row per epoch; validation passes are in the epoch time).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import sys
@@ -22,6 +21,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from ubp.params import load_params, profile_dir, profile_names  # noqa: E402
 
 ROW = re.compile(r"^\| (embed@|combine@)(\S+) \| ([\d.]+) \| (\d+) \|$")
+STAGE = re.compile(r"Running stage '(?:embed|combine)@([^']+)'")
+EPOCH = re.compile(r" epoch (\d+)/\d+: .*?([\d.]+) s\b")
+
+
+def epoch_seconds(log: Path) -> dict[str, list[float]]:
+    """profile -> seconds of each epoch, from a repro_costs log."""
+    out: dict[str, list[float]] = {}
+    current = None
+    for line in log.read_text().splitlines():
+        stage = STAGE.search(line)
+        if stage:
+            current = stage.group(1)
+            continue
+        if line.lstrip().split(" ", 1)[-1].startswith("Running stage"):
+            current = None
+        epoch = EPOCH.search(line)
+        if current and epoch:
+            out.setdefault(current, []).append(float(epoch.group(2)))
+    return out
 
 
 def stage_costs(path: Path) -> dict[str, tuple[float, float]]:
@@ -42,34 +60,28 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     costs = stage_costs(args.costs)
+    seconds = epoch_seconds(args.costs.with_suffix(".log"))
     rows = []
     for name in profile_names(params):
-        directory = Path(profile_dir(params, name))
-        curve_path = directory / "training_curve.csv"
-        if not curve_path.exists():
+        if name not in seconds:
             continue
-        meta = json.loads((directory / "meta.json").read_text())
-        with curve_path.open() as f:
-            curve = list(csv.DictReader(f))
-        epoch_seconds = [float(r["seconds"]) for r in curve if r.get("seconds")]
-        train_seconds = sum(epoch_seconds)
+        meta = json.loads((Path(profile_dir(params, name)) / "meta.json").read_text())
+        train_seconds, epochs = sum(seconds[name]), len(seconds[name])
         n_train = int(meta.get("n_train", 0))
-        epochs = len(curve)
         stage_s, peak = costs.get(name, (float("nan"), float("nan")))
-        rows.append((name, meta.get("method", name), meta.get("dim"), n_train, epochs,
-                     train_seconds / max(epochs, 1), n_train * epochs / train_seconds if train_seconds else float("nan"),
-                     float(meta.get("seconds", float("nan"))), stage_s, peak))
+        rows.append((name, meta.get("method", name), meta.get("dim"), n_train, epochs, train_seconds / epochs,
+                     n_train * epochs / train_seconds if train_seconds else float("nan"), stage_s, peak))
     lines = [
         "# Training costs",
         "",
-        f"From the profiles' meta.json and training curves, and the stage table in `{args.costs}` "
-        "(peak memory of the embed stage's processes). Made by `python benchmarks/training_costs.py` "
+        f"From the log and stage table of `{args.costs}` (epoch times; stage wall time and peak memory "
+        "of the stage's processes) and the profiles' meta.json. Made by `python benchmarks/training_costs.py` "
         "after `python benchmarks/repro_costs.py`.",
         "",
-        "| profile | method | dims | training clients | epochs | s / epoch | samples / s | embed (s) | stage (s) | peak memory (MB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *[f"| {n} | {m} | {d} | {t} | {e} | {spe:.1f} | {sps:.0f} | {emb:.1f} | {st:.1f} | {pk:.0f} |"
-          for n, m, d, t, e, spe, sps, emb, st, pk in rows],
+        "| profile | method | dims | training clients | epochs | s / epoch | samples / s | stage (s) | peak memory (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        *[f"| {n} | {m} | {d} | {t} | {e} | {spe:.1f} | {sps:.0f} | {st:.1f} | {pk:.0f} |"
+          for n, m, d, t, e, spe, sps, st, pk in rows],
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".md.tmp")

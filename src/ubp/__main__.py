@@ -3,12 +3,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
-
-# torch's OpenMP threads spin while they wait; when another process shares the cores (a second
-# stage, a test run) that spinning slows both several-fold. Passive waiting costs little alone.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ubp.io import UbpError
 
