@@ -22,6 +22,8 @@ from pathlib import Path
 
 import psutil
 
+from ubp.io import save_text
+
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
 
@@ -108,10 +110,7 @@ def main() -> None:
         f"| **total** (`{' '.join(command)}`, {total / 60:.1f} min) | **{total:.1f}** | "
         f"**{max((r[2] for r in rows), default=0):.0f}** |",
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".md.tmp")
-    tmp_out.write_text("\n".join(lines) + "\n")
-    tmp_out.replace(out)
+    save_text(out, "\n".join(lines) + "\n")  # atomic: temp file, then rename
     print("\n".join(lines))
 
 

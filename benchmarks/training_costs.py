@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from ubp.io import save_text  # noqa: E402
 from ubp.params import load_params, profile_dir, profile_names  # noqa: E402
 
 ROW = re.compile(r"^\| (embed@|combine@)(\S+) \| ([\d.]+) \| (\d+) \|$")
@@ -83,10 +84,7 @@ def main() -> None:
         *[f"| {n} | {m} | {d} | {t} | {e} | {spe:.1f} | {sps:.0f} | {st:.1f} | {pk:.0f} |"
           for n, m, d, t, e, spe, sps, st, pk in rows],
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(args.out)
+    save_text(args.out, "\n".join(lines) + "\n")  # atomic: temp file, then rename
     print("\n".join(lines))
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ubp import embed as E
+from ubp.io import save_text
 from ubp.params import load_params, model_config, profile_names
 
 ROW = re.compile(r"^\| embed@(\S+) \| ([\d.]+) \|")
@@ -72,10 +73,7 @@ def main() -> None:
                      + f" | {ratio:.1f} | {base:.1f} | {base * ratio / 60:.1f} |")
     lines.append(f"| **all** | | " + "| " * len(args.widths) + f"| {sum(stage.get(r[0], 0.0) for r in rows):.1f} | "
                  f"**{total / 60:.1f}** |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(args.out)
+    save_text(args.out, "\n".join(lines) + "\n")  # atomic: temp file, then rename
     print("\n".join(lines))
 
 
