@@ -82,6 +82,15 @@ def test_standard_centres_and_scales_columns_and_zeroes_constant_ones():
     np.testing.assert_allclose(out, [[-1.0, 0.0], [1.0, 0.0]])
 
 
+def test_none_keeps_the_profile_as_published_and_block_only_centres_and_balances_it():
+    x = [[1.0, 10.0], [3.0, 10.0], [2.0, 40.0]]
+    np.testing.assert_array_equal(E.normalise(x, "none"), np.float32(x))
+    # centred: [[-1 -10] [1 -10] [0 20]]; mean squared row norm (101 + 101 + 400) / 3
+    out = E.block(loaded(x, norm="none"), 3)
+    k = 1 / np.sqrt(602 / 3)
+    np.testing.assert_allclose(out, k * np.array([[-1.0, -10.0], [1.0, -10.0], [0.0, 20.0]]), rtol=1e-6)
+
+
 def test_quantile_maps_ranks_to_a_standardised_normal():
     # three distinct values -> quantiles 0, 1/2, 1 -> symmetric normal scores -> standardised +-sqrt(3/2)
     out = E.normalise([[10.0, 7.0], [1.0, 7.0], [100.0, 7.0]], "quantile", n_quantiles=3)

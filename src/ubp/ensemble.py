@@ -23,6 +23,8 @@ Per source, on its own (statistics over the clients the source has):
    out with a variance well below 1); `standard`: each column to mean 0, variance 1; `auto`:
    `quantile` for the tabular methods (TABULAR_METHODS: the profile's `method` in params.yaml, or
    in its meta.json), `l2` for every other method. A new tabular method is one more name there.
+   `none`: the profile as published (e.g. `features`' own quantile-normal output, whose mostly-zero
+   columns keep their wider spread instead of being brought to unit variance).
 2. `pca` (optional): the first k principal components (exact PCA, so deterministic; signs fixed
    by scikit-learn's svd_flip), where seed 001 reduces its wide sequence embeddings.
 3. Centre, then `balance: source` (default) rescales the block so its mean squared row norm is
@@ -66,7 +68,7 @@ from ubp.params import PARAMS_FILE, load_params, model_config
 
 log = logging.getLogger("ubp.ensemble")
 
-NORMS = ("auto", "l2", "quantile", "standard")
+NORMS = ("auto", "l2", "quantile", "standard", "none")
 BALANCES = ("source", "dimension", "none")
 # Methods whose output is a table of handcrafted counts/rates rather than a learned embedding.
 TABULAR_METHODS = frozenset({"features", "aggregated"})
@@ -134,17 +136,19 @@ def resolve_norm(norm: str, method: str) -> str:
 
 def normalise(x: np.ndarray, norm: str, seed: int = 0, n_quantiles: int = 1000,
               subsample: int = 200_000) -> np.ndarray:
-    """`x` normalised by `norm` (l2 | quantile | standard); statistics over the rows given.
+    """`x` normalised by `norm` (l2 | quantile | standard | none); statistics over the rows given.
 
     float32 throughout: on the real data's 1M clients a float64 copy of a 300-column source is 2.4 GB."""
     x = np.asarray(x, dtype=np.float32)
+    if norm == "none":
+        return x
     if norm == "l2":
         lengths = np.linalg.norm(x, axis=1, keepdims=True)
         return x / np.where(lengths > 0, lengths, np.float32(1.0))  # an all-zero row stays zero
     if norm == "quantile":
         x = quantile_normal(x, n_quantiles, subsample, seed)
     elif norm != "standard":
-        raise UbpError(f"unknown normalisation '{norm}' (have: l2, quantile, standard)")
+        raise UbpError(f"unknown normalisation '{norm}' (have: l2, quantile, standard, none)")
     std = x.std(axis=0)
     return (x - x.mean(axis=0)) / np.where(std > 0, std, np.float32(np.inf))  # a constant column becomes 0
 
