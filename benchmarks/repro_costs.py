@@ -2,7 +2,8 @@
 
     python benchmarks/repro_costs.py [--workdir DIR] [--out reports/repro_costs.md] [-- dvc exp run -S model.hidden=512]
 
-Without --workdir, clones the current commit into a temporary directory (no DVC cache, no
+Writes the table to --out, the same figures to its .json (what training_costs.py and
+width_costs.py read) and the command's output to its .log. Without --workdir, clones the current commit into a temporary directory (no DVC cache, no
 outputs), so the figure is "from scratch on a fresh checkout". Stage boundaries come from DVC's
 "Running stage '<name>':" lines; memory is the summed RSS of DVC's child processes (the stage's
 command), sampled every 0.2 s. The lines of the command's own output are kept in a log next to
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from ubp.io import save_text
+from ubp.io import save_json, save_text
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
@@ -111,6 +112,11 @@ def main() -> None:
         f"**{max((r[2] for r in rows), default=0):.0f}** |",
     ]
     save_text(out, "\n".join(lines) + "\n")  # atomic: temp file, then rename
+    # The same figures for scripts (benchmarks/training_costs.py, width_costs.py): no table parsing.
+    save_json(out.with_suffix(".json"), {
+        "command": command, "commit": commit, "fresh_clone": args.workdir is None, "cores": os.cpu_count(),
+        "total_seconds": round(total, 1),
+        "stages": {n: {"seconds": round(s, 1), "peak_mb": round(m)} for n, s, m in rows}})
     print("\n".join(lines))
 
 

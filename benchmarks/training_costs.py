@@ -2,7 +2,7 @@
 
     python benchmarks/training_costs.py [--costs reports/repro_costs.md] [--out reports/training_costs.md]
 
-Reads the log and the table that `benchmarks/repro_costs.py` wrote (run that first, on an
+Reads the log and the .json that `benchmarks/repro_costs.py` wrote (run that first, on an
 otherwise idle machine: the figures are those of that run): each embed stage's epoch lines
 ("<method> epoch i/n: ..., <seconds> s") and its peak memory; the number of training clients comes
 from the profile's meta.json in this checkout (it does not depend on the machine). Samples per second = training clients x epochs / training seconds (one
@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from ubp.io import save_text  # noqa: E402
 from ubp.params import load_params, profile_dir, profile_names  # noqa: E402
 
-ROW = re.compile(r"^\| (embed@|combine@)(\S+) \| ([\d.]+) \| (\d+) \|$")
 STAGE = re.compile(r"Running stage '(?:embed|combine)@([^']+)'")
 EPOCH = re.compile(r" epoch (\d+)/\d+: .*?([\d.]+) s\b")
 
@@ -44,14 +43,10 @@ def epoch_seconds(log: Path) -> dict[str, list[float]]:
 
 
 def stage_costs(path: Path) -> dict[str, tuple[float, float]]:
-    """profile -> (stage wall seconds, peak MB) from a repro_costs.md table."""
-    out = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            found = ROW.match(line.strip())
-            if found:
-                out[found.group(2)] = (float(found.group(3)), float(found.group(4)))
-    return out
+    """profile -> (stage wall seconds, peak MB) from the .json that repro_costs.py writes beside its table."""
+    stages = json.loads(path.with_suffix(".json").read_text())["stages"]
+    return {name.split("@", 1)[1]: (row["seconds"], row["peak_mb"]) for name, row in stages.items()
+            if name.startswith(("embed@", "combine@"))}
 
 
 def main() -> None:
@@ -75,7 +70,7 @@ def main() -> None:
     lines = [
         "# Training costs",
         "",
-        f"From the log and stage table of `{args.costs}` (epoch times; stage wall time and peak memory "
+        f"From the log and stage figures (.json) of `{args.costs}` (epoch times; stage wall time and peak memory "
         "of the stage's processes) and the profiles' meta.json. Made by `python benchmarks/training_costs.py` "
         "after `python benchmarks/repro_costs.py`.",
         "",

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
-import re
 import time
 from pathlib import Path
 
 from ubp import embed as E
 from ubp.io import save_text
 from ubp.params import load_params, model_config, profile_names
-
-ROW = re.compile(r"^\| embed@(\S+) \| ([\d.]+) \|")
 
 
 def main() -> None:
@@ -33,11 +31,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     params = load_params()
     stage = {}
-    if args.costs.exists():
-        for line in args.costs.read_text().splitlines():
-            found = ROW.match(line)
-            if found:
-                stage[found.group(1)] = float(found.group(2))
+    if args.costs.with_suffix(".json").exists():  # written by benchmarks/repro_costs.py beside its table
+        stages = json.loads(args.costs.with_suffix(".json").read_text())["stages"]
+        stage = {name.split("@", 1)[1]: row["seconds"] for name, row in stages.items() if name.startswith("embed@")}
     names = [n for n in profile_names(params) if (params.get("models") or {}).get(n, {}).get("inherits") == "model"]
     rows = []
     for name in names:

@@ -1,0 +1,104 @@
+"""How the ensemble's per-source normalisation and weights score, on the train window's inner split only.
+
+    python benchmarks/ensemble_norms.py [--repeats 3] [--threads 2] [--out reports/ensemble_norms]
+
+Each configuration is an `ensemble:` section (sources with norm/weight/pca, balance). Its matrix is
+built from the stored profiles exactly as the ensemble stage builds it (`ubp.selection.source_blocks`,
+i.e. `ubp.ensemble.block`) and scored by `ubp.selection.InnerScorer`: the downstream protocol trained
+on half the clients' train-window labels and scored on the other half's, averaged over the folds and
+`repeats` re-drawn splits. The validation window is never read (`load_train_labels`), so choosing
+the default from this table does not peek at the scores the leaderboard reports. The first row is
+the `features` profile itself, unchanged (not centred, not rescaled), for reference.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ubp import schema
+from ubp.evaluate.protocol import ProtocolConfig
+from ubp.io import load_npy, save_json, save_text
+from ubp.params import load_params, section
+from ubp.selection import InnerScorer, load_train_labels, source_blocks
+from ubp.ensemble import align
+
+log = logging.getLogger("benchmarks.ensemble_norms")
+
+NEURAL = {"contrastive": {"weight": 0.5}, "gru_ae_day": {"weight": 0.5}}
+CONFIGS = {
+    "features, quantile (standardised)": {"sources": {"features": {}}},
+    "features, as published (norm none)": {"sources": {"features": {"norm": "none"}}},
+    "features quantile + contrastive .5 + gru_ae_day .5": {"sources": {"features": {}, **NEURAL}},
+    "features none + contrastive .5 + gru_ae_day .5": {"sources": {"features": {"norm": "none"}, **NEURAL}},
+    "features none + contrastive .25 + gru_ae_day .25": {
+        "sources": {"features": {"norm": "none"}, "contrastive": {"weight": 0.25}, "gru_ae_day": {"weight": 0.25}}},
+    "features none + contrastive .25": {"sources": {"features": {"norm": "none"}, "contrastive": {"weight": 0.25}}},
+    "features none + dcn .5": {"sources": {"features": {"norm": "none"}, "dcn": {"weight": 0.5}}},
+}
+REFERENCE = "features profile, unchanged"
+
+
+def score_configs(params: dict, repeats: int, threads: int | None) -> dict:
+    config = ProtocolConfig.from_params(section(params, "eval"))
+    if threads:
+        config = dataclasses.replace(config, threads=int(threads))
+    labels = {task: load_train_labels(schema.TARGETS_DIR, task) for task in schema.TASKS}
+    scorer = InnerScorer(labels, config, folds=2, seed=0, repeats=repeats)
+    base = {**(params.get("ensemble") or {})}
+    rows = {}
+    ids, x = load_npy(schema.EMBEDDINGS_DIR / "features" / "client_ids.npy"), load_npy(
+        schema.EMBEDDINGS_DIR / "features" / "embeddings.npy")
+    rows_of, present = align(ids, x, scorer.client_ids)
+    if not present.all():
+        raise SystemExit("features profile lacks relevant clients")
+    todo = {REFERENCE: rows_of.astype(np.float32), **CONFIGS}
+    for name, cfg in todo.items():
+        started = time.perf_counter()
+        if isinstance(cfg, dict):
+            ens = {**base, **cfg}
+            blocks = source_blocks(list(cfg["sources"]), params, scorer.client_ids, schema.EMBEDDINGS_DIR, ens)
+            matrix = np.concatenate([blocks[n] for n in cfg["sources"]], axis=1)
+        else:
+            matrix = cfg
+        tasks = scorer.score(matrix)
+        rows[name] = {"config": cfg if isinstance(cfg, dict) else None, "dim": int(matrix.shape[1]), "tasks": tasks,
+                      "sum": round(sum(tasks.values()), 4), "seconds": round(time.perf_counter() - started, 1)}
+        log.info("%-55s sum %.4f (%.0f s)", name, rows[name]["sum"], rows[name]["seconds"])
+    return {"repeats": repeats, "folds": 2, "eval": dataclasses.asdict(config), "rows": rows}
+
+
+def markdown(result: dict) -> str:
+    short = [t.replace("propensity_", "") for t in schema.TASKS]
+    ref = result["rows"][REFERENCE]
+    lines = ["# Ensemble normalisation on the inner split", "",
+             f"Inner split of the train window ({result['folds']} folds x {result['repeats']} re-drawn splits; "
+             "the validation window is never read). Cells: mean inner score; last column: the sum's "
+             f"difference from the first row. Made by `python benchmarks/ensemble_norms.py`.", "",
+             "| configuration | dim | " + " | ".join(short) + " | sum | vs first |",
+             "|---|---:|" + "---:|" * (len(short) + 2)]
+    for name, row in result["rows"].items():
+        lines.append(f"| {name} | {row['dim']} | " + " | ".join(f"{row['tasks'][t]:.4f}" for t in schema.TASKS)
+                     + f" | {row['sum']:.4f} | {row['sum'] - ref['sum']:+.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=schema.REPORTS_DIR / "ensemble_norms")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    result = score_configs(load_params(), args.repeats, args.threads)
+    save_json(args.out.with_suffix(".json"), result)
+    save_text(args.out.with_suffix(".md"), markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
