@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -78,7 +79,9 @@ def markdown(result: dict) -> str:
     lines = ["# Ensemble normalisation on the inner split", "",
              f"Inner split of the train window ({result['folds']} folds x {result['repeats']} re-drawn splits; "
              "the validation window is never read). Cells: mean inner score; last column: the sum's "
-             f"difference from the first row. Made by `python benchmarks/ensemble_norms.py`.", "",
+             "difference from the first row. The first row is also what the default ensemble "
+             "(`features: {norm: none, center: false}`, `balance: none`) is, up to its float16 output. "
+             f"Made by `python benchmarks/ensemble_norms.py`.", "",
              "| configuration | dim | " + " | ".join(short) + " | sum | vs first |",
              "|---|---:|" + "---:|" * (len(short) + 2)]
     for name, row in result["rows"].items():
@@ -92,9 +95,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=schema.REPORTS_DIR / "ensemble_norms")
+    parser.add_argument("--no-run", action="store_true", help="only re-render the report from its .json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    result = score_configs(load_params(), args.repeats, args.threads)
+    if args.no_run:
+        result = json.loads(args.out.with_suffix(".json").read_text())
+    else:
+        result = score_configs(load_params(), args.repeats, args.threads)
     save_json(args.out.with_suffix(".json"), result)
     save_text(args.out.with_suffix(".md"), markdown(result))
     print(markdown(result))

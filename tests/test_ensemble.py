@@ -91,6 +91,16 @@ def test_none_keeps_the_profile_as_published_and_block_only_centres_and_balances
     np.testing.assert_allclose(out, k * np.array([[-1.0, -10.0], [1.0, -10.0], [0.0, 20.0]]), rtol=1e-6)
 
 
+def test_center_false_keeps_the_offsets_and_imputes_the_uncentred_mean():
+    x = [[1.0, 10.0], [3.0, 10.0]]
+    item = loaded(x, present=[True, False, True], norm="none", center=False, weight=2.0)
+    out = E.block(item, 3, balance="none")
+    np.testing.assert_allclose(out, [[2.0, 20.0], [4.0, 20.0], [6.0, 20.0]])  # middle: mean row x weight
+    assert E.parse_sources({"a": {"center": False}})[0].center is False
+    with pytest.raises(UbpError, match="center"):
+        E.parse_sources({"a": {"center": "no"}})
+
+
 def test_quantile_maps_ranks_to_a_standardised_normal():
     # three distinct values -> quantiles 0, 1/2, 1 -> symmetric normal scores -> standardised +-sqrt(3/2)
     out = E.normalise([[10.0, 7.0], [1.0, 7.0], [100.0, 7.0]], "quantile", n_quantiles=3)

@@ -36,7 +36,9 @@ Per source, on its own (statistics over the clients the source has):
    On the default data the three scored alike on the train-window inner split (4.43, 4.42, 4.42
    for the five current profiles; see reports/ensemble_selection.md for the noise level).
 4. Clients the source lacks get the source's mean row, i.e. zeros after centring (mean imputation,
-   which seed 001 found better than zeros before centring).
+   which seed 001 found better than zeros before centring). `center: false` (per source) skips the
+   centring of step 3, so that a source with `norm: none` and `balance: none` enters unchanged;
+   its absent clients still get its mean row.
 
 A source comes from `embeddings/<source>/` when that directory was made for the same events and
 cutoff (meta.json `events` + `cutoff`; an older meta.json without them counts as the local
@@ -84,6 +86,7 @@ class Source:
     weight: float = 1.0
     pca: int | None = None
     norm: str = "auto"
+    center: bool = True
 
 
 @dataclass
@@ -100,7 +103,7 @@ class Loaded:
 # --- settings ------------------------------------------------------------------------------------
 
 def parse_sources(spec) -> list[Source]:
-    """`sources` as a list of names or a mapping name -> {weight, pca, norm} (None: all defaults)."""
+    """`sources` as a list of names or a mapping name -> {weight, pca, norm, center} (None: all defaults)."""
     if isinstance(spec, (list, tuple)):
         spec = {name: None for name in spec}
     if not isinstance(spec, dict) or not spec:
@@ -110,19 +113,22 @@ def parse_sources(spec) -> list[Source]:
     for name, opts in spec.items():
         opts = {} if opts is None else opts
         if not isinstance(opts, dict):
-            raise UbpError(f"params.yaml: ensemble.sources.{name} must be a mapping (weight, pca, norm) or empty")
-        unknown = set(opts) - {"weight", "pca", "norm"}
+            raise UbpError(f"params.yaml: ensemble.sources.{name} must be a mapping (weight, pca, norm, center) or empty")
+        unknown = set(opts) - {"weight", "pca", "norm", "center"}
         if unknown:
             raise UbpError(f"params.yaml: ensemble.sources.{name}: unknown key(s) {', '.join(sorted(unknown))} "
-                           "(have: weight, pca, norm)")
+                           "(have: weight, pca, norm, center)")
         weight, pca, norm = opts.get("weight", 1.0), opts.get("pca"), opts.get("norm", "auto")
+        center = opts.get("center", True)
+        if not isinstance(center, bool):
+            raise UbpError(f"params.yaml: ensemble.sources.{name}.center must be true or false, got {center!r}")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
             raise UbpError(f"params.yaml: ensemble.sources.{name}.weight must be a number > 0, got {weight!r}")
         if pca is not None and (isinstance(pca, bool) or not isinstance(pca, int) or pca < 1):
             raise UbpError(f"params.yaml: ensemble.sources.{name}.pca must be a whole number >= 1 or null, got {pca!r}")
         if norm not in NORMS:
             raise UbpError(f"params.yaml: ensemble.sources.{name}.norm must be one of {', '.join(NORMS)}, got {norm!r}")
-        sources.append(Source(str(name), float(weight), pca, norm))
+        sources.append(Source(str(name), float(weight), pca, norm, center))
     return sources
 
 
@@ -172,7 +178,8 @@ def block(loaded: Loaded, n_clients: int, balance: str = "source", seed: int = 0
     x = normalise(loaded.x, resolve_norm(src.norm, loaded.method), seed, n_quantiles, subsample)
     if src.pca:
         x = reduce(x, src.pca, seed)
-    x = x - x.mean(axis=0)
+    if src.center:
+        x = x - x.mean(axis=0)
     if balance in ("source", "dimension"):
         target = 1.0 if balance == "source" else float(x.shape[1])  # total, or per column on average
         mean_square = float((x.astype(np.float64) ** 2).sum(axis=1).mean())
@@ -181,7 +188,8 @@ def block(loaded: Loaded, n_clients: int, balance: str = "source", seed: int = 0
         x = x * np.float32(src.weight)
     else:
         raise UbpError(f"params.yaml: ensemble.balance must be one of {', '.join(BALANCES)}, got {balance!r}")
-    out = np.zeros((n_clients, x.shape[1]), dtype=np.float32)
+    out = np.empty((n_clients, x.shape[1]), dtype=np.float32)
+    out[:] = 0.0 if src.center else x.mean(axis=0)  # absent clients: the source's mean row
     out[loaded.present] = x
     return out
 
