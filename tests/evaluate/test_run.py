@@ -57,6 +57,18 @@ def test_writes_metrics(workdir):
     assert sku["n_clients"] == N_CLIENTS and sku["n_labels"] == N_LABELS and sku["best_epoch"] in (0, 1)
 
 
+def test_worker_processes_give_the_same_scores_as_one_process(workdir):
+    one = run.evaluate_profile("good", {**EVAL_PARAMS, "threads": 1, "workers": 1})
+    two = run.evaluate_profile("good", {**EVAL_PARAMS, "threads": 1, "workers": 2})
+    assert list(two["tasks"]) == list(schema.TASKS)  # task order, whichever process finished first
+    for task in schema.TASKS:
+        for key in ("score", "auroc", "best_epoch", "n_clients", "labels_without_positive"):
+            assert two["tasks"][task][key] == one["tasks"][task][key], (task, key)
+    assert two["sum"] == one["sum"]
+    with pytest.raises(UbpError, match="workers"):
+        run.evaluate_profile("good", {**EVAL_PARAMS, "workers": -1})
+
+
 def test_skipped_profile(workdir):
     out = workdir / schema.EMBEDDINGS_DIR / "oracle"
     out.mkdir(parents=True)
