@@ -42,6 +42,7 @@ CONFIGS = {
     "features none + dcn .5": {"sources": {"features": {"norm": "none"}, "dcn": {"weight": 0.5}}},
 }
 REFERENCE = "features profile, unchanged"
+BALANCE = "source"  # every configuration's blocks get the same total variance (ensemble.balance)
 
 
 def score_configs(params: dict, repeats: int, threads: int | None) -> dict:
@@ -61,7 +62,8 @@ def score_configs(params: dict, repeats: int, threads: int | None) -> dict:
     for name, cfg in todo.items():
         started = time.perf_counter()
         if isinstance(cfg, dict):
-            ens = {**base, **cfg}
+            # balance pinned to what the report's runs used, not whatever params.yaml's default is now
+            ens = {**base, "balance": BALANCE, **cfg}
             blocks = source_blocks(list(cfg["sources"]), params, scorer.client_ids, schema.EMBEDDINGS_DIR, ens)
             matrix = np.concatenate([blocks[n] for n in cfg["sources"]], axis=1)
         else:
@@ -78,7 +80,8 @@ def markdown(result: dict) -> str:
     ref = result["rows"][REFERENCE]
     lines = ["# Ensemble normalisation on the inner split", "",
              f"Inner split of the train window ({result['folds']} folds x {result['repeats']} re-drawn splits; "
-             "the validation window is never read). Cells: mean inner score; last column: the sum's "
+             f"the validation window is never read); blocks balanced with `balance: {BALANCE}`. Cells: mean inner "
+             "score; last column: the sum's "
              "difference from the first row. The first row is also what the default ensemble "
              "(`features: {norm: none, center: false}`, `balance: none`) is, up to its float16 output. "
              f"Made by `python benchmarks/ensemble_norms.py`.", "",

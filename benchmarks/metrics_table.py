@@ -60,10 +60,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     profiles = args.profiles or sorted(names(args.old) & names(args.new))
+    rows = table(args.old, args.new, profiles)
     text = [f"# {args.title}", ""] + ([args.intro, ""] if args.intro else []) + [
         f"Cells: score in `{args.old}` → in `{args.new}`. Made by `python benchmarks/metrics_table.py`.", ""]
-    save_text(args.out, "\n".join(text + table(args.old, args.new, profiles)) + "\n")
-    print("\n".join(table(args.old, args.new, profiles)))
+    save_text(args.out, "\n".join(text + rows) + "\n")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":
