@@ -129,3 +129,17 @@ def test_constant_labels_and_rare_labels():
 def test_config_rejects_unknown_keys():
     with pytest.raises(UbpError, match="n_trees"):
         reference.config_from({"n_trees": 10})
+
+
+def test_shared_binning_gives_each_label_its_own_model():
+    """Without early stopping the task's labels share one binned Dataset: each label's margins must
+    equal those of a model fitted on a Dataset of its own (and differ between labels)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 4)).astype(np.float32)
+    y = np.stack([x[:, j] + rng.normal(0, 0.5, 400) > 0.7 for j in range(3)], axis=1).astype(np.uint8)
+    cfg = reference.config_from(FIXED)
+    shared, _ = reference.task_logits(x, y, cfg, seed=2)
+    for j in range(3):
+        own, _ = reference.fit_label(x, y[:, j], cfg, seed=2 * 1_000 + j)
+        np.testing.assert_allclose(shared[:, j], own, atol=1e-5)
+    assert np.corrcoef(shared[:, 0], x[:, 0])[0, 1] > 0.5 and np.corrcoef(shared[:, 1], x[:, 1])[0, 1] > 0.5

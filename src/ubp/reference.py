@@ -15,8 +15,8 @@ The result goes to `metrics/lightgbm.json` in the evaluator's layout, with `"kin
 Models. Binary tasks: one model. Propensity tasks (L = 100 labels): one binary model per label,
 i.e. up to 4 x 100 models. That is affordable without any reduction: small, strongly regularised
 trees (`num_leaves` 7, `min_child_samples` 50, `lambda_l2` 10, `max_bin` 63) and a fixed 60 rounds
-at learning rate 0.1, ~0.3-1 s per model on one thread at 12,000 clients x 283 features, about
-5 minutes for the whole stage.
+at learning rate 0.1, ~0.2 s per model on two threads at 12,000 clients x 283 features (the features are binned once
+per task and shared by its labels' models), about 1.5 minutes for the whole stage.
 
 * No early stopping by default. It is available (`early_stopping_rounds` > 0) and never looks at
   the validation window: per label, a seeded, stratified `holdout_fraction` of the task's clients
@@ -127,8 +127,12 @@ def constant_margin(n_positive: int, n: int) -> float:
     return -low if n_positive == n else low
 
 
-def fit_label(x: np.ndarray, y: np.ndarray, cfg: dict, seed: int) -> tuple[np.ndarray, int]:
-    """Train one binary model on (x, y) (train-window labels only); its margins on x and its rounds."""
+def fit_label(x: np.ndarray, y: np.ndarray, cfg: dict, seed: int, binned=None) -> tuple[np.ndarray, int]:
+    """Train one binary model on (x, y) (train-window labels only); its margins on x and its rounds.
+
+    `binned`: an `lgb.Dataset` of `x` already constructed (its bins are the same for every label), used
+    in place of a new one when there is no early stopping: its label is replaced by `y`.
+    """
     import lightgbm as lgb
 
     y = (np.asarray(y) > 0).astype(np.float32)
@@ -147,7 +151,11 @@ def fit_label(x: np.ndarray, y: np.ndarray, cfg: dict, seed: int) -> tuple[np.nd
             booster = lgb.train({**params, "metric": "binary_logloss"}, fit, num_boost_round=int(cfg["n_estimators"]),
                                 valid_sets=[stop], callbacks=[lgb.early_stopping(patience, verbose=False)])
             rounds = max(int(booster.best_iteration or booster.current_iteration()), 1)
-    data = lgb.Dataset(x, label=y, params={"max_bin": params["max_bin"], "verbosity": -1})
+    if binned is not None and patience <= 0:
+        data = binned
+        data.set_label(y)
+    else:
+        data = lgb.Dataset(x, label=y, params={"max_bin": params["max_bin"], "verbosity": -1})
     booster = lgb.train(params, data, num_boost_round=rounds)
     return booster.predict(x, raw_score=True).astype(np.float32), rounds
 
@@ -156,13 +164,21 @@ def task_logits(x: np.ndarray, y_train: np.ndarray, cfg: dict, seed: int = 0) ->
     """Margins (n_clients x n_labels) of one model per label column, and each model's rounds.
 
     Only the train-window labels go in: the validation window never reaches this function.
+    Without early stopping the features are binned once for all the task's labels (binning reads
+    no label); on the default data that halves the stage's time (0.41 -> 0.22 s per model).
     """
+    import lightgbm as lgb
+
     y_train = np.asarray(y_train).reshape(len(y_train), -1)
     x = np.asarray(x, dtype=np.float32)
     out = np.empty(y_train.shape, dtype=np.float32)
     rounds = []
+    binned = None
+    if int(cfg["early_stopping_rounds"]) <= 0:
+        binned = lgb.Dataset(x, label=np.zeros(len(x), dtype=np.float32), free_raw_data=False,
+                             params={"max_bin": int(cfg["max_bin"]), "verbosity": -1}).construct()
     for j in range(y_train.shape[1]):
-        out[:, j], r = fit_label(x, y_train[:, j], cfg, seed=seed * 1_000 + j)
+        out[:, j], r = fit_label(x, y_train[:, j], cfg, seed=seed * 1_000 + j, binned=binned)
         rounds.append(r)
     return out, rounds
 
