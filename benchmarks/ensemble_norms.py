@@ -1,6 +1,7 @@
 """How the ensemble's per-source normalisation and weights score, on the train window's inner split only.
 
     python benchmarks/ensemble_norms.py [--repeats 3] [--threads 2] [--out reports/ensemble_norms]
+    python benchmarks/ensemble_norms.py --configs benchmarks/ensemble_affinity.yaml --out reports/ensemble_affinity
 
 Each configuration is an `ensemble:` section (sources with norm/weight/pca, balance). Its matrix is
 built from the stored profiles exactly as the ensemble stage builds it (`ubp.selection.source_blocks`,
@@ -16,10 +17,12 @@ import argparse
 import dataclasses
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ubp import schema
 from ubp.evaluate.protocol import ProtocolConfig
@@ -45,7 +48,35 @@ REFERENCE = "features profile, unchanged"
 BALANCE = "source"  # every configuration's blocks get the same total variance (ensemble.balance)
 
 
-def score_configs(params: dict, repeats: int, threads: int | None) -> dict:
+def extra_profiles(params: dict, profiles: dict, workdir: Path) -> tuple[dict, Path]:
+    """Variants of base profiles that params.yaml does not define (`profiles:` of a --configs file).
+
+    Each is embedded with `ubp.embed.run` into `workdir`, beside links to every stored profile, so the
+    configurations can name it like any other source. Returns the params with the variants added to
+    `models` and the embeddings directory to read."""
+    from ubp.embed import run as embed_run
+
+    if not profiles:
+        return params, schema.EMBEDDINGS_DIR
+    clash = sorted(set(profiles) & set(params.get("models") or {}))
+    if clash:
+        raise SystemExit(f"--configs: profiles {clash} already exist in params.yaml's models")
+    params = {**params, "models": {**(params.get("models") or {}), **profiles}}
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stored in schema.EMBEDDINGS_DIR.iterdir():
+        if stored.is_dir() and not (workdir / stored.name).exists():
+            (workdir / stored.name).symlink_to(stored.resolve())
+    for name in profiles:
+        embed_run(name, params, out_dir=workdir / name)
+    return params, workdir
+
+
+def score_configs(params: dict, repeats: int, threads: int | None, configs: dict | None = None,
+                  embeddings_dir: Path = schema.EMBEDDINGS_DIR) -> dict:
+    """Inner scores of the features profile unchanged and of each configuration (CONFIGS by default).
+
+    A configuration from a `--configs` file is a whole `ensemble:` section: its own `balance` (default
+    BALANCE) and sources."""
     config = ProtocolConfig.from_params(section(params, "eval"))
     if threads:
         config = dataclasses.replace(config, threads=int(threads))
@@ -58,13 +89,14 @@ def score_configs(params: dict, repeats: int, threads: int | None) -> dict:
     rows_of, present = align(ids, x, scorer.client_ids)
     if not present.all():
         raise SystemExit("features profile lacks relevant clients")
-    todo = {REFERENCE: rows_of.astype(np.float32), **CONFIGS}
+    todo = {REFERENCE: rows_of.astype(np.float32), **(CONFIGS if configs is None else configs)}
     for name, cfg in todo.items():
         started = time.perf_counter()
         if isinstance(cfg, dict):
             # balance pinned to what the report's runs used, not whatever params.yaml's default is now
             ens = {**base, "balance": BALANCE, **cfg}
-            blocks = source_blocks(list(cfg["sources"]), params, scorer.client_ids, schema.EMBEDDINGS_DIR, ens)
+            cfg = {"balance": ens["balance"], **cfg}
+            blocks = source_blocks(list(cfg["sources"]), params, scorer.client_ids, embeddings_dir, ens)
             matrix = np.concatenate([blocks[n] for n in cfg["sources"]], axis=1)
         else:
             matrix = cfg
@@ -78,17 +110,19 @@ def score_configs(params: dict, repeats: int, threads: int | None) -> dict:
 def markdown(result: dict) -> str:
     short = [t.replace("propensity_", "") for t in schema.TASKS]
     ref = result["rows"][REFERENCE]
-    lines = ["# Ensemble normalisation on the inner split", "",
+    title = result.get("title", "Ensemble normalisation on the inner split")
+    lines = [f"# {title}", "",
              f"Inner split of the train window ({result['folds']} folds x {result['repeats']} re-drawn splits; "
-             f"the validation window is never read); blocks balanced with `balance: {BALANCE}`. Cells: mean inner "
-             "score; last column: the sum's "
+             "the validation window is never read). Cells: mean inner score; last column: the sum's "
              "difference from the first row. The first row is also what the default ensemble "
              "(`features: {norm: none, center: false}`, `balance: none`) is, up to its float16 output. "
-             f"Made by `python benchmarks/ensemble_norms.py`.", "",
-             "| configuration | dim | " + " | ".join(short) + " | sum | vs first |",
-             "|---|---:|" + "---:|" * (len(short) + 2)]
+             f"Made by `python benchmarks/ensemble_norms.py{result.get('args', '')}`.", "",
+             "| configuration | balance | dim | " + " | ".join(short) + " | sum | vs first |",
+             "|---|---|---:|" + "---:|" * (len(short) + 2)]
     for name, row in result["rows"].items():
-        lines.append(f"| {name} | {row['dim']} | " + " | ".join(f"{row['tasks'][t]:.4f}" for t in schema.TASKS)
+        balance = (row["config"] or {}).get("balance", BALANCE) if row["config"] else "—"
+        lines.append(f"| {name} | {balance} | {row['dim']} | "
+                     + " | ".join(f"{row['tasks'][t]:.4f}" for t in schema.TASKS)
                      + f" | {row['sum']:.4f} | {row['sum'] - ref['sum']:+.4f} |")
     return "\n".join(lines) + "\n"
 
@@ -98,13 +132,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=schema.REPORTS_DIR / "ensemble_norms")
+    parser.add_argument("--configs", type=Path, default=None,
+                        help="YAML file: {configuration name: ensemble section} (default: the built-in CONFIGS); "
+                             "an optional `profiles:` entry defines variants of base profiles ({name: models entry})")
+    parser.add_argument("--title", default=None, help="the report's heading")
     parser.add_argument("--no-run", action="store_true", help="only re-render the report from its .json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.no_run:
         result = json.loads(args.out.with_suffix(".json").read_text())
     else:
-        result = score_configs(load_params(), args.repeats, args.threads)
+        configs = yaml.safe_load(args.configs.read_text()) if args.configs else None
+        params, embeddings_dir = load_params(), schema.EMBEDDINGS_DIR
+        with tempfile.TemporaryDirectory() as tmp:
+            if configs and "profiles" in configs:
+                params, embeddings_dir = extra_profiles(params, configs.pop("profiles"), Path(tmp))
+            result = score_configs(params, args.repeats, args.threads, configs, embeddings_dir)
+        if args.title:
+            result["title"] = args.title
+        if args.configs:
+            result["args"] = f" --configs {args.configs} --repeats {args.repeats} --out {args.out}"
     save_json(args.out.with_suffix(".json"), result)
     save_text(args.out.with_suffix(".md"), markdown(result))
     print(markdown(result))

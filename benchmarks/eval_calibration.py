@@ -2,9 +2,11 @@
 
     python benchmarks/eval_calibration.py --profiles random aggregated oracle \
         --sizes default official --seeds 1278 1279 42 --out reports/eval_calibration.md
+    python benchmarks/eval_calibration.py --profiles features ensemble --seeds 1278 1279 42 1 2 3 4 5 6 7 \
+        --paired ensemble features --out reports/ensemble_seeds.md
 
 Run from a pipeline workspace (the repo root after `dvc repro`, or a copy with another data
-size): scores each embedding in `embeddings/` with every size and evaluator seed, then reports
+size): scores each embedding in `embeddings/` (or `combined/`: ensemble, stacked) with every size and evaluator seed, then reports
 per task the scores, their spread over seeds, and whether each size ranks the profiles alike.
 Raw results go to the same path with a .json suffix, so a run can be resumed/merged.
 """
@@ -35,7 +37,8 @@ def run_all(profiles, sizes, seeds, raw_path: Path) -> dict:
                     continue
                 params = copy.deepcopy(base)
                 params.update(profile=size, seed=seed)
-                metrics = evaluate_profile(profile, params)
+                where = schema.EMBEDDINGS_DIR if (schema.EMBEDDINGS_DIR / profile).is_dir() else schema.COMBINED_DIR
+                metrics = evaluate_profile(profile, params, embeddings_dir=where)
                 results[key] = {t: metrics["tasks"][t]["score"] for t in schema.TASKS}
                 results[key]["seconds"] = metrics["seconds"]
                 raw_path.write_text(json.dumps(results, indent=1))
@@ -88,6 +91,25 @@ def report(results: dict, profiles, sizes, seeds) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired(results: dict, a: str, b: str, size: str, seeds) -> str:
+    """Per-seed differences a - b (the same evaluator seed trains both: a paired comparison)."""
+    keys = [s for s in seeds if f"{size}|{s}|{a}" in results and f"{size}|{s}|{b}" in results]
+    if len(keys) < 2:
+        return ""
+    diff = {t: np.array([results[f"{size}|{s}|{a}"][t] - results[f"{size}|{s}|{b}"][t] for s in keys])
+            for t in list(schema.TASKS) + ["sum"]}
+    se = lambda d: d.std(ddof=1) / np.sqrt(len(d))
+    lines = [f"\n## Paired: {a} − {b} (`{size}`, {len(keys)} evaluator seeds)", "",
+             "Both profiles are scored with the same evaluator seed (and the same, unshuffled batches) per row, "
+             "so the comparison is paired. Mean difference ± standard error over the seeds; "
+             f"wins = seeds on which {a} scores higher.", "",
+             "| | " + " | ".join(t.replace("propensity_", "") for t in diff) + " |",
+             "|---|" + "---:|" * len(diff),
+             "| mean ± SE | " + " | ".join(f"{d.mean():+.4f} ± {se(d):.4f}" for d in diff.values()) + " |",
+             "| wins | " + " | ".join(f"{int((d > 0).sum())}/{len(d)}" for d in diff.values()) + " |"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", nargs="+", default=["random", "aggregated", "oracle"])
@@ -95,11 +117,16 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1278, 1279, 42])
     parser.add_argument("--out", type=Path, default=schema.REPORTS_DIR / "eval_calibration.md")
     parser.add_argument("--no-run", action="store_true", help="only report what the .json already holds")
+    parser.add_argument("--paired", nargs=2, metavar=("A", "B"), default=None,
+                        help="also report the per-seed difference A - B (mean, standard error, wins)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     raw = args.out.with_suffix(".json")
     results = json.loads(raw.read_text()) if args.no_run else run_all(args.profiles, args.sizes, args.seeds, raw)
-    args.out.write_text(report(results, args.profiles, args.sizes, args.seeds))
+    text = report(results, args.profiles, args.sizes, args.seeds)
+    if args.paired:
+        text += "".join(paired(results, *args.paired, size, args.seeds) for size in args.sizes)
+    args.out.write_text(text)
     print(args.out.read_text())
 
 

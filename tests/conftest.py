@@ -42,4 +42,5 @@ def tiny_context(tiny_dirs) -> EmbedContext:
         properties_path=tiny_dirs["canonical"] / f"{schema.PROPERTIES}.parquet",
         cutoff=datetime.strptime(split_info["train_target_start"], schema.TIMESTAMP_FORMAT),
         synthetic_dir=tiny_dirs["synthetic"],
+        targets_dir=tiny_dirs["targets"],
     )

@@ -21,6 +21,7 @@ class EmbedContext:
     properties_path: Path  # canonical product_properties.parquet
     cutoff: datetime  # profiles describe clients as of this instant (events are all before it)
     synthetic_dir: Path = schema.SYNTHETIC_DIR
+    targets_dir: Path = schema.TARGETS_DIR  # label sets of the tasks (methods may read the open tasks' only)
     # Precomputed per-client tables for exactly these events and cutoff (None: methods compute them).
     features_path: Path | None = None
     sequences_dir: Path | None = None  # the sequences stage's output (ubp.sequences.load_or_build checks it fits)
