@@ -114,8 +114,8 @@ def markdown(result: dict) -> str:
     lines = [f"# {title}", "",
              f"Inner split of the train window ({result['folds']} folds x {result['repeats']} re-drawn splits; "
              "the validation window is never read). Cells: mean inner score; last column: the sum's "
-             "difference from the first row. The first row is also what the default ensemble "
-             "(`features: {norm: none, center: false}`, `balance: none`) is, up to its float16 output. "
+             "difference from the first row. The first row is the `features` profile unchanged, i.e. "
+             "`features: {norm: none, center: false}` alone with `balance: none`, up to float16. "
              f"Made by `python benchmarks/ensemble_norms.py{result.get('args', '')}`.", "",
              "| configuration | balance | dim | " + " | ".join(short) + " | sum | vs first |",
              "|---|---|---:|" + "---:|" * (len(short) + 2)]
