@@ -25,10 +25,9 @@ import numpy as np
 import yaml
 
 from ubp import schema
-from ubp.evaluate.protocol import ProtocolConfig
 from ubp.io import load_npy, save_json, save_text
-from ubp.params import load_params, section
-from ubp.selection import InnerScorer, load_train_labels, source_blocks
+from ubp.params import load_params
+from ubp.selection import inner_scorer, source_blocks
 from ubp.ensemble import align
 
 log = logging.getLogger("benchmarks.ensemble_norms")
@@ -77,11 +76,8 @@ def score_configs(params: dict, repeats: int, threads: int | None, configs: dict
 
     A configuration from a `--configs` file is a whole `ensemble:` section: its own `balance` (default
     BALANCE) and sources."""
-    config = ProtocolConfig.from_params(section(params, "eval"))
-    if threads:
-        config = dataclasses.replace(config, threads=int(threads))
-    labels = {task: load_train_labels(schema.TARGETS_DIR, task) for task in schema.TASKS}
-    scorer = InnerScorer(labels, config, folds=2, seed=0, repeats=repeats)
+    scorer = inner_scorer(params, threads, folds=2, seed=0, repeats=repeats)
+    config = scorer.config
     base = {**(params.get("ensemble") or {})}
     rows = {}
     ids, x = load_npy(schema.EMBEDDINGS_DIR / "features" / "client_ids.npy"), load_npy(

@@ -45,14 +45,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from ubp import schema
 from ubp.ensemble import DEFAULTS as ENSEMBLE_DEFAULTS
 from ubp.ensemble import SKIPPED_FILE, Loaded, Source, align, block, parse_sources
-from ubp.evaluate.metrics import TaskMetrics
-from ubp.evaluate.protocol import SCORE_DECIMALS, ProtocolConfig, _batches, _validate, build_net
+from ubp.evaluate.protocol import SCORE_DECIMALS, ProtocolConfig, train_and_score
 from ubp.evaluate.run import labels_path
 from ubp.io import UbpError, load_npy, save_json, save_text
 from ubp.params import load_params, section
@@ -83,27 +80,7 @@ def load_train_labels(targets_dir: Path, task: str) -> dict:
 def fit_and_score(task: str, x_fit, y_fit, x_score, y_score, popularity, config: ProtocolConfig) -> float:
     """The protocol's network trained on (x_fit, y_fit), scored on (x_score, y_score) after every
     epoch; the best epoch's score, as `evaluate_task` does with the validation window."""
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-    torch.set_flush_denormal(True)  # see evaluate_task: subnormal gradients are ~20x slower on x86
-    device = torch.device(config.device)
-    xf = torch.from_numpy(np.asarray(x_fit, dtype=np.float32)).to(device)
-    yf = torch.from_numpy(np.asarray(y_fit, dtype=np.float32).reshape(len(xf), -1)).to(device)
-    xs = torch.from_numpy(np.asarray(x_score, dtype=np.float32)).to(device)
-    ys = torch.from_numpy(np.asarray(y_score, dtype=np.int64).reshape(len(xs), -1)).to(device)
-    net = build_net(xf.shape[1], yf.shape[1], config).to(device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr)
-    metrics = TaskMetrics(task, popularity, device=device)
-    scores = []
-    for _ in range(config.epochs):
-        net.train()
-        for batch in _batches(len(xf), config.batch_size):
-            loss = F.binary_cross_entropy_with_logits(net(xf[batch]), yf[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        scores.append(_validate(net, xs, ys, metrics, config.batch_size)["score"])
-    return max(scores)
+    return max(epoch["score"] for epoch in train_and_score(task, x_fit, y_fit, x_score, y_score, popularity, config))
 
 
 class InnerScorer:
@@ -133,6 +110,19 @@ class InnerScorer:
                       for fold in self.fold[task] for k in range(self.folds)]
             out[task] = round(float(np.mean(scores)), SCORE_DECIMALS)
         return out
+
+
+def inner_scorer(params: dict, threads: int | None = None, folds: int = 2, seed: int = 0, repeats: int = 1,
+                 targets_dir: Path = schema.TARGETS_DIR,
+                 load_labels: Callable[[Path, str], dict] = load_train_labels) -> InnerScorer:
+    """The inner-split scorer for params.yaml's downstream protocol (`eval`), train-window labels only.
+
+    `threads` overrides eval.threads (the scorer trains in this process: give it the cores)."""
+    config = ProtocolConfig.from_params(section(params, "eval"))
+    if threads:
+        config = dataclasses.replace(config, threads=int(threads))
+    labels = {task: load_labels(targets_dir, task) for task in schema.TASKS}
+    return InnerScorer(labels, config, int(folds), int(seed), int(repeats))
 
 
 # --- the search ------------------------------------------------------------------------------------
@@ -221,14 +211,11 @@ def select(params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR, targets_d
     started = time.perf_counter()
     s = {**DEFAULTS, **(params.get("selection") or {})}
     ensemble_cfg = {**ENSEMBLE_DEFAULTS, **(params.get("ensemble") or {})}
-    config = ProtocolConfig.from_params(section(params, "eval"))
-    if threads:
-        config = dataclasses.replace(config, threads=int(threads))
     candidates = list(s["candidates"] or default_candidates(params, embeddings_dir, list(s["exclude"] or [])))
     if not candidates:
         raise UbpError("selection: no candidate profiles (embed some profiles first, or set selection.candidates)")
-    labels = {task: load_labels(targets_dir, task) for task in schema.TASKS}
-    scorer = InnerScorer(labels, config, int(s["folds"]), int(s["seed"]), int(s["repeats"]))
+    scorer = inner_scorer(params, threads, s["folds"], s["seed"], s["repeats"], targets_dir, load_labels)
+    config = scorer.config
     blocks = source_blocks(candidates, params, scorer.client_ids, embeddings_dir, ensemble_cfg)
     max_dim = min(int(ensemble_cfg["max_dim"]), schema.MAX_EMBEDDING_DIM)
     scored = {}

@@ -67,6 +67,9 @@ def test_worker_processes_give_the_same_scores_as_one_process(workdir):
     assert two["sum"] == one["sum"]
     with pytest.raises(UbpError, match="workers"):
         run.evaluate_profile("good", {**EVAL_PARAMS, "workers": -1})
+    for bad in (0, 1.5, "2"):  # 0 used to be read as 1
+        with pytest.raises(UbpError, match="eval.workers must be a whole number >= 1"):
+            run.evaluate_profile("good", {**EVAL_PARAMS, "workers": bad})
 
 
 def test_skipped_profile(workdir):

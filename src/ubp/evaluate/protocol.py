@@ -130,6 +130,40 @@ def _validate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, metrics: TaskMet
     return metrics.compute()
 
 
+def train_and_score(task: str, x_fit, y_fit, x_score, y_score, popularity, config: ProtocolConfig,
+                    progress=None) -> list[dict]:
+    """The protocol's network trained on (x_fit, y_fit) and scored on (x_score, y_score) after every
+    epoch; each epoch's metrics. `evaluate_task` passes the same clients twice (train window, then
+    validation window); the inner split of `ubp.selection` passes different clients."""
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    # Very confident logits give subnormal gradients, which x86 CPUs process ~20x slower (one
+    # propensity task took 378 s instead of 22 s); flushing them to zero leaves every metric
+    # of the conformance runs unchanged within its 1e-5 tolerance.
+    torch.set_flush_denormal(True)
+    device = torch.device(config.device)
+    xf = torch.from_numpy(np.asarray(x_fit, dtype=np.float32)).to(device)
+    yf = torch.from_numpy(np.asarray(y_fit, dtype=np.float32).reshape(len(xf), -1)).to(device)
+    xs = xf if x_score is x_fit else torch.from_numpy(np.asarray(x_score, dtype=np.float32)).to(device)
+    ys = torch.from_numpy(np.asarray(y_score, dtype=np.int64).reshape(len(xs), -1)).to(device)
+    net = build_net(xf.shape[1], yf.shape[1], config).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr)  # torch defaults: weight_decay 0.01
+    metrics = TaskMetrics(task, popularity, device=device)
+    batches = _batches(len(xf), config.batch_size)
+    per_epoch = []
+    for _ in range(config.epochs):
+        net.train()
+        for batch in batches:
+            loss = F.binary_cross_entropy_with_logits(net(xf[batch]), yf[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if progress:
+                progress(batch.stop - batch.start)
+        per_epoch.append(_validate(net, xs, ys, metrics, config.batch_size))
+    return per_epoch
+
+
 def evaluate_task(task: str, embeddings, y_train, y_val, popularity=None, config: ProtocolConfig | None = None,
                   progress=None) -> dict:
     """Train the task's network and score it on the validation labels.
@@ -140,12 +174,6 @@ def evaluate_task(task: str, embeddings, y_train, y_val, popularity=None, config
     """
     config = config or ProtocolConfig()
     started = time.perf_counter()
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-    # Very confident logits give subnormal gradients, which x86 CPUs process ~20x slower (one
-    # propensity task took 378 s instead of 22 s); flushing them to zero leaves every metric
-    # of the conformance runs unchanged within its 1e-5 tolerance.
-    torch.set_flush_denormal(True)
     y_train = np.asarray(y_train).reshape(len(y_train), -1)
     y_val = np.asarray(y_val).reshape(len(y_val), -1)
     embeddings = np.asarray(embeddings)
@@ -157,26 +185,8 @@ def evaluate_task(task: str, embeddings, y_train, y_val, popularity=None, config
     if is_binary(task) and y_train.shape[1] != 1:
         raise UbpError(f"task {task}: a binary task needs one label column, got {y_train.shape[1]}")
 
-    device = torch.device(config.device)
-    x = torch.from_numpy(embeddings.astype(np.float32)).to(device)
-    yt = torch.from_numpy(y_train.astype(np.float32)).to(device)
-    yv = torch.from_numpy(y_val.astype(np.int64)).to(device)
-    net = build_net(x.shape[1], yt.shape[1], config).to(device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr)  # torch defaults: weight_decay 0.01
-    metrics = TaskMetrics(task, popularity, device=device)
-    batches = _batches(len(x), config.batch_size)
-
-    per_epoch = []
-    for _ in range(config.epochs):
-        net.train()
-        for batch in batches:
-            loss = F.binary_cross_entropy_with_logits(net(x[batch]), yt[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if progress:
-                progress(batch.stop - batch.start)
-        per_epoch.append(_validate(net, x, yv, metrics, config.batch_size))
+    x = embeddings.astype(np.float32)
+    per_epoch = train_and_score(task, x, y_train, x, y_val, popularity, config, progress)
 
     scores = [epoch["score"] for epoch in per_epoch]
     best = scores.index(max(scores))  # the first maximum, as the official aggregator
@@ -188,7 +198,7 @@ def evaluate_task(task: str, embeddings, y_train, y_val, popularity=None, config
         "best_epoch": best,
         "per_epoch": per_epoch,
         "n_clients": int(len(x)),
-        "n_labels": int(yt.shape[1]),
+        "n_labels": int(y_train.shape[1]),
         "labels_without_positive": labels_without_positive(y_val),
         "seconds": round(time.perf_counter() - started, 2),
     }

@@ -108,8 +108,9 @@ def evaluate_profile(profile: str, eval_params: dict, embeddings_dir: Path = sch
     aligned = {t: align(lab["client_ids"], lab["y_train"], lab["y_validation"], ids, emb) for t, lab in labels.items()}
     total = sum(len(a[0]) for a in aligned.values()) * config.epochs
     jobs = {task: (task, *aligned[task][1:], labels[task].get("popularity")) for task in schema.TASKS}
-    workers = int(eval_params.get("workers") or 1)
-    if workers < 1:
+    workers = eval_params.get("workers")
+    workers = 1 if workers is None else workers  # absent, or emptied by `dvc exp run -S eval.workers=null`
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UbpError(f"params.yaml: eval.workers must be a whole number >= 1, got {eval_params.get('workers')!r}")
     outs = {}
     bar = tqdm(total=total, desc=f"evaluate {profile}", unit="sample", leave=False, disable=None)
