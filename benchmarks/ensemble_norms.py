@@ -71,13 +71,17 @@ def extra_profiles(params: dict, profiles: dict, workdir: Path) -> tuple[dict, P
 
 
 def score_configs(params: dict, repeats: int, threads: int | None, configs: dict | None = None,
-                  embeddings_dir: Path = schema.EMBEDDINGS_DIR) -> dict:
+                  embeddings_dir: Path = schema.EMBEDDINGS_DIR, previous: dict | None = None) -> dict:
     """Inner scores of the features profile unchanged and of each configuration (CONFIGS by default).
 
     A configuration from a `--configs` file is a whole `ensemble:` section: its own `balance` (default
-    BALANCE) and sources."""
+    BALANCE) and sources. `previous` (an earlier result of this function) supplies the rows whose name
+    and configuration it already holds, scored with the same repeats and protocol: only new or
+    changed rows are scored (valid while the stored profiles are the same)."""
     scorer = inner_scorer(params, threads, folds=2, seed=0, repeats=repeats)
     config = scorer.config
+    if previous and (previous.get("repeats") != repeats or previous.get("eval") != dataclasses.asdict(config)):
+        previous = None
     base = {**(params.get("ensemble") or {})}
     rows = {}
     ids, x = load_npy(schema.EMBEDDINGS_DIR / "features" / "client_ids.npy"), load_npy(
@@ -92,9 +96,16 @@ def score_configs(params: dict, repeats: int, threads: int | None, configs: dict
             # balance pinned to what the report's runs used, not whatever params.yaml's default is now
             ens = {**base, "balance": BALANCE, **cfg}
             cfg = {"balance": ens["balance"], **cfg}
+            if previous and previous["rows"].get(name, {}).get("config") == cfg:
+                rows[name] = previous["rows"][name]
+                log.info("%-55s sum %.4f (from the earlier run)", name, rows[name]["sum"])
+                continue
             blocks = source_blocks(list(cfg["sources"]), params, scorer.client_ids, embeddings_dir, ens)
             matrix = np.concatenate([blocks[n] for n in cfg["sources"]], axis=1)
         else:
+            if previous and REFERENCE in previous["rows"]:
+                rows[name] = previous["rows"][REFERENCE]
+                continue
             matrix = cfg
         tasks = scorer.score(matrix)
         rows[name] = {"config": cfg if isinstance(cfg, dict) else None, "dim": int(matrix.shape[1]), "tasks": tasks,
@@ -133,6 +144,8 @@ def main() -> None:
                              "an optional `profiles:` entry defines variants of base profiles ({name: models entry})")
     parser.add_argument("--title", default=None, help="the report's heading")
     parser.add_argument("--no-run", action="store_true", help="only re-render the report from its .json")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the rows of the existing .json whose configuration is unchanged")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.no_run:
@@ -143,7 +156,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             if configs and "profiles" in configs:
                 params, embeddings_dir = extra_profiles(params, configs.pop("profiles"), Path(tmp))
-            result = score_configs(params, args.repeats, args.threads, configs, embeddings_dir)
+            earlier = args.out.with_suffix(".json")
+            previous = json.loads(earlier.read_text()) if args.resume and earlier.exists() else None
+            result = score_configs(params, args.repeats, args.threads, configs, embeddings_dir, previous)
         if args.title:
             result["title"] = args.title
         if args.configs:
