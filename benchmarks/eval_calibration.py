@@ -22,23 +22,23 @@ from pathlib import Path
 import numpy as np
 
 from ubp import schema
-from ubp.evaluate.run import evaluate_profile
+from ubp.evaluate.run import embeddings_root, evaluate_profile
 from ubp.params import load_params
 
 
 def run_all(profiles, sizes, seeds, raw_path: Path) -> dict:
     results = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    base = load_params()["eval"]
+    params = load_params()
+    base = params["eval"]
     for size in sizes:
         for seed in seeds:
             for profile in profiles:
                 key = f"{size}|{seed}|{profile}"
                 if key in results:
                     continue
-                params = copy.deepcopy(base)
-                params.update(profile=size, seed=seed)
-                where = schema.EMBEDDINGS_DIR if (schema.EMBEDDINGS_DIR / profile).is_dir() else schema.COMBINED_DIR
-                metrics = evaluate_profile(profile, params, embeddings_dir=where)
+                eval_params = copy.deepcopy(base)
+                eval_params.update(profile=size, seed=seed)
+                metrics = evaluate_profile(profile, eval_params, embeddings_root(params, profile))
                 results[key] = {t: metrics["tasks"][t]["score"] for t in schema.TASKS}
                 results[key]["seconds"] = metrics["seconds"]
                 raw_path.write_text(json.dumps(results, indent=1))

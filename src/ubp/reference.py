@@ -109,6 +109,11 @@ def _lgb_params(cfg: dict, seed: int) -> dict:
     }
 
 
+def _dataset_params(cfg: dict) -> dict:
+    """How every Dataset bins its features: the shared one of task_logits and each label's own alike."""
+    return {"max_bin": int(cfg["max_bin"]), "verbosity": -1}
+
+
 def _holdout_mask(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """A stratified random `fraction` of the rows (positives and negatives held out alike)."""
     rng = np.random.default_rng(seed)
@@ -146,7 +151,7 @@ def fit_label(x: np.ndarray, y: np.ndarray, cfg: dict, seed: int, binned=None) -
         rounds = int(cfg["fallback_rounds"])
         held = _holdout_mask(y, float(cfg["holdout_fraction"]), seed)
         if min(n_pos, len(y) - n_pos) >= int(cfg["min_positives_holdout"]) and 0 < y[held].sum() < y[~held].sum():
-            fit = lgb.Dataset(x[~held], label=y[~held], params={"max_bin": params["max_bin"], "verbosity": -1})
+            fit = lgb.Dataset(x[~held], label=y[~held], params=_dataset_params(cfg))
             stop = lgb.Dataset(x[held], label=y[held], reference=fit)
             booster = lgb.train({**params, "metric": "binary_logloss"}, fit, num_boost_round=int(cfg["n_estimators"]),
                                 valid_sets=[stop], callbacks=[lgb.early_stopping(patience, verbose=False)])
@@ -155,7 +160,7 @@ def fit_label(x: np.ndarray, y: np.ndarray, cfg: dict, seed: int, binned=None) -
         data = binned
         data.set_label(y)
     else:
-        data = lgb.Dataset(x, label=y, params={"max_bin": params["max_bin"], "verbosity": -1})
+        data = lgb.Dataset(x, label=y, params=_dataset_params(cfg))
     booster = lgb.train(params, data, num_boost_round=rounds)
     return booster.predict(x, raw_score=True).astype(np.float32), rounds
 
@@ -176,7 +181,7 @@ def task_logits(x: np.ndarray, y_train: np.ndarray, cfg: dict, seed: int = 0) ->
     binned = None
     if int(cfg["early_stopping_rounds"]) <= 0:
         binned = lgb.Dataset(x, label=np.zeros(len(x), dtype=np.float32), free_raw_data=False,
-                             params={"max_bin": int(cfg["max_bin"]), "verbosity": -1}).construct()
+                             params=_dataset_params(cfg)).construct()
     for j in range(y_train.shape[1]):
         out[:, j], r = fit_label(x, y_train[:, j], cfg, seed=seed * 1_000 + j, binned=binned)
         rounds.append(r)

@@ -152,16 +152,19 @@ def _task_entry(task: str, out: dict) -> dict:
     return entry
 
 
+def embeddings_root(params: dict, profile: str) -> Path:
+    """The directory holding `<profile>/`: embeddings/ or combined/ as params.yaml says; a name that is
+    not a profile of params.yaml is an embedding put in embeddings/<name> by hand (made elsewhere)."""
+    return profile_dir(params, profile).parent if profile in profile_names(params) else schema.EMBEDDINGS_DIR
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         raise UbpError("usage: python -m ubp evaluate <profile>")
     profile = argv[0]
     params = load_params()
     eval_params = section(params, "eval")
-    in_params = profile in profile_names(params)
-    # Not a profile of params.yaml: an embedding put in embeddings/<name> by hand (e.g. made elsewhere).
-    root = profile_dir(params, profile).parent if in_params else schema.EMBEDDINGS_DIR
-    metrics = evaluate_profile(profile, eval_params, root)
+    metrics = evaluate_profile(profile, eval_params, embeddings_root(params, profile))
     out = schema.METRICS_DIR / f"{profile}.json"
     save_json(out, metrics)
     log.info("%s: sum %s -> %s", profile, metrics.get("sum", "skipped"), out)

@@ -6,12 +6,12 @@ the top teams built features on them. Per label and client, from the input event
 
 * `buy` — purchases of the label (log1p of the count),
 * `add` — add-to-carts of the label (log1p),
-* `recent` — product events (buy, add, remove) on the label weighted by exp(-age / `half_life_days`
-  x ln 2), age in days before the cutoff (log1p of the sum): what the client touched lately.
+* `recent` — product events (buy, add, remove) on the label, each weighted by
+  exp(-ln 2 x age / `half_life_days`), age in days before the cutoff (log1p of the sum): what the
+  client touched lately.
 
 `stats` picks which of the three (default all, in that order): 3 x 100 columns per task, 600 for the
-default two tasks. Clients without any such event
-get zeros. Only the open tasks may be named: the hidden tasks' label sets (new SKUs, price buckets)
+two tasks (params.yaml keeps `recent` only: 200). Clients without any such event get zeros. Only the open tasks may be named: the hidden tasks' label sets (new SKUs, price buckets)
 are what the scoreboard uses to measure generalisation, and a profile that read them would game it.
 
 Why it exists: the features profile describes *how* a client shops, not *what*; on the default
