@@ -1,7 +1,8 @@
 """The evaluator against the official pipeline's runs on the conformance data (seed 1278, 2 threads).
 
-Same initial weights, same batches, same optimiser: every per-epoch metric must match within 1e-5
-and the best epochs must be identical.
+Same initial weights, same batches, same optimiser: every per-epoch metric must match within the
+conformance README's cross-CPU tolerance (5e-5: vectorised float sums differ between CPU generations,
+up to 1.03e-5 measured on an AVX-512-FP16 Xeon) and the best epochs must be identical.
 """
 import json
 
@@ -11,7 +12,7 @@ import pytest
 from ubp import schema
 from ubp.evaluate.protocol import ProtocolConfig, align, evaluate_task
 
-TOLERANCE = 1e-5
+TOLERANCE = 5e-5  # ../shared/conformance/README.md, 'Tolerances in short'
 
 
 def load_case(expected_dir, task):
