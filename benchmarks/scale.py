@@ -1,0 +1,267 @@
+"""Every stage of the graph at a fraction of the real data's size: wall time, peak RSS, disk written.
+
+    python benchmarks/scale.py run --scale 0.01 [--workdir DIR] [--set key=value ...] [targets ...]
+    python benchmarks/scale.py report
+
+`run` keeps one checkout per scale (default /work/scale/<scale>, a clone of this commit), sets
+`data.synthetic.scale` and the --set params in its params.yaml, runs `dvc repro [targets]` there and
+merges the figures of every stage that ran into reports/scale.json, each with the commit it ran at
+(so a real-scale run can be split over sessions: one target at a time, figures appended).
+`report` writes reports/scale.md and scale.png from that JSON: one row per stage, one column per
+scale, and the slope of cost against events on a log-log fit (1.0 = linear).
+Peak RSS is the summed RSS of the stage's whole process tree (sampled every 0.2 s); disk written
+is the growth of the checkout (outputs plus their copies in the DVC cache) during the stage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from repro_costs import STAGE_LINE, Sampler  # noqa: E402
+
+from ubp.io import save_json, save_text  # noqa: E402
+
+REPORT = Path("reports/scale.json")
+ROOT = Path("/work/scale")
+REAL_EVENTS = 169_000_000  # SPEC §2: the scale 1.0 the generator's preset aims at
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        if "/.git" in dirpath:
+            continue
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def parse_value(text: str):
+    return yaml.safe_load(text)
+
+
+def prepare(workdir: Path, scale: float, overrides: list[str]) -> str:
+    """A checkout of this commit at `workdir` with the scale's params; returns its commit."""
+    here = git("rev-parse", "HEAD")
+    if not (workdir / ".git").is_dir():
+        workdir.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "clone", "-q", str(Path.cwd()), str(workdir)], check=True)
+    else:  # move the checkout to this commit, keeping its data and DVC cache
+        subprocess.run(["git", "checkout", "-q", "--", "params.yaml"], cwd=workdir, check=True)
+        subprocess.run(["git", "fetch", "-q", str(Path.cwd()), "HEAD"], cwd=workdir, check=True)
+        subprocess.run(["git", "checkout", "-q", "--detach", here], cwd=workdir, check=True)
+    params_path = workdir / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["data"].setdefault("synthetic", {})["scale"] = scale
+    for item in overrides:
+        key, _, value = item.partition("=")
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = parse_value(value)
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return git("rev-parse", "--short", "HEAD", cwd=workdir)
+
+
+def data_size(workdir: Path) -> dict:
+    """Events in the raw files and relevant clients (parquet metadata only: cheap at any size)."""
+    import pyarrow.parquet as pq
+
+    raw = workdir / "data" / "synthetic"
+    events = sum(pq.ParquetFile(raw / f"{name}.parquet").metadata.num_rows
+                 for name in ("product_buy", "add_to_cart", "remove_from_cart", "page_visit", "search_query")
+                 if (raw / f"{name}.parquet").exists())
+    relevant = raw / "input" / "relevant_clients.npy"
+    clients = int(np.load(relevant, mmap_mode="r").shape[0]) if relevant.exists() else 0
+    return {"events": int(events), "clients": clients}
+
+
+def run(args) -> None:
+    workdir = args.workdir or ROOT / str(args.scale)
+    commit = prepare(workdir, args.scale, args.set)
+    command = ["dvc", "repro", *args.targets]
+    log_path = workdir / "scale_run.log"
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+    print(f"scale {args.scale}: {' '.join(command)} in {workdir} (commit {commit}); log {log_path}", flush=True)
+    start = time.time()
+    proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    marks: list[tuple[str, float, int]] = []
+    with log_path.open("a", buffering=1) as log:
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)} at {commit}\n")
+        for line in proc.stdout:
+            log.write(f"{time.time() - start:9.1f} {line}")
+            found = STAGE_LINE.search(line)
+            if found:
+                marks.append((found.group(1), time.time(), tree_bytes(workdir)))
+                sampler.stage = found.group(1)
+                print(f"{time.time() - start:9.1f} s  {found.group(1)}", flush=True)
+    code = proc.wait()
+    end, end_bytes = time.time(), tree_bytes(workdir)
+    sampler.done.set()
+    stages = {}
+    for i, (name, began, bytes_before) in enumerate(marks):
+        finished, bytes_after = (marks[i + 1][1], marks[i + 1][2]) if i + 1 < len(marks) else (end, end_bytes)
+        if i + 1 == len(marks) and code != 0:
+            break  # the failing stage: not a measurement
+        stages[name] = {"seconds": round(finished - began, 1), "peak_rss_mb": round(sampler.peaks.get(name, 0.0)),
+                        "disk_mb": round((bytes_after - bytes_before) / 2**20, 1), "commit": commit,
+                        "params": args.set}
+    record(args.report, args.scale, data_size(workdir), stages)
+    if code != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({code}) in {workdir}; see {log_path}")
+
+
+def record(path: Path, scale: float, size: dict, stages: dict) -> None:
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["commit"] = git("rev-parse", "--short", "HEAD")
+    data["machine"] = machine()
+    entry = data.setdefault("scales", {}).setdefault(str(scale), {"stages": {}})
+    entry.update(size)
+    entry["stages"].update(stages)
+    save_json(path, data)
+    print(f"{len(stages)} stage(s) recorded in {path}")
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({model}), {memory:.0f} GB RAM, {platform.system()}"
+
+
+STAGE_ORDER = ["generate", "ingest", "split", "targets", "features", "sequences", "embed@", "combine@",
+               "evaluate@", "evaluate_combined@", "reference", "report"]
+
+
+def stage_rank(name: str) -> tuple[int, str]:
+    for i, prefix in enumerate(STAGE_ORDER):
+        if name == prefix or (prefix.endswith("@") and name.startswith(prefix)):
+            return i, name
+    return len(STAGE_ORDER), name
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of log(cost) against log(events); None with fewer than two scales."""
+    points = [(e, c) for e, c in points if e > 0 and c > 0]
+    if len(points) < 2:
+        return None
+    x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def report(args) -> None:
+    data = json.loads(args.report.read_text())
+    scales = sorted(data["scales"], key=float)
+    names = sorted({n for s in scales for n in data["scales"][s]["stages"]}, key=stage_rank)
+    head = " | ".join(f"{float(s):g}" for s in scales)
+    sizes = " | ".join(f"{data['scales'][s]['events']:,} events, {data['scales'][s]['clients']:,} relevant" for s in scales)
+    lines = [
+        "# Every stage at 1%, 10% and 100% of the real data's size",
+        "",
+        f"Made by `python benchmarks/scale.py` (report from commit {data['commit']}; each figure carries the commit "
+        f"it ran at in `reports/scale.json`). Machine: {data['machine']}. Data: the generator's real-shape preset "
+        "(`data.synthetic.scale`); 1.0 is the real dataset's size (SPEC §2).",
+        "",
+        f"| scale | {head} |",
+        f"|---|{'---:|' * len(scales)}",
+        f"| data | {sizes} |",
+        "",
+    ]
+
+    def table(title: str, key: str, fmt: str, per_event: bool = False) -> list[str]:
+        extra = 0 if per_event else 1  # the slope of a per-event cost is the stage's slope minus one
+        rows = [f"## {title}", "", f"| stage | {head} |{' slope |' * extra}", f"|---|{'---:|' * (len(scales) + extra)}"]
+        for name in names:
+            cells, points = [], []
+            for s in scales:
+                st = data["scales"][s]["stages"].get(name)
+                if st is None:
+                    cells.append("")
+                    continue
+                value = st[key] / (data["scales"][s]["events"] / 1e6) if per_event else st[key]
+                cells.append(format(value, fmt))
+                points.append((data["scales"][s]["events"], st[key]))
+            b = slope(points)
+            tail = "" if per_event else f" {'' if b is None else f'{b:.2f}'} |"
+            rows.append(f"| {name} | {' | '.join(cells)} |{tail}")
+        return rows + [""]
+
+    lines += table("Wall time (s)", "seconds", ".1f")
+    lines += table("Seconds per million events", "seconds", ".2f", per_event=True)
+    lines += table("Peak RSS of the stage's process tree (MB)", "peak_rss_mb", ".0f")
+    lines += table("Disk written (MB, outputs and their DVC cache copy)", "disk_mb", ".1f")
+    save_text(args.report.with_suffix(".md"), "\n".join(lines))
+    plot(data, scales, names, args.report.with_suffix(".png"))
+    print("\n".join(lines))
+
+
+def plot(data: dict, scales: list[str], names: list[str], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ubp.io import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    for name in names:
+        pts = [(data["scales"][s]["events"], data["scales"][s]["stages"][name]) for s in scales
+               if name in data["scales"][s]["stages"]]
+        if len(pts) < 1:
+            continue
+        ev = [p[0] for p in pts]
+        axes[0].plot(ev, [max(p[1]["seconds"], 0.1) for p in pts], marker="o", label=name)
+        axes[1].plot(ev, [max(p[1]["peak_rss_mb"], 1) for p in pts], marker="o", label=name)
+    for ax, label in zip(axes, ("wall time (s)", "peak RSS (MB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("events")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].axhline(16 * 1024, color="red", linestyle="--", label="16 GB target")
+    axes[1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run `dvc repro [targets]` at a scale and record each stage")
+    p_run.add_argument("--scale", type=float, required=True)
+    p_run.add_argument("--workdir", type=Path)
+    p_run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a params.yaml override for this scale (e.g. model.fit_clients=100000)")
+    p_run.add_argument("targets", nargs="*")
+    p_rep = sub.add_parser("report", help="write reports/scale.md and .png from reports/scale.json")
+    for p in (p_run, p_rep):
+        p.add_argument("--report", type=Path, default=REPORT)
+    args = parser.parse_args()
+    run(args) if args.command == "run" else report(args)
+
+
+if __name__ == "__main__":
+    main()
