@@ -26,20 +26,22 @@ time, into memory-mapped `.npy` files: `client_ids.npy` (int64, relevant-clients
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
 from ubp import schema
+from ubp.db import connect
 from ubp.io import UbpError, atomic_dir, load_json, load_npy
 from ubp.params import load_params
 
@@ -52,7 +54,8 @@ CODE_FIELDS = tuple(f"code{i}" for i in range(N_CODES))
 FIELDS = ("event_type", "category", "price", "sku", "url", "day", "week", "gap") + CODE_FIELDS
 TOP_K_FIELDS = ("category", "sku", "url")
 GAP_EDGES_SECONDS = (1, 10, 60, 300, 1800, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
-DEFAULTS = {"max_len": 128, "top_k": 5000, "max_days": 180, "chunk_clients": 200_000, "threads": 2}
+DEFAULTS = {"max_len": 128, "top_k": 5000, "max_days": 180, "chunk_clients": 200_000, "threads": 2,
+            "memory_limit": None, "temp_directory": None}  # the last two: DuckDB's bound and spill place (ubp.db)
 TOKENS_FILE, LENGTHS_FILE, IDS_FILE, VOCAB_FILE = "tokens.npy", "lengths.npy", "client_ids.npy", "vocab.json"
 
 
@@ -171,11 +174,8 @@ def build_sequences(events_dir: Path, properties_path: Path, client_ids: np.ndar
     if len(np.unique(ids)) != len(ids):
         raise UbpError("sequences: duplicate client ids among the clients to build")
     out_dir = Path(out_dir)
-    con = duckdb.connect()
-    spill = tempfile.TemporaryDirectory(prefix="ubp-sequences-")
-    try:
-        con.execute(f"SET threads TO {int(s['threads'])}")
-        con.execute(f"SET temp_directory = {_lit(spill.name)}")
+    with connect(threads=int(s["threads"]), memory_limit=s["memory_limit"], temp_directory=s["temp_directory"],
+                 where="sequences.memory_limit") as con:
         _views(con, events_dir, properties_path, cutoff)
         top = {f: _top_values(con, f, s["top_k"]) for f in TOP_K_FIELDS}
         for f, values in top.items():
@@ -194,14 +194,11 @@ def build_sequences(events_dir: Path, properties_path: Path, client_ids: np.ndar
             got = con.execute(query).fetchnumpy()
             rows, pos = got["row"].astype(np.int64), got["pos"].astype(np.int64)
             got["gap"] = gap_ids(np.asarray(got["gap_seconds"], dtype=np.int64))
-            block = np.stack([np.asarray(got[f], dtype=np.int64) for f in FIELDS], axis=1)
-            tokens[rows, pos] = block.astype(np.int16)
+            block = np.stack([np.asarray(got[f]).astype(np.int16) for f in FIELDS], axis=1)  # ids fit int16 (settings)
+            tokens[rows, pos] = block
             np.maximum.at(lengths, rows, (pos + 1).astype(np.int32))
         tokens.flush()
         del tokens
-    finally:
-        con.close()
-        spill.cleanup()
     vocab = {"cutoff": cutoff.strftime(schema.TIMESTAMP_FORMAT), "settings": {k: s[k] for k in ("max_len", "top_k", "max_days")},
              "fields": list(FIELDS), "sizes": field_sizes(s, top), "gap_edges_seconds": list(GAP_EDGES_SECONDS),
              "top": {f: top[f].tolist() for f in TOP_K_FIELDS}}
@@ -212,7 +209,7 @@ def build_sequences(events_dir: Path, properties_path: Path, client_ids: np.ndar
 
 
 def load_sequences(seq_dir: Path, client_ids: np.ndarray | None = None) -> Sequences:
-    """The stage's output (tokens memory-mapped), rows reordered to `client_ids` when given."""
+    """The stage's output (tokens memory-mapped, never read whole), rows reordered to `client_ids` when given."""
     seq_dir = Path(seq_dir)
     vocab = load_json(seq_dir / VOCAB_FILE)
     if tuple(vocab.get("fields", ())) != FIELDS:
@@ -230,14 +227,32 @@ def load_sequences(seq_dir: Path, client_ids: np.ndarray | None = None) -> Seque
                 raise UbpError(f"{seq_dir}: its {len(ids)} client ids are not the {len(wanted)} requested "
                                "(re-run `python -m ubp sequences`)")
             order = np.argsort(ids)[np.searchsorted(ids, wanted, sorter=np.argsort(ids))]
-            ids, tokens, lengths = wanted, np.asarray(tokens[order]), lengths[order]
+            ids, tokens, lengths = wanted, _reordered(tokens, order), lengths[order]
     return Sequences(ids, tokens, lengths, {f: int(vocab["sizes"][f]) for f in FIELDS}, vocab)
+
+
+def _reordered(tokens: np.ndarray, order: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """tokens[order] as a memory map in a temporary file, copied a chunk of rows at a time."""
+    tmp = tempfile.TemporaryDirectory(prefix="ubp-seq-order-")
+    out = np.lib.format.open_memmap(Path(tmp.name) / TOKENS_FILE, mode="w+", dtype=tokens.dtype, shape=tokens.shape)
+    for start in range(0, len(order), chunk):
+        out[start:start + chunk] = tokens[order[start:start + chunk]]
+    out.flush()
+    return _kept_until_unused(np.load(Path(tmp.name) / TOKENS_FILE, mmap_mode="r"), tmp)
+
+
+def _kept_until_unused(tokens: np.ndarray, tmp: tempfile.TemporaryDirectory) -> np.ndarray:
+    """The memory map `tokens`, whose temporary directory is removed once nothing uses it any more
+    (views keep the map alive through their base), instead of copying it into memory first."""
+    weakref.finalize(tokens, tmp.cleanup)
+    return tokens
 
 
 def load_or_build(ctx) -> Sequences:
     """Sequences of ctx.client_ids as of ctx.cutoff: the stage's output (ctx.sequences_dir) when it was
     built for the same cutoff and settings (ctx.sequence_settings), else built now (e.g. from all
-    events for a competition entry, or as of a shifted cutoff)."""
+    events for a competition entry, or as of a shifted cutoff) into a temporary directory that
+    lives as long as the returned tokens."""
     s = settings(getattr(ctx, "sequence_settings", None))
     stored = getattr(ctx, "sequences_dir", None)
     if stored is not None and (Path(stored) / VOCAB_FILE).is_file():
@@ -250,9 +265,7 @@ def load_or_build(ctx) -> Sequences:
     tmp = tempfile.TemporaryDirectory(prefix="ubp-seq-")
     build_sequences(ctx.events_dir, ctx.properties_path, ctx.client_ids, ctx.cutoff, Path(tmp.name), s)
     seqs = load_sequences(tmp.name)
-    loaded = Sequences(seqs.client_ids, np.array(seqs.tokens), seqs.lengths, seqs.sizes, seqs.vocab)
-    tmp.cleanup()
-    return loaded
+    return dataclasses.replace(seqs, tokens=_kept_until_unused(seqs.tokens, tmp))
 
 
 def run(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,

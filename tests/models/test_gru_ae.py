@@ -22,7 +22,7 @@ def seqs(tiny_context):
 
 @pytest.fixture(scope="module")
 def recent(seqs):
-    return G.recent(seqs.tokens, seqs.lengths, FAST["max_len"])
+    return S.last_events(seqs.tokens, seqs.lengths, np.arange(len(seqs.lengths)), FAST["max_len"])
 
 
 def hand_tokens(lengths, width=6, seed=0):
@@ -33,15 +33,17 @@ def hand_tokens(lengths, width=6, seed=0):
     return tokens, np.asarray(lengths, dtype=np.int64)
 
 
-def test_recent_keeps_the_last_events_left_aligned():
+def test_a_batch_reads_the_last_events_left_aligned():
     tokens, lengths = hand_tokens([6, 3, 0])
     tokens[0, :, 0] = [1, 2, 3, 4, 5, 6]
-    out, kept = G.recent(tokens, lengths, 4)
+    out, kept = G._batch(tokens, lengths, np.array([0, 1, 2]), "cpu", max_len=4)
     assert out.shape == (3, 4, len(FIELDS)) and kept.tolist() == [4, 3, 0]
     assert out[0, :, 0].tolist() == [3, 4, 5, 6]
-    assert np.array_equal(out[1, :3], tokens[1, :3]) and (out[1, 3] == PAD).all() and (out[2] == PAD).all()
-    same, _ = G.recent(tokens, lengths, 6)
-    assert np.array_equal(same, tokens)
+    assert np.array_equal(out[1, :3].numpy(), tokens[1, :3]) and (out[1, 3] == PAD).all() and (out[2] == PAD).all()
+    same, _ = G._batch(tokens, lengths, np.array([0, 1, 2]), "cpu")
+    assert np.array_equal(same.numpy(), tokens)
+    only_short, kept = G._batch(tokens, lengths, np.array([2, 1]), "cpu", max_len=4)  # cut to the longest row read
+    assert only_short.shape == (2, 3, len(FIELDS)) and kept.tolist() == [0, 3]
 
 
 def test_targets_end_with_end_and_rare_ids_fold_into_rare():

@@ -4,7 +4,8 @@ and the choice of fields a variant uses.
 An event's vector is the sum of one learned embedding per field it uses (`EventEmbedding`); the 16
 name/query codes, when used, share one table with an offset per position. Sequences come from
 `ubp.sequences` (left-aligned, id 0 = padding in every field), so a batch is cut to its longest
-sequence and a model reads the last real event at `lengths - 1`.
+sequence and a model reads the last real event at `lengths - 1`. Tokens may be the stage's
+memory-mapped file: every batch gathers only its own rows (`last_events`), never the whole array.
 """
 from __future__ import annotations
 
@@ -74,6 +75,26 @@ def batch_tokens(seqs: Sequences, idx: np.ndarray, device: torch.device | str) -
     width = max(1, int(lengths.max(initial=0)))
     tokens = np.asarray(seqs.tokens[idx, :width], dtype=np.int64)
     return torch.from_numpy(tokens).to(device), torch.from_numpy(lengths).to(device)
+
+
+def last_events(tokens: np.ndarray, lengths: np.ndarray, idx: np.ndarray, context: int,
+                rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 tokens, lengths) of up to `context` consecutive events of the rows idx, left-aligned and
+    cut to the longest: each row's last events, or with rng a random window of a longer history.
+    Gathers only those cells, so `tokens` can be a memory map of every client's sequence."""
+    idx = np.asarray(idx)
+    lengths = np.asarray(lengths[idx], dtype=np.int64)
+    ends = lengths.copy()
+    if rng is not None:  # a window end drawn uniformly among those that give a full window
+        extra = np.maximum(lengths - context, 0)
+        ends = lengths - np.floor(rng.random(len(idx)) * (extra + 1)).astype(np.int64)
+    starts = np.maximum(ends - context, 0)
+    kept = ends - starts
+    width = max(1, int(kept.max(initial=0)))
+    pos = starts[:, None] + np.arange(width)[None]
+    real = pos < ends[:, None]
+    out = np.asarray(tokens[idx[:, None], np.minimum(pos, tokens.shape[1] - 1)], dtype=np.int64)
+    return out * real[..., None], kept
 
 
 def last_step(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""What every neural embedding method shares: seeding, threads, device, a held-out split of clients,
-an early-stopping loop that records the training curve, and batched inference.
+"""What every neural embedding method shares: seeding, threads, device, the clients a network is
+fitted on (all, or a seeded sample of `fit_clients`) split into train and held-out rows, an
+early-stopping loop that records the training curve, and batched inference.
 
 A method builds its model and two callables — one training epoch (returns the mean train loss) and
 one evaluation on the held-out clients (returns the validation loss) — and hands them to `fit`,
@@ -31,7 +32,7 @@ log = logging.getLogger("ubp.models")
 
 # The settings every neural profile inherits from params.yaml's `model:` section.
 SHARED_DEFAULTS = {"epochs": 20, "batch_size": 256, "lr": 1e-3, "patience": 3, "val_fraction": 0.1,
-                   "threads": 2, "seed": 0, "device": "cpu"}
+                   "threads": 2, "seed": 0, "device": "cpu", "fit_clients": None}
 
 
 def settings(cfg: dict, defaults: dict) -> dict:
@@ -76,6 +77,33 @@ def holdout_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     n_val = 0 if val_fraction <= 0 or n < 4 else min(max(1, int(round(n * float(val_fraction)))), n - 2)
     order = np.random.default_rng([int(seed), 7919]).permutation(n)  # own stream: independent of training draws
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def fit_sample(n: int, fit_clients, seed: int) -> np.ndarray | None:
+    """The sorted rows of a seeded sample of `fit_clients` of n clients, or None for all of them
+    (fit_clients None or >= n). An epoch costs time per client fitted on, and a network learns its
+    weights from far fewer clients than the real data's million; every client is still embedded."""
+    if fit_clients is None:
+        return None
+    if isinstance(fit_clients, bool) or not isinstance(fit_clients, (int, np.integer)) or fit_clients < 1:
+        raise UbpError(f"params.yaml: model.fit_clients must be a positive integer or null (all clients), "
+                       f"got {fit_clients!r}")
+    if int(fit_clients) >= n:
+        return None
+    rng = np.random.default_rng([int(seed), 104729])  # own stream: the training draws stay as without a sample
+    return np.sort(rng.choice(n, size=int(fit_clients), replace=False))
+
+
+def fit_split(n: int, s: dict, info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) rows of n clients a network is fitted on: `holdout_split` of all rows, or of the
+    `fit_clients` sample (the held-out share `val_fraction` is then taken inside the sample)."""
+    rows = fit_sample(n, s.get("fit_clients"), int(s["seed"]))
+    if rows is None:
+        return holdout_split(n, float(s["val_fraction"]), int(s["seed"]))
+    train, val = holdout_split(len(rows), float(s["val_fraction"]), int(s["seed"]))
+    if info is not None:
+        info["fit_clients"] = int(len(rows))
+    return rows[train], rows[val]
 
 
 def batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
@@ -188,7 +216,7 @@ def tabular_input(ctx, cfg: dict) -> np.ndarray:
     from ubp.features.table import feature_matrix, load_or_build
     from ubp.models.features import quantile_normal
 
-    x = quantile_normal(feature_matrix(load_or_build(ctx, cfg)), cfg.get("n_quantiles", 1000),
+    x = quantile_normal(feature_matrix(load_or_build(ctx)), cfg.get("n_quantiles", 1000),
                         cfg.get("subsample", 200_000), cfg.get("seed", 0)).astype(np.float64)
     std = x.std(axis=0)
     x = (x - x.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)

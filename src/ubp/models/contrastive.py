@@ -209,8 +209,9 @@ class Examples:
     """Builds the tensors of a batch of (client row, shift) pairs from the sequences."""
 
     def __init__(self, seqs: Sequences, s: dict, device: torch.device):
-        self.tokens = np.asarray(seqs.tokens)  # ~75 MB on the default data: in memory for fast gathers
-        self.days = self.tokens[..., DAY]
+        self.tokens = seqs.tokens  # may be memory-mapped: a batch gathers only its rows
+        self.days = self.tokens[..., DAY]  # a view, not a copy
+        self.max_len = int(seqs.max_len)
         self.lengths = np.asarray(seqs.lengths, dtype=np.int64)
         self.s, self.device = s, device
         self.n_prices = int(seqs.sizes["price"]) - 2
@@ -253,6 +254,16 @@ def retrieval_accuracy(model: TwoTower, b: dict, k: int = 1) -> float:
         return float((rank < k).float().mean())
 
 
+def fitted_usable(data: "Examples", rows: np.ndarray, shifts: np.ndarray, window_days: int,
+                  chunk: int = 65_536) -> np.ndarray:
+    """usable_shifts of the rows, a chunk at a time (the whole day column as int64 would be ~1 GB at 1M clients)."""
+    out = np.zeros((len(rows), len(shifts)), dtype=bool)
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        out[start:start + chunk] = usable_shifts(data.days[part], data.lengths[part], data.max_len, shifts, window_days)
+    return out
+
+
 def first_usable(usable: np.ndarray) -> np.ndarray:
     return np.argmax(usable, axis=1)
 
@@ -266,8 +277,10 @@ def train(seqs: Sequences, s: dict, info: dict, device: torch.device) -> tuple[T
     if shifts.max() + int(s["window_days"]) > int(seqs.sizes["day"]) - 2:
         raise UbpError(f"contrastive: the oldest window ({shifts.max()} + {s['window_days']} days) reaches past "
                        f"sequences.max_days ({int(seqs.sizes['day']) - 2})")
-    usable = usable_shifts(data.days, seqs.lengths, seqs.max_len, shifts, int(s["window_days"]))
-    train_idx, val_idx = T.holdout_split(len(seqs.lengths), float(s["val_fraction"]), int(s["seed"]))
+    train_idx, val_idx = T.fit_split(len(seqs.lengths), s, info)
+    fitted = np.concatenate([train_idx, val_idx])
+    usable = np.zeros((len(seqs.lengths), len(shifts)), dtype=bool)  # only the fitted rows' are computed
+    usable[fitted] = fitted_usable(data, fitted, shifts, int(s["window_days"]))
     train_idx, val_idx = train_idx[usable[train_idx].any(1)], val_idx[usable[val_idx].any(1)]
     model = TwoTower(seqs.sizes, s, data.n_labels).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
@@ -293,13 +306,12 @@ def train(seqs: Sequences, s: dict, info: dict, device: torch.device) -> tuple[T
             return T.run_batches(lambda i: step(val_idx[i], val_shift[i]), val_parts)
 
     info.update(n_train=int(len(train_idx)), n_val=int(len(val_idx)), n_labels=int(data.n_labels),
-                untrained_clients=int((~usable.any(1)).sum()))
+                untrained_clients=int((~usable[fitted].any(1)).sum()))
     T.fit(model, train_epoch, val_loss, int(s["epochs"]), int(s["patience"]), info, desc="contrastive")
     if len(val_idx):  # the best model's terms on the held-out clients, for meta.json
-        with torch.no_grad():
-            batches = [data.batch(val_idx[i], val_shift[i]) for i in val_parts]
+        with torch.no_grad():  # one batch at a time: all held-out batches at once would not fit at scale
             terms = np.array([[float(x) for x in loss_terms(model, b, s)] + [retrieval_accuracy(model, b)]
-                              for b in batches])
+                              for b in (data.batch(val_idx[i], val_shift[i]) for i in val_parts)])
         weights = np.array([len(i) for i in val_parts], dtype=np.float64)
         nce, bce, top1 = (weights @ terms) / weights.sum()
         info.update(val_nt_xent=round(float(nce), 4), val_bce=round(float(bce), 4), val_top1=round(float(top1), 4))

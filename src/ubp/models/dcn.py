@@ -97,7 +97,7 @@ def train(x: np.ndarray, cfg: dict, info: dict | None = None) -> DCN:
     model = DCN(x.shape[1], profile_width(s), int(s["cross_layers"]), int(s["deep_layers"]),
                 int(s["projection"]), str(s["structure"])).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
-    train_idx, val_idx = T.holdout_split(len(x), float(s["val_fraction"]), int(s["seed"]))
+    train_idx, val_idx = T.fit_split(len(x), s, info)
     data = torch.from_numpy(x).to(device)
     mask_rate, noise, tau = float(s["mask_rate"]), float(s["noise"]), float(s["temperature"])
 

@@ -47,7 +47,7 @@ from ubp.io import UbpError
 from ubp.models import _sequence as S
 from ubp.models import _training as T
 from ubp.models.base import EmbedContext
-from ubp.sequences import FIELDS, FIRST_VALUE, PAD, RARE, TOP_K_FIELDS
+from ubp.sequences import FIELDS, FIRST_VALUE, RARE, TOP_K_FIELDS
 
 DEFAULTS = {
     "fields": "week_all",
@@ -80,19 +80,6 @@ def head_sizes(sizes: dict, fields: tuple[str, ...], output_top: int | None) -> 
             n = min(n, FIRST_VALUE + int(output_top))
         out[f] = n + 1
     return out
-
-
-def recent(tokens: np.ndarray, lengths: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """The last `max_len` events of each left-aligned sequence, still left-aligned (int16), and their lengths."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    if max_len >= tokens.shape[1]:
-        return np.asarray(tokens), lengths
-    kept = np.minimum(lengths, max_len)
-    steps = np.arange(max_len)
-    index = (lengths - kept)[:, None] + steps[None, :]
-    out = np.take_along_axis(np.asarray(tokens), np.minimum(index, tokens.shape[1] - 1)[:, :, None], axis=1)
-    out[steps[None, :] >= kept[:, None]] = PAD
-    return out, kept
 
 
 class GRUAutoencoder(nn.Module):
@@ -165,10 +152,18 @@ class GRUAutoencoder(nn.Module):
         return total, correct
 
 
-def _batch(tokens: np.ndarray, lengths: np.ndarray, idx: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(1, int(lengths[idx].max(initial=0)))
-    return (torch.from_numpy(tokens[idx, :width].astype(np.int64)).to(device),
-            torch.from_numpy(lengths[idx]).to(device))
+def _batch(tokens: np.ndarray, lengths: np.ndarray, idx: np.ndarray, device,
+           max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last `max_len` events (all when None) of rows idx, cut to the longest, gathered from
+    `tokens` (which may be the memory-mapped stage output)."""
+    tokens_b, kept = S.last_events(tokens, lengths, idx, int(max_len or tokens.shape[1]))
+    return torch.from_numpy(tokens_b).to(device), torch.from_numpy(kept).to(device)
+
+
+def kept_lengths(lengths: np.ndarray, max_len: int | None) -> np.ndarray:
+    """Events each client keeps when only its last `max_len` are read."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return lengths if max_len is None else np.minimum(lengths, int(max_len))
 
 
 def length_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
@@ -185,24 +180,25 @@ def length_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int, rn
 
 
 def reconstruction(model: GRUAutoencoder, tokens: np.ndarray, lengths: np.ndarray, idx: np.ndarray,
-                   batch_size: int, device="cpu") -> tuple[float, dict]:
+                   batch_size: int, device="cpu", max_len: int | None = None) -> tuple[float, dict]:
     """Teacher-forced loss and per-field accuracy (over all target positions, END included) on rows idx."""
     was_training = model.training
     model.eval()
     total, count, correct = 0.0, 0, dict.fromkeys(model.fields, 0)
     with torch.no_grad():
         for part in T.batches(np.asarray(idx), batch_size):
-            loss, hits = model.loss(*_batch(tokens, lengths, part, device))
+            loss, hits = model.loss(*_batch(tokens, lengths, part, device, max_len))
             total += float(loss) * len(part)
             count += len(part)
             correct = {f: correct[f] + hits[f] for f in correct}
     model.train(was_training)
-    positions = int((lengths[np.asarray(idx)] + 1).sum())
+    positions = int((kept_lengths(lengths[np.asarray(idx)], max_len) + 1).sum())
     return total / max(count, 1), {f: c / max(positions, 1) for f, c in correct.items()}
 
 
 def train(tokens: np.ndarray, lengths: np.ndarray, sizes: dict, cfg: dict, info: dict | None = None) -> GRUAutoencoder:
-    """Fit the autoencoder on left-aligned sequences (int16 tokens of all FIELDS); best model, eval mode."""
+    """Fit the autoencoder on the last `max_len` events of left-aligned sequences (int16 tokens of all
+    FIELDS, possibly memory-mapped; a batch gathers its rows); best model, eval mode."""
     s = T.settings(cfg, DEFAULTS)
     check_settings(s)
     info = {} if info is None else info
@@ -212,40 +208,42 @@ def train(tokens: np.ndarray, lengths: np.ndarray, sizes: dict, cfg: dict, info:
     model = GRUAutoencoder(sizes, fields, int(s["hidden"]), int(s["layers"]), float(s["dropout"]),
                            s["output_top"]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(s["lr"]))
-    train_idx, val_idx = T.holdout_split(len(lengths), float(s["val_fraction"]), int(s["seed"]))
-    batch_size = int(s["batch_size"])
+    train_idx, val_idx = T.fit_split(len(lengths), s, info)
+    batch_size, max_len = int(s["batch_size"]), int(s["max_len"])
+    kept = kept_lengths(lengths, max_len)  # batches group similar lengths of what is read
 
     def train_epoch(epoch: int) -> float:
-        return T.run_batches(lambda idx: model.loss(*_batch(tokens, lengths, idx, device))[0],
-                             length_batches(train_idx, lengths, batch_size, rng), optimizer)
+        return T.run_batches(lambda idx: model.loss(*_batch(tokens, lengths, idx, device, max_len))[0],
+                             length_batches(train_idx, kept, batch_size, rng), optimizer)
 
-    val_parts = T.batches(val_idx[np.argsort(lengths[val_idx], kind="stable")], int(s["infer_batch_size"]))
+    val_parts = T.batches(val_idx[np.argsort(kept[val_idx], kind="stable")], int(s["infer_batch_size"]))
 
     def val_loss(epoch: int) -> float:
-        return T.run_batches(lambda idx: model.loss(*_batch(tokens, lengths, idx, device))[0],
+        return T.run_batches(lambda idx: model.loss(*_batch(tokens, lengths, idx, device, max_len))[0],
                              val_parts)
 
     info.update(n_train=int(len(train_idx)), n_val=int(len(val_idx)), fields=",".join(fields),
-                hidden=int(s["hidden"]), layers=int(s["layers"]), max_len=int(tokens.shape[1]))
+                hidden=int(s["hidden"]), layers=int(s["layers"]), max_len=min(max_len, int(tokens.shape[1])))
     with T.deterministic(s["threads"]):
         T.fit(model, train_epoch, val_loss if len(val_idx) else None, int(s["epochs"]), int(s["patience"]),
               info, desc="gru_ae")
     if len(val_idx):
-        _, accuracy = reconstruction(model, tokens, lengths, val_idx, int(s["infer_batch_size"]), device)
+        _, accuracy = reconstruction(model, tokens, lengths, val_idx, int(s["infer_batch_size"]), device, max_len)
         info.update({f"val_accuracy_{f}": round(a, 4) for f, a in accuracy.items()})
     return model
 
 
 @torch.no_grad()
 def profiles(model: GRUAutoencoder, tokens: np.ndarray, lengths: np.ndarray, batch_size: int,
-             device="cpu") -> np.ndarray:
-    """The profile of every row, batched by length (less padding; the result does not depend on it)."""
+             device="cpu", max_len: int | None = None) -> np.ndarray:
+    """The profile of every row from its last `max_len` events (all when None), batched by length
+    (less padding; the result does not depend on it)."""
     model.eval()
-    order = np.argsort(lengths, kind="stable")
+    order = np.argsort(kept_lengths(lengths, max_len), kind="stable")
     out = np.zeros((len(lengths), model.start.shape[0]), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        out[idx] = model.encode(*_batch(tokens, lengths, idx, device)).float().cpu().numpy()
+        out[idx] = model.encode(*_batch(tokens, lengths, idx, device, max_len)).float().cpu().numpy()
     return out
 
 
@@ -253,9 +251,9 @@ def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
     s = T.settings({"seed": ctx.seed, "device": ctx.device, **(cfg or {})}, DEFAULTS)
     check_settings(s)
     S.resolve_fields(s["fields"])  # fail on a bad field list before loading anything
-    seqs = S.load(ctx)
-    tokens, lengths = recent(seqs.tokens, seqs.lengths, int(s["max_len"]))
+    seqs = S.load(ctx)  # tokens stay memory-mapped: each batch gathers the last max_len events of its rows
     with T.deterministic(s["threads"]):
-        model = train(tokens, lengths, seqs.sizes, s, ctx.info)
-        out = profiles(model, tokens, lengths, int(s["infer_batch_size"]), T.resolve_device(s["device"]))
+        model = train(seqs.tokens, seqs.lengths, seqs.sizes, s, ctx.info)
+        out = profiles(model, seqs.tokens, seqs.lengths, int(s["infer_batch_size"]), T.resolve_device(s["device"]),
+                       int(s["max_len"]))
     return out

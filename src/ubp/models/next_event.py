@@ -163,20 +163,8 @@ def next_targets(column: torch.Tensor, field: str, item_vocab: int) -> tuple[tor
 
 def windows(seqs: Sequences, idx: np.ndarray, context: int, rng: np.random.Generator | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens, lengths) of up to `context` consecutive events of the rows idx, left-aligned and cut
-    to the longest: each row's last events, or with rng a random window of a longer history."""
-    lengths = np.asarray(seqs.lengths[idx], dtype=np.int64)
-    ends = lengths.copy()
-    if rng is not None:  # a window end drawn uniformly among those that give a full window
-        extra = np.maximum(lengths - context, 0)
-        ends = lengths - np.floor(rng.random(len(idx)) * (extra + 1)).astype(np.int64)
-    starts = np.maximum(ends - context, 0)
-    kept = ends - starts
-    width = max(1, int(kept.max(initial=0)))
-    pos = starts[:, None] + np.arange(width)[None]
-    real = pos < ends[:, None]
-    tokens = np.asarray(seqs.tokens[np.asarray(idx)[:, None], np.minimum(pos, seqs.max_len - 1)], dtype=np.int64)
-    return tokens * real[..., None], kept
+    """(tokens, lengths) of up to `context` consecutive events of the rows idx (`_sequence.last_events`)."""
+    return Q.last_events(seqs.tokens, seqs.lengths, idx, context, rng)
 
 
 def check(s: dict, sizes: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -215,7 +203,7 @@ def train(seqs: Sequences, cfg: dict, info: dict | None = None) -> NextEventMode
     device = T.resolve_device(s["device"])
     model = build(seqs, s).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
-    train_idx, val_idx = T.holdout_split(len(seqs.lengths), float(s["val_fraction"]), int(s["seed"]))
+    train_idx, val_idx = T.fit_split(len(seqs.lengths), s, info)
     train_idx = train_idx[seqs.lengths[train_idx] > 0]  # an empty history has nothing to predict
     context, batch_size = int(s["context"]), int(s["batch_size"])
     draws = rng if s["random_windows"] else None
@@ -272,8 +260,7 @@ def profiles(model: NextEventModel, seqs: Sequences, context: int, batch_size: i
 
 def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
     s = T.settings({"seed": ctx.seed, "device": ctx.device, **(cfg or {})}, DEFAULTS)
-    seqs = Q.load(ctx)
-    seqs = Sequences(seqs.client_ids, np.asarray(seqs.tokens), seqs.lengths, seqs.sizes, seqs.vocab)  # off the memmap
+    seqs = Q.load(ctx)  # tokens stay memory-mapped: each batch gathers its own rows
     with T.deterministic(s["threads"]):
         model = train(seqs, s, ctx.info)
         out = profiles(model, seqs, int(s["context"]), int(s["infer_batch_size"]), s["pool"],

@@ -97,7 +97,7 @@ def train(x: np.ndarray, cfg: dict, info: dict | None = None) -> RCAE:
     device = T.resolve_device(s["device"])
     model = RCAE(x.shape[1], [int(w) for w in s["widths"]], int(s["latent"])).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
-    train_idx, val_idx = T.holdout_split(len(x), float(s["val_fraction"]), int(s["seed"]))
+    train_idx, val_idx = T.fit_split(len(x), s, info)
     data = torch.from_numpy(x).to(device)
     epochs, batch_size = int(s["epochs"]), int(s["batch_size"])
 
