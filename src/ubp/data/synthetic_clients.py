@@ -7,7 +7,7 @@ and funnel rates (views per session, share of product pages, searches, cart adds
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -61,6 +61,13 @@ class Clients:
     remove_p: np.ndarray  # P(remove | added, not bought)
     hour_shift: np.ndarray  # hours added to the shop-wide daily cycle
 
+    def take(self, idx: np.ndarray) -> "Clients":
+        """The clients at sorted indices `idx` (relevant ones first), as their own population."""
+        cum = {"theta0_cum": "theta0", "theta1_cum": "theta1", "fav_cum": "fav_w"}
+        sliced = {f.name: getattr(self, f.name)[idx] for f in fields(self) if f.name not in (*cum, "n_relevant")}
+        sliced.update({name: row_cumsum(sliced[source]) for name, source in cum.items()})
+        return replace(self, n_relevant=int(np.count_nonzero(idx < self.n_relevant)), **sliced)
+
 
 def row_cumsum(weights: np.ndarray) -> np.ndarray:
     """Flattened per-row cumulative weights offset by the row index (see pick_in_rows)."""
@@ -79,7 +86,9 @@ def _by_group(relevant: np.ndarray, rel_value, other_value):
     return np.where(relevant, rel_value, other_value)
 
 
-def build_clients(rng: np.random.Generator, cfg: dict, cat: Catalog) -> Clients:
+def build_clients(rng: np.random.Generator, cfg: dict, cat: Catalog, ids: np.ndarray | None = None) -> Clients:
+    """cfg's n_relevant + n_other clients (relevant first) with traits drawn from cfg's shape keys;
+    `ids` are their client ids (default: drawn here)."""
     n_rel, n = cfg["n_relevant"], cfg["n_relevant"] + cfg["n_other"]
     days, k = cfg["days"], len(cat.topic_weight)
     rel = np.arange(n) < n_rel
@@ -94,11 +103,11 @@ def build_clients(rng: np.random.Generator, cfg: dict, cat: Catalog) -> Clients:
     fav_cat = sample_in_groups(cat.topic_cat_cum, fav_topic, rng.random(len(rows)), cat.topic_start)
     fav_w = rng.dirichlet(np.full(N_FAVOURITES, 0.8), n)
 
-    buyer = rng.random(n) < _by_group(rel, 0.9, 0.5)
-    arrival = _by_group(rel, np.where(rng.random(n) < 0.9, 0.0, rng.uniform(0, days, n)), rng.uniform(0, days - 1, n))
-    lifetime = rng.lognormal(np.log(_by_group(rel, 300.0, 8.0)), _by_group(rel, 0.8, 1.0))
+    buyer = rng.random(n) < _by_group(rel, cfg["relevant_buyers"], cfg["other_buyers"])
+    arrival = _by_group(rel, np.where(rng.random(n) < cfg["relevant_start_share"], 0.0, rng.uniform(0, days, n)), rng.uniform(0, days - 1, n))
+    lifetime = rng.lognormal(np.log(_by_group(rel, cfg["relevant_lifetime"], cfg["other_lifetime"])), _by_group(rel, 0.8, 1.0))
     clients = Clients(
-        ids=unique_ids(rng, n, CLIENT_ID_HIGH),
+        ids=unique_ids(rng, n, CLIENT_ID_HIGH) if ids is None else ids,
         n_relevant=n_rel,
         theta0_cum=theta0_cum,
         theta1_cum=row_cumsum(theta1),
@@ -116,17 +125,17 @@ def build_clients(rng: np.random.Generator, cfg: dict, cat: Catalog) -> Clients:
         price_width=rng.uniform(0.12, 0.35, n),
         novelty=rng.normal(0.0, 1.0, n),
         buyer=buyer,
-        rate=rng.lognormal(np.log(_by_group(rel, cfg["relevant_rate"], cfg["other_rate"])), 1.0),
+        rate=rng.lognormal(np.log(_by_group(rel, cfg["relevant_rate"], cfg["other_rate"])), cfg["rate_sigma"]),
         arrival=arrival,
         lifetime=lifetime,
         churn_at=arrival + rng.exponential(lifetime),
-        decay_days=rng.lognormal(np.log(7.0), 1.0, n),
-        depth=rng.lognormal(np.log(_by_group(rel, 5.0, 2.0)), 0.4),
+        decay_days=rng.lognormal(np.log(cfg["decay_days"]), 1.0, n),
+        depth=rng.lognormal(np.log(_by_group(rel, cfg["relevant_depth"], cfg["other_depth"])), 0.4),
         product_share=rng.beta(5.0, 4.0, n),
-        search_rate=rng.gamma(1.0, _by_group(rel, 0.9, 0.4)),
-        add_p=np.where(buyer, rng.beta(2.0, _by_group(rel, 9.0, 5.0)), rng.beta(1.0, 40.0, n)),
-        buy_p=np.where(buyer, rng.beta(2.5, 5.0, n), 0.0),
-        remove_p=rng.beta(6.0, 2.5, n),
+        search_rate=rng.gamma(1.0, _by_group(rel, cfg["relevant_searches"], cfg["other_searches"])),
+        add_p=np.where(buyer, rng.beta(2.0, _by_group(rel, cfg["relevant_add_b"], cfg["other_add_b"])), rng.beta(1.0, cfg["browser_add_b"], n)),
+        buy_p=np.where(buyer, rng.beta(2.5, cfg["buy_b"], n), 0.0),
+        remove_p=rng.beta(6.0, cfg["remove_b"], n),
         hour_shift=rng.normal(0.0, 2.5, n),
     )
     rows = np.repeat(np.arange(n), N_STAPLES)
