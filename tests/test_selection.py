@@ -130,3 +130,52 @@ def test_oracle_is_not_a_candidate_and_missing_candidates_are_named(problem, tmp
     assert default_candidates({"models": {"oracle": {}, "x": {}}}, tmp_path, ["oracle"]) == []
     with pytest.raises(UbpError, match="'ghost' has no embedding"):
         select({**params, "selection": {"candidates": ["ghost"]}}, root / "embeddings", root / "targets")
+
+
+# --- scoring on a seeded sample of the clients -------------------------------------------------------
+
+def spy_on_scoring(monkeypatch) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Replace the network by a spy recording (task, rows trained on, rows scored on)."""
+    from ubp import selection
+    seen = []
+
+    def spy(task, x_fit, y_fit, x_score, y_score, popularity, config):
+        seen.append((task, np.asarray(x_fit, np.float64), np.asarray(x_score, np.float64)))
+        return 0.5
+
+    monkeypatch.setattr(selection, "fit_and_score", spy)
+    return seen
+
+
+def test_a_client_sample_is_all_the_scorer_sees_and_the_seed_fixes_it(problem, monkeypatch):
+    from ubp.selection import inner_scorer
+    root, params = problem
+    seen = spy_on_scoring(monkeypatch)
+    scorer = inner_scorer(params, targets_dir=root / "targets", seed=3, sample_clients=50)
+    sample = scorer.client_ids
+    assert len(sample) == 50 and set(sample) < set(range(1000, 1000 + N))
+    scorer.score(sample[:, None].astype(np.float64))  # column 0 = the client id: each row names its client
+    assert {t for t, _, _ in seen} == set(schema.TASKS)
+    for task, fit, score in seen:
+        assert set(fit[:, 0]) | set(score[:, 0]) <= set(sample)
+        assert not set(fit[:, 0]) & set(score[:, 0])  # the fold's clients are not trained on
+    assert set(np.concatenate([s[:, 0] for t, _, s in seen if t == schema.CONVERSION])) == set(sample)
+    again = inner_scorer(params, targets_dir=root / "targets", seed=3, sample_clients=50)
+    other = inner_scorer(params, targets_dir=root / "targets", seed=4, sample_clients=50)
+    assert np.array_equal(again.client_ids, sample) and not np.array_equal(other.client_ids, sample)
+    for size in (N, N + 1, None):  # at least every client, or none asked: all of them
+        assert len(inner_scorer(params, targets_dir=root / "targets", sample_clients=size).client_ids) == N
+    for bad in (0, True, "50", 2.5):
+        with pytest.raises(UbpError, match="sample_clients"):
+            inner_scorer(params, targets_dir=root / "targets", sample_clients=bad)
+
+
+def test_select_scores_every_set_on_the_same_sample(problem, monkeypatch):
+    root, params = problem
+    seen = spy_on_scoring(monkeypatch)
+    result = select({**params, "selection": {**params["selection"], "sample_clients": 60}},
+                    root / "embeddings", root / "targets")
+    conversion = [(fit, score) for t, fit, score in seen if t == schema.CONVERSION]
+    assert len(conversion) == 2 * result["n_scored"]  # two folds per scored set
+    assert {len(fit) + len(score) for fit, score in conversion} == {60}
+    assert "a sample of 60 clients drawn with seed 0" in markdown(result)

@@ -33,8 +33,6 @@ Per source, on its own (statistics over the clients the source has):
    columns). `balance: dimension` makes the block's columns unit-variance on average instead (total
    ∝ width, as if every column were standardised); `balance: none` only multiplies by the weight
    (seed 001's recipe: handcrafted columns keep unit variance each, learned rows unit length).
-   On the default data the three scored alike on the train-window inner split (4.43, 4.42, 4.42
-   for the five current profiles; see reports/ensemble_selection.md for the noise level).
 4. Clients the source lacks get the source's mean row, i.e. zeros after centring (mean imputation,
    which seed 001 found better than zeros before centring). `center: false` (per source) skips the
    centring of step 3, so that a source with `norm: none` and `balance: none` enters unchanged;
@@ -48,7 +46,10 @@ method and settings (`ubp.embed.compute`), so the profile is right for any conte
 data, or all events for a competition entry (a source computed once is reused within the process).
 A stored `SKIPPED.txt` (e.g. `oracle` on real data) or a method that cannot run here skips the
 source with a warning. The output is float16; more than `max_dim` columns is an error naming each
-source's width (set `pca:` on the wide ones).
+source's width (set `pca:` on the wide ones). At the real data's size (1M clients x up to 2,048
+columns) the stage never holds the whole matrix: stored sources are memory-mapped, and `write`
+normalises one source at a time and writes its columns into a memory-mapped .npy, a chunk of rows
+at a time, giving the same bytes as the in-memory `build`.
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +80,11 @@ DEFAULTS = {"sources": [], "max_dim": schema.MAX_EMBEDDING_DIM, "balance": "sour
             "n_quantiles": 1000, "subsample": 200_000}
 SKIPPED_FILE = "SKIPPED.txt"
 META_FILE = "meta.json"
+# Rows are gathered, l2-normalised and written this many float32 bytes at a time (64 MB), and the
+# quantile transform (float64 inside scikit-learn) runs on this many columns at a time: the peak
+# stays near one source's float32 block whatever the number of clients.
+CHUNK_BYTES = 64 << 20
+QUANTILE_COLUMNS = 16
 
 
 @dataclass(frozen=True)
@@ -95,9 +102,41 @@ class Loaded:
 
     source: Source
     method: str  # the profile's embedding method (decides what `auto` means)
-    x: np.ndarray  # (present.sum(), d)
+    x: np.ndarray  # (present.sum(), d); or, with `rows`, the whole stored matrix (memory-mapped)
     present: np.ndarray  # bool (n_clients,)
     origin: str  # "stored" or "computed"
+    rows: np.ndarray | None = None  # x's row of each present client, in client order (None: x holds them)
+
+    @property
+    def n_present(self) -> int:
+        return int(self.present.sum())
+
+
+def chunks(n_rows: int, n_cols: int) -> list[tuple[int, int]]:
+    """Row ranges [a, b) of about CHUNK_BYTES of float32 each."""
+    step = max(1, CHUNK_BYTES // (4 * max(int(n_cols), 1)))
+    return [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
+
+
+def release(array: np.ndarray) -> None:
+    """Drop a memory-mapped array's resident pages from this process; the file (or page cache) keeps
+    the data, so reading a 1M-row source or writing the output does not grow the process's memory."""
+    mapping = getattr(array, "_mmap", None)  # np.memmap's mmap object
+    if mapping is not None:
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def present_rows(loaded: Loaded) -> np.ndarray:
+    """The present clients' rows as a new float32 array (normalised in place afterwards)."""
+    if loaded.rows is None:
+        return np.array(loaded.x, dtype=np.float32)  # a copy: the caller's array is never changed
+    out = np.empty((len(loaded.rows), loaded.x.shape[1]), dtype=np.float32)
+    for a, b in chunks(*out.shape):
+        rows = loaded.rows[a:b]
+        contiguous = rows[-1] - rows[0] == len(rows) - 1 and bool((np.diff(rows) == 1).all())
+        out[a:b] = loaded.x[rows[0]:rows[-1] + 1] if contiguous else loaded.x[rows]
+        release(loaded.x)
+    return out
 
 
 # --- settings ------------------------------------------------------------------------------------
@@ -142,21 +181,31 @@ def resolve_norm(norm: str, method: str) -> str:
 
 def normalise(x: np.ndarray, norm: str, seed: int = 0, n_quantiles: int = 1000,
               subsample: int = 200_000) -> np.ndarray:
-    """`x` normalised by `norm` (l2 | quantile | standard | none); statistics over the rows given.
+    """`x` normalised by `norm` (l2 | quantile | standard | none) as a new float32 array; statistics
+    over the rows given. float32 throughout: a float64 copy of a 300-column source is 2.4 GB at 1M."""
+    return normalise_inplace(np.array(x, dtype=np.float32), norm, seed, n_quantiles, subsample)
 
-    float32 throughout: on the real data's 1M clients a float64 copy of a 300-column source is 2.4 GB."""
-    x = np.asarray(x, dtype=np.float32)
+
+def normalise_inplace(x: np.ndarray, norm: str, seed: int = 0, n_quantiles: int = 1000,
+                      subsample: int = 200_000) -> np.ndarray:
+    """`normalise` overwriting the float32 array x; row lengths and quantile columns are computed a
+    chunk at a time (each row's length and each column's transform are its own, so same bytes)."""
     if norm == "none":
         return x
     if norm == "l2":
-        lengths = np.linalg.norm(x, axis=1, keepdims=True)
-        return x / np.where(lengths > 0, lengths, np.float32(1.0))  # an all-zero row stays zero
+        for a, b in chunks(*x.shape):
+            lengths = np.linalg.norm(x[a:b], axis=1, keepdims=True)
+            x[a:b] /= np.where(lengths > 0, lengths, np.float32(1.0))  # an all-zero row stays zero
+        return x
     if norm == "quantile":
-        x = quantile_normal(x, n_quantiles, subsample, seed)
+        for c in range(0, x.shape[1], QUANTILE_COLUMNS):
+            x[:, c:c + QUANTILE_COLUMNS] = quantile_normal(x[:, c:c + QUANTILE_COLUMNS], n_quantiles, subsample, seed)
     elif norm != "standard":
         raise UbpError(f"unknown normalisation '{norm}' (have: l2, quantile, standard, none)")
     std = x.std(axis=0)
-    return (x - x.mean(axis=0)) / np.where(std > 0, std, np.float32(np.inf))  # a constant column becomes 0
+    x -= x.mean(axis=0)
+    x /= np.where(std > 0, std, np.float32(np.inf))  # a constant column becomes 0
+    return x
 
 
 def reduce(x: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:
@@ -168,62 +217,131 @@ def reduce(x: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:
 
 def width(loaded: Loaded) -> int:
     d = loaded.x.shape[1]
-    return min(d, loaded.source.pca, len(loaded.x)) if loaded.source.pca else d
+    return min(d, loaded.source.pca, loaded.n_present) if loaded.source.pca else d
+
+
+def mean_square_norm(x: np.ndarray) -> float:
+    """The mean squared row norm in float64, a chunk of rows at a time (no float64 copy of x)."""
+    sums = np.empty(len(x), dtype=np.float64)
+    for a, b in chunks(*x.shape):
+        sums[a:b] = (x[a:b].astype(np.float64) ** 2).sum(axis=1)
+    return float(sums.mean())
+
+
+def source_columns(loaded: Loaded, balance: str = "source", seed: int = 0, n_quantiles: int = 1000,
+                   subsample: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """The source's columns of the ensemble for its present clients, (n_present, width), and the
+    row its absent clients get (the source's mean row); one float32 block, changed in place."""
+    src = loaded.source
+    x = normalise_inplace(present_rows(loaded), resolve_norm(src.norm, loaded.method), seed, n_quantiles, subsample)
+    if src.pca:
+        x = reduce(x, src.pca, seed)
+    if src.center:
+        x -= x.mean(axis=0)
+    if balance in ("source", "dimension"):
+        target = 1.0 if balance == "source" else float(x.shape[1])  # total, or per column on average
+        mean_square = mean_square_norm(x)
+        if mean_square > 0:
+            x *= np.float32(src.weight * np.sqrt(target / mean_square))
+    elif balance == "none":
+        x *= np.float32(src.weight)
+    else:
+        raise UbpError(f"params.yaml: ensemble.balance must be one of {', '.join(BALANCES)}, got {balance!r}")
+    return x, (np.zeros(x.shape[1], np.float32) if src.center else x.mean(axis=0))
 
 
 def block(loaded: Loaded, n_clients: int, balance: str = "source", seed: int = 0, n_quantiles: int = 1000,
           subsample: int = 200_000) -> np.ndarray:
     """The source's columns of the ensemble, (n_clients, width) float32, absent clients at the mean."""
-    src = loaded.source
-    x = normalise(loaded.x, resolve_norm(src.norm, loaded.method), seed, n_quantiles, subsample)
-    if src.pca:
-        x = reduce(x, src.pca, seed)
-    if src.center:
-        x = x - x.mean(axis=0)
-    if balance in ("source", "dimension"):
-        target = 1.0 if balance == "source" else float(x.shape[1])  # total, or per column on average
-        mean_square = float((x.astype(np.float64) ** 2).sum(axis=1).mean())
-        x = x * np.float32(src.weight * np.sqrt(target / mean_square)) if mean_square > 0 else x
-    elif balance == "none":
-        x = x * np.float32(src.weight)
-    else:
-        raise UbpError(f"params.yaml: ensemble.balance must be one of {', '.join(BALANCES)}, got {balance!r}")
+    x, fill = source_columns(loaded, balance, seed, n_quantiles, subsample)
     out = np.empty((n_clients, x.shape[1]), dtype=np.float32)
-    out[:] = 0.0 if src.center else x.mean(axis=0)  # absent clients: the source's mean row
+    out[:] = fill
     out[loaded.present] = x
     return out
 
 
-def check_width(loaded: list[Loaded], max_dim: int) -> None:
+def put_columns(out: np.ndarray, start: int, x: np.ndarray, fill: np.ndarray, present: np.ndarray,
+                name: str) -> None:
+    """out[:, start:start + width] = the source's float32 block as `block` lays it out, cast to
+    out's float16 a chunk of rows at a time (a memory-mapped out's pages released after each)."""
+    w = x.shape[1]
+    before = np.concatenate([[0], np.cumsum(present)])  # present clients before each row
+    for a, b in chunks(len(present), w):
+        part = np.empty((b - a, w), dtype=np.float32)
+        part[:] = fill
+        part[present[a:b]] = x[before[a]:before[b]]
+        with np.errstate(over="ignore"):  # checked on the next line
+            half = part.astype(out.dtype)
+        if not np.isfinite(half).all():
+            raise UbpError(f"ensemble: source {name} has values beyond float16's range after its normalisation "
+                           "and weight; lower its weight or normalise it (norm: l2, standard or quantile)")
+        out[a:b, start:start + w] = half
+        release(out)
+
+
+def check_width(loaded: list[Loaded], max_dim: int) -> int:
     widths = {item.source.name: width(item) for item in loaded}
     total = sum(widths.values())
     if total > max_dim:
         parts = ", ".join(f"{name} {w}" for name, w in widths.items())
         raise UbpError(f"ensemble: {total} columns ({parts}) exceed max_dim {max_dim}; "
                        "reduce the widest sources with `pca:` in ensemble.sources, or drop one")
+    return total
+
+
+def fill(out: np.ndarray, loaded: list[Loaded], cfg: dict) -> None:
+    """The sources' blocks side by side into out (n_clients, total width), one source at a time."""
+    s = {**DEFAULTS, **cfg}
+    start = 0
+    for item in loaded:
+        x, absent_row = source_columns(item, s["balance"], int(s["seed"]), int(s["n_quantiles"]), int(s["subsample"]))
+        put_columns(out, start, x, absent_row, item.present, item.source.name)
+        start += x.shape[1]
+        del x  # before the next source's block is made
 
 
 def combine(loaded: list[Loaded], n_clients: int, cfg: dict) -> np.ndarray:
-    """The sources' blocks side by side, in the order given; float16."""
+    """The sources' blocks side by side, in the order given; float16, in memory."""
     s = {**DEFAULTS, **cfg}
     if not loaded:
         raise UbpError("ensemble: no source left to combine (all were skipped)")
-    check_width(loaded, min(int(s["max_dim"]), schema.MAX_EMBEDDING_DIM))
-    blocks = [block(item, n_clients, s["balance"], int(s["seed"]), int(s["n_quantiles"]), int(s["subsample"]))
-              for item in loaded]
-    return np.concatenate(blocks, axis=1).astype(np.float16)
+    out = np.empty((n_clients, check_width(loaded, min(int(s["max_dim"]), schema.MAX_EMBEDDING_DIM))), np.float16)
+    fill(out, loaded, s)
+    return out
 
 
 # --- where a source's rows come from -------------------------------------------------------------
 
-def align(stored_ids: np.ndarray, x: np.ndarray, client_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of `x` (ids `stored_ids`) for `client_ids` in order: (rows of the present ones, present mask)."""
+def align_rows(stored_ids: np.ndarray, client_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For `client_ids` in order: (the stored row of each present one, present mask)."""
     stored_ids = np.asarray(stored_ids, dtype=np.int64)
     order = np.argsort(stored_ids, kind="stable")
     sorted_ids = stored_ids[order]
     pos = np.clip(np.searchsorted(sorted_ids, client_ids), 0, max(len(sorted_ids) - 1, 0))
     present = (sorted_ids[pos] == client_ids) if len(sorted_ids) else np.zeros(len(client_ids), bool)
-    return np.asarray(x)[order[pos[present]]], present
+    return order[pos[present]], present
+
+
+def open_npy(path: Path) -> np.ndarray:
+    """A stored .npy mapped read-only: its rows are read when used, never copied whole."""
+    if not Path(path).exists():
+        raise UbpError(f"{path}: file not found")
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for a corrupt file
+        raise UbpError(f"{path}: not a readable .npy array ({exc})") from None
+    if x.ndim != 2:
+        raise UbpError(f"{path}: expected a (clients, dimensions) matrix, got shape {x.shape}")
+    return x
+
+
+def stored(profile_dir: Path, client_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stored profile's mapped matrix, the row of each present client and the present mask."""
+    ids, x = load_npy(profile_dir / "client_ids.npy"), open_npy(profile_dir / "embeddings.npy")
+    if len(ids) != len(x):
+        raise UbpError(f"{profile_dir}: embeddings.npy has {len(x)} rows, client_ids.npy {len(ids)}")
+    rows, present = align_rows(ids, client_ids)
+    return x, rows, present
 
 
 def made_for(profile_dir: Path, ctx: EmbedContext) -> bool:
@@ -252,13 +370,12 @@ def load_source(source: Source, ctx: EmbedContext, params: dict, embeddings_dir:
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         stale = cfg is not None and "config" in meta and meta["config"] != json.loads(json.dumps(cfg, default=str))
         if not stale:
-            x, present = align(load_npy(profile_dir / "client_ids.npy"), load_npy(profile_dir / "embeddings.npy"),
-                               ctx.client_ids)
+            x, rows, present = stored(profile_dir, ctx.client_ids)
             method = cfg.get("method", name) if cfg is not None else str(meta.get("method", name))
             if not present.any():
                 log.warning("ensemble: source %s has none of the clients to embed: skipped", name)
                 return None
-            return Loaded(source, method, x, present, "stored")
+            return Loaded(source, method, x, present, "stored", rows)
         log.warning("ensemble: %s was made with other settings than params.yaml's: computing it again", profile_dir)
     if cfg is None:
         where = f"{profile_dir} was made for other events or another cutoff" if profile_dir.is_dir() \
@@ -295,17 +412,17 @@ def computed_source(name: str, cfg: dict, ctx: EmbedContext) -> np.ndarray:
     return _COMPUTED[key]
 
 
-def build(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    """The ensemble of cfg['sources'] for ctx.client_ids; facts per source go to ctx.info."""
+def load_all(ctx: EmbedContext, cfg: dict) -> tuple[list[Loaded], dict]:
+    """Every source of cfg['sources'] for ctx.client_ids (stored ones mapped, not read); facts to ctx.info."""
     s = {**DEFAULTS, **cfg}
-    sources = parse_sources(s["sources"])
     params = load_params(s.get("params_file") or PARAMS_FILE)
     embeddings_dir = Path(s.get("embeddings_dir") or schema.EMBEDDINGS_DIR)
     loaded, skipped = [], []
-    for source in sources:
+    for source in parse_sources(s["sources"]):
         item = load_source(source, ctx, params, embeddings_dir)
         (skipped.append(source.name) if item is None else loaded.append(item))
-    matrix = combine(loaded, len(ctx.client_ids), s)
+    if not loaded:
+        raise UbpError("ensemble: no source left to combine (all were skipped)")
     ctx.info["sources"] = {
         item.source.name: {"method": item.method, "norm": resolve_norm(item.source.norm, item.method),
                            "weight": item.source.weight, "pca": item.source.pca, "dim_in": int(item.x.shape[1]),
@@ -315,4 +432,21 @@ def build(ctx: EmbedContext, cfg: dict) -> np.ndarray:
     }
     if skipped:
         ctx.info["skipped_sources"] = skipped
-    return matrix
+    return loaded, s
+
+
+def build(ctx: EmbedContext, cfg: dict) -> np.ndarray:
+    """The ensemble of cfg['sources'] for ctx.client_ids, in memory; facts per source go to ctx.info."""
+    loaded, s = load_all(ctx, cfg)
+    return combine(loaded, len(ctx.client_ids), s)
+
+
+def write(ctx: EmbedContext, cfg: dict, path: Path) -> tuple[int, int]:
+    """`build`'s matrix written to the .npy `path` one source at a time (same bytes); its shape."""
+    loaded, s = load_all(ctx, cfg)
+    total = check_width(loaded, min(int(s["max_dim"]), schema.MAX_EMBEDDING_DIM))
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(len(ctx.client_ids), total))
+    fill(out, loaded, s)
+    out.flush()
+    del out
+    return len(ctx.client_ids), total

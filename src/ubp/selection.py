@@ -33,7 +33,10 @@ with 2 folds about one `python -m ubp evaluate` (~15-20 s on 2 idle cores with t
 network and 12,000 clients; 60-110 s on the shared, loaded machine with 1 thread). Forward
 selection over C candidates scores at most C + (C-1) + ... sets (fewer when it stops; no set is
 scored twice), pruning at most k - 1 per removal: 6 candidates cost at most 21 + 5 scorings.
-`max_sources` bounds the forward steps.
+`max_sources` bounds the forward steps. At the real data's million clients, `sample_clients: N`
+scores every set on the same seeded sample of N clients (drawn once with `seed`; null or at least
+the number of clients: all of them): the scoring cost is linear in the clients, and only the
+sample's rows of each candidate are read.
 """
 from __future__ import annotations
 
@@ -48,16 +51,16 @@ import numpy as np
 
 from ubp import schema
 from ubp.ensemble import DEFAULTS as ENSEMBLE_DEFAULTS
-from ubp.ensemble import SKIPPED_FILE, Loaded, Source, align, block, parse_sources
+from ubp.ensemble import SKIPPED_FILE, Loaded, Source, block, parse_sources, stored
 from ubp.evaluate.protocol import SCORE_DECIMALS, ProtocolConfig, train_and_score
 from ubp.evaluate.run import labels_path
-from ubp.io import UbpError, load_npy, save_json, save_text
+from ubp.io import UbpError, save_json, save_text
 from ubp.params import load_params, section
 
 log = logging.getLogger("ubp.selection")
 
 DEFAULTS = {"candidates": None, "exclude": ["oracle"], "folds": 2, "repeats": 1, "min_gain": 0.01, "max_sources": None,
-            "seed": 0}
+            "seed": 0, "sample_clients": None}
 REPORT = schema.REPORTS_DIR / "ensemble_selection"
 
 
@@ -112,16 +115,35 @@ class InnerScorer:
         return out
 
 
+def sample_labels(labels: dict[str, dict], size: int | None, seed: int = 0) -> dict[str, dict]:
+    """The labels of a seeded sample of `size` of the tasks' clients (None, or at least their number: all)."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise UbpError(f"params.yaml: selection.sample_clients must be a whole number >= 1 or null, got {size!r}")
+    client_ids = np.unique(np.concatenate([lab["client_ids"] for lab in labels.values()]))
+    if size is None or size >= len(client_ids):
+        return labels
+    chosen = np.sort(np.random.default_rng([int(seed), 1279]).choice(client_ids, size=int(size), replace=False))
+    sampled = {}
+    for task, lab in labels.items():
+        keep = np.isin(lab["client_ids"], chosen)
+        sampled[task] = {**lab, "client_ids": lab["client_ids"][keep], "y_train": lab["y_train"][keep]}
+    return sampled
+
+
 def inner_scorer(params: dict, threads: int | None = None, folds: int = 2, seed: int = 0, repeats: int = 1,
                  targets_dir: Path = schema.TARGETS_DIR,
-                 load_labels: Callable[[Path, str], dict] = load_train_labels) -> InnerScorer:
+                 load_labels: Callable[[Path, str], dict] = load_train_labels,
+                 sample_clients: int | None = None) -> InnerScorer:
     """The inner-split scorer for params.yaml's downstream protocol (`eval`), train-window labels only.
 
-    `threads` overrides eval.threads (the scorer trains in this process: give it the cores)."""
+    `threads` overrides eval.threads (the scorer trains in this process: give it the cores).
+    `sample_clients`: score on a sample of that many clients drawn with `seed` (see `sample_labels`);
+    the scorer never sees the others, and its client_ids are the rows to give it."""
     config = ProtocolConfig.from_params(section(params, "eval"))
     if threads:
         config = dataclasses.replace(config, threads=int(threads))
     labels = {task: load_labels(targets_dir, task) for task in schema.TASKS}
+    labels = sample_labels(labels, sample_clients, int(seed))
     return InnerScorer(labels, config, int(folds), int(seed), int(repeats))
 
 
@@ -185,7 +207,8 @@ def default_candidates(params: dict, embeddings_dir: Path, exclude: list[str]) -
 
 def source_blocks(candidates: list[str], params: dict, client_ids: np.ndarray, embeddings_dir: Path,
                   ensemble_cfg: dict) -> dict[str, np.ndarray]:
-    """Each candidate's ensemble block (float16) for client_ids, normalised as the ensemble does."""
+    """Each candidate's ensemble block (float16) for client_ids, normalised as the ensemble does; only
+    client_ids' rows of each stored profile are read (it is memory-mapped)."""
     listed = {}
     if ensemble_cfg.get("sources"):
         listed = {s.name: s for s in parse_sources(ensemble_cfg["sources"])}
@@ -197,9 +220,9 @@ def source_blocks(candidates: list[str], params: dict, client_ids: np.ndarray, e
         if not (profile_dir / "embeddings.npy").exists():
             raise UbpError(f"selection: candidate '{name}' has no embedding in {profile_dir} "
                            f"(run `python -m ubp embed {name}` first)")
-        x, present = align(load_npy(profile_dir / "client_ids.npy"), load_npy(profile_dir / "embeddings.npy"), client_ids)
+        x, rows, present = stored(profile_dir, client_ids)
         method = str((models.get(name) or {}).get("method", name))
-        loaded = Loaded(listed.get(name, Source(name)), method, x, present, "stored")
+        loaded = Loaded(listed.get(name, Source(name)), method, x, present, "stored", rows)
         blocks[name] = block(loaded, len(client_ids), s["balance"], int(s["seed"]), int(s["n_quantiles"]),
                              int(s["subsample"])).astype(np.float16)
     return blocks
@@ -214,7 +237,8 @@ def select(params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR, targets_d
     candidates = list(s["candidates"] or default_candidates(params, embeddings_dir, list(s["exclude"] or [])))
     if not candidates:
         raise UbpError("selection: no candidate profiles (embed some profiles first, or set selection.candidates)")
-    scorer = inner_scorer(params, threads, s["folds"], s["seed"], s["repeats"], targets_dir, load_labels)
+    scorer = inner_scorer(params, threads, s["folds"], s["seed"], s["repeats"], targets_dir, load_labels,
+                          s["sample_clients"])
     config = scorer.config
     blocks = source_blocks(candidates, params, scorer.client_ids, embeddings_dir, ensemble_cfg)
     max_dim = min(int(ensemble_cfg["max_dim"]), schema.MAX_EMBEDDING_DIM)
@@ -244,14 +268,20 @@ def select(params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR, targets_d
 
 # --- report ----------------------------------------------------------------------------------------
 
+def sample_note(settings: dict) -> str:
+    size = settings.get("sample_clients")
+    return "" if size is None else f"; a sample of {size} clients drawn with seed {settings['seed']}"
+
+
 def markdown(result: dict) -> str:
     short = {t: t.replace("propensity_", "") for t in schema.TASKS}
     s = result["settings"]
     lines = ["# Ensemble selection", "",
              f"Greedy forward selection then backward pruning over {len(result['candidates'])} candidates "
              f"({', '.join(result['candidates'])}), scored on an inner {s['folds']}-fold split of the train "
-             "window only (the validation window is never read). Objective: the sum of the six tasks' inner "
-             f"scores; a source is added only if it gains more than {s['min_gain']}. Made by `python -m ubp select`.",
+             f"window only (the validation window is never read{sample_note(s)}). Objective: the sum of the "
+             f"six tasks' inner scores; a source is added only if it gains more than {s['min_gain']}. "
+             "Made by `python -m ubp select`.",
              "", f"**Selected:** {', '.join(result['selected']) or '(none)'} — inner objective {result['objective']}",
              f"({result['n_scored']} sets scored in {result['seconds']} s).", "",
              "## Steps", "", "| step | phase | from | tried | objective | gain | accepted |", "|---|---|---|---|---:|---:|---|"]
