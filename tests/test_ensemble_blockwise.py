@@ -125,6 +125,8 @@ def test_written_ensemble_equals_the_in_memory_one_and_the_old_code(small_chunks
     assert shape == written.shape == in_memory.shape and written.dtype == np.float16
     assert np.array_equal(written, in_memory)
     assert np.array_equal(written, old_combine(parts, "source"))
+    np.save(tmp_path / "saved.npy", in_memory)  # what the stage wrote before: the same file, header included
+    assert (tmp_path / "out.npy").read_bytes() == (tmp_path / "saved.npy").read_bytes()
 
 
 def test_a_source_outside_float16s_range_is_named(tmp_path):
@@ -142,3 +144,35 @@ def test_stored_sources_are_mapped_not_read_whole(tmp_path):
     loaded, _ = E.load_all(ctx, {"sources": ["a"], "embeddings_dir": tmp_path / "emb",
                                  "params_file": params_file(tmp_path)})
     assert isinstance(loaded[0].x, np.memmap) and loaded[0].rows is not None
+
+
+def test_the_stage_writes_the_profile_through_the_method_and_refuses_standardize(tmp_path):
+    from ubp.models import ensemble as method
+
+    ctx = context(tmp_path, range(5))
+    store(tmp_path / "emb", "a", range(5), np.arange(10.0).reshape(5, 2), ctx)
+    cfg = {"sources": ["a"], "embeddings_dir": tmp_path / "emb", "params_file": params_file(tmp_path)}
+    assert method.write_embeddings(ctx, cfg, tmp_path / "a.npy") == (5, 2)
+    assert np.array_equal(np.load(tmp_path / "a.npy"), method.embed(context(tmp_path, range(5)), cfg))
+    with pytest.raises(E.UbpError, match="standardize"):
+        method.write_embeddings(ctx, {**cfg, "standardize": True}, tmp_path / "b.npy")
+
+
+def test_the_embed_stage_output_is_what_it_was(tmp_path, monkeypatch):
+    """`python -m ubp embed ensemble` (written block by block) == the in-memory matrix saved whole."""
+    import yaml
+    from ubp import embed
+
+    ctx = context(tmp_path, [7, 3, 5, 1])
+    store(tmp_path / "emb", "a", [1, 3, 5, 7], np.arange(12.0).reshape(4, 3), ctx)
+    ensemble = {"sources": {"a": {"norm": "standard"}}, "balance": "source", "embeddings_dir": str(tmp_path / "emb"),
+                "params_file": str(params_file(tmp_path))}
+    params = {"ensemble": ensemble, "combined": {"ens": {"method": "ensemble", "inherits": "ensemble"}}, "models": {}}
+    monkeypatch.setattr(embed, "local_context", lambda cfg, **kw: context(tmp_path, [7, 3, 5, 1]))
+    embed.run("ens", params, out_dir=tmp_path / "out")
+    expected = E.build(context(tmp_path, [7, 3, 5, 1]), ensemble)
+    np.save(tmp_path / "expected.npy", expected)
+    assert (tmp_path / "out" / "embeddings.npy").read_bytes() == (tmp_path / "expected.npy").read_bytes()
+    assert np.array_equal(np.load(tmp_path / "out" / "client_ids.npy"), [7, 3, 5, 1])
+    meta = yaml.safe_load((tmp_path / "out" / "meta.json").read_text())
+    assert meta["dim"] == 3 and meta["method"] == "ensemble" and meta["sources"]["a"]["from"] == "stored"

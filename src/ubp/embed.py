@@ -93,6 +93,15 @@ def write_skipped(out_dir: Path, reason: str) -> None:
         (tmp / "SKIPPED.txt").write_text(reason + "\n")
 
 
+def profile_meta(name: str, cfg: dict, ctx: EmbedContext, dim: int, seconds: float) -> dict:
+    # events + cutoff + config say what the embedding was made from: the ensemble reuses a stored
+    # source only when all three match its own context and params (ubp.ensemble.load_source).
+    info = {key: value for key, value in ctx.info.items() if key != "curve"}
+    return {"profile": name, "method": cfg.get("method", name), "dim": int(dim), "seconds": seconds,
+            "events": str(ctx.events_dir), "cutoff": ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT),
+            "config": json.loads(json.dumps(cfg, default=str)), **info}
+
+
 def run(name: str, params: dict, out_dir: Path | None = None) -> None:
     """Embed one profile of `models` or `combined` into its directory (params.profile_dir)."""
     cfg = model_config(params, name)
@@ -100,6 +109,15 @@ def run(name: str, params: dict, out_dir: Path | None = None) -> None:
     ctx = local_context(cfg, sequence_settings=params.get("sequences"))
     start = time.time()
     log.info("profile %s: method %s, %d clients, cutoff %s", name, cfg.get("method", name), len(ctx.client_ids), ctx.cutoff)
+    writer = getattr(get_method(str(cfg.get("method", name))), "write_embeddings", None)
+    if writer is not None:  # too big to hold whole (the ensemble at 1M x 2,048): the method writes it in blocks
+        with atomic_dir(out_dir) as tmp:
+            rows, dim = writer(ctx, cfg, tmp / "embeddings.npy")
+            np.save(tmp / "client_ids.npy", np.asarray(ctx.client_ids, dtype=np.int64))
+            meta = profile_meta(name, cfg, ctx, dim, round(time.time() - start, 2))
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        log.info("profile %s: %d x %d in %.1f s", name, rows, dim, meta["seconds"])
+        return
     try:
         matrix = compute(name, cfg, ctx)
     except ProfileUnavailable as exc:
@@ -107,14 +125,8 @@ def run(name: str, params: dict, out_dir: Path | None = None) -> None:
         write_skipped(out_dir, str(exc))
         return
     seconds = round(time.time() - start, 2)
-    info = dict(ctx.info)
-    curve = info.pop("curve", None)
-    # events + cutoff + config say what the embedding was made from: the ensemble reuses a stored
-    # source only when all three match its own context and params (ubp.ensemble.load_source).
-    meta = {"profile": name, "method": cfg.get("method", name), "dim": int(matrix.shape[1]), "seconds": seconds,
-            "events": str(ctx.events_dir), "cutoff": ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT),
-            "config": json.loads(json.dumps(cfg, default=str)), **info}
-    write_profile(out_dir, ctx.client_ids, matrix, meta, curve)
+    meta = profile_meta(name, cfg, ctx, int(matrix.shape[1]), seconds)
+    write_profile(out_dir, ctx.client_ids, matrix, meta, ctx.info.get("curve"))
     log.info("profile %s: %d x %d in %.1f s", name, matrix.shape[0], matrix.shape[1], seconds)
 
 
