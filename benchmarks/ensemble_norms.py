@@ -9,7 +9,9 @@ i.e. `ubp.ensemble.block`) and scored by `ubp.selection.InnerScorer`: the downst
 on half the clients' train-window labels and scored on the other half's, averaged over the folds and
 `repeats` re-drawn splits. The validation window is never read (`load_train_labels`), so choosing
 the default from this table does not peek at the scores the leaderboard reports. The first row is
-the `features` profile itself, unchanged (not centred, not rescaled), for reference.
+the `features` profile itself, unchanged (not centred, not rescaled), for reference. With
+`--sample-clients N` (default: params.yaml's `selection.sample_clients`) every row is scored on the
+same seeded sample of N clients, and only their rows of each profile are read.
 """
 from __future__ import annotations
 
@@ -25,10 +27,10 @@ import numpy as np
 import yaml
 
 from ubp import schema
-from ubp.io import load_npy, save_json, save_text
+from ubp.io import save_json, save_text
 from ubp.params import load_params
 from ubp.selection import inner_scorer, source_blocks
-from ubp.ensemble import align
+from ubp.ensemble import stored
 
 log = logging.getLogger("benchmarks.ensemble_norms")
 
@@ -71,25 +73,26 @@ def extra_profiles(params: dict, profiles: dict, workdir: Path) -> tuple[dict, P
 
 
 def score_configs(params: dict, repeats: int, threads: int | None, configs: dict | None = None,
-                  embeddings_dir: Path = schema.EMBEDDINGS_DIR, previous: dict | None = None) -> dict:
+                  embeddings_dir: Path = schema.EMBEDDINGS_DIR, previous: dict | None = None,
+                  sample_clients: int | None = None) -> dict:
     """Inner scores of the features profile unchanged and of each configuration (CONFIGS by default).
 
     A configuration from a `--configs` file is a whole `ensemble:` section: its own `balance` (default
     BALANCE) and sources. `previous` (an earlier result of this function) supplies the rows whose name
     and configuration it already holds, scored with the same repeats and protocol: only new or
-    changed rows are scored (valid while the stored profiles are the same)."""
-    scorer = inner_scorer(params, threads, folds=2, seed=0, repeats=repeats)
+    changed rows are scored (valid while the stored profiles are the same). `sample_clients`: score
+    on that many clients drawn with seed 0 (`ubp.selection.sample_labels`), the same for every row."""
+    scorer = inner_scorer(params, threads, folds=2, seed=0, repeats=repeats, sample_clients=sample_clients)
     config = scorer.config
-    if previous and (previous.get("repeats") != repeats or previous.get("eval") != dataclasses.asdict(config)):
+    if previous and (previous.get("repeats") != repeats or previous.get("eval") != dataclasses.asdict(config)
+                     or previous.get("sample_clients") != sample_clients):
         previous = None
     base = {**(params.get("ensemble") or {})}
     rows = {}
-    ids, x = load_npy(schema.EMBEDDINGS_DIR / "features" / "client_ids.npy"), load_npy(
-        schema.EMBEDDINGS_DIR / "features" / "embeddings.npy")
-    rows_of, present = align(ids, x, scorer.client_ids)
+    x, rows_of, present = stored(schema.EMBEDDINGS_DIR / "features", scorer.client_ids)
     if not present.all():
         raise SystemExit("features profile lacks relevant clients")
-    todo = {REFERENCE: rows_of.astype(np.float32), **(CONFIGS if configs is None else configs)}
+    todo = {REFERENCE: np.asarray(x[rows_of], dtype=np.float32), **(CONFIGS if configs is None else configs)}
     for name, cfg in todo.items():
         started = time.perf_counter()
         if isinstance(cfg, dict):
@@ -111,7 +114,8 @@ def score_configs(params: dict, repeats: int, threads: int | None, configs: dict
         rows[name] = {"config": cfg if isinstance(cfg, dict) else None, "dim": int(matrix.shape[1]), "tasks": tasks,
                       "sum": round(sum(tasks.values()), 4), "seconds": round(time.perf_counter() - started, 1)}
         log.info("%-55s sum %.4f (%.0f s)", name, rows[name]["sum"], rows[name]["seconds"])
-    return {"repeats": repeats, "folds": 2, "eval": dataclasses.asdict(config), "rows": rows}
+    return {"repeats": repeats, "folds": 2, "eval": dataclasses.asdict(config), "sample_clients": sample_clients,
+            "rows": rows}
 
 
 def markdown(result: dict) -> str:
@@ -120,7 +124,8 @@ def markdown(result: dict) -> str:
     title = result.get("title", "Ensemble normalisation on the inner split")
     lines = [f"# {title}", "",
              f"Inner split of the train window ({result['folds']} folds x {result['repeats']} re-drawn splits; "
-             "the validation window is never read). Cells: mean inner score; last column: the sum's "
+             + (f"a sample of {result['sample_clients']} clients, seed 0; " if result.get("sample_clients") else "")
+             + "the validation window is never read). Cells: mean inner score; last column: the sum's "
              "difference from the first row. The first row is the `features` profile unchanged, i.e. "
              "`features: {norm: none, center: false}` alone with `balance: none`, up to float16. "
              f"Made by `python benchmarks/ensemble_norms.py{result.get('args', '')}`.", "",
@@ -143,6 +148,8 @@ def main() -> None:
                         help="YAML file: {configuration name: ensemble section} (default: the built-in CONFIGS); "
                              "an optional `profiles:` entry defines variants of base profiles ({name: models entry})")
     parser.add_argument("--title", default=None, help="the report's heading")
+    parser.add_argument("--sample-clients", type=int, default=None,
+                        help="score on a seeded sample of this many clients (default: selection.sample_clients)")
     parser.add_argument("--no-run", action="store_true", help="only re-render the report from its .json")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the rows of the existing .json whose configuration is unchanged")
@@ -158,11 +165,14 @@ def main() -> None:
                 params, embeddings_dir = extra_profiles(params, configs.pop("profiles"), Path(tmp))
             earlier = args.out.with_suffix(".json")
             previous = json.loads(earlier.read_text()) if args.resume and earlier.exists() else None
-            result = score_configs(params, args.repeats, args.threads, configs, embeddings_dir, previous)
+            sample = args.sample_clients or (params.get("selection") or {}).get("sample_clients")
+            result = score_configs(params, args.repeats, args.threads, configs, embeddings_dir, previous, sample)
         if args.title:
             result["title"] = args.title
         if args.configs:
             result["args"] = f" --configs {args.configs} --repeats {args.repeats} --out {args.out}"
+        if args.sample_clients:
+            result["args"] = result.get("args", "") + f" --sample-clients {args.sample_clients}"
     save_json(args.out.with_suffix(".json"), result)
     save_text(args.out.with_suffix(".md"), markdown(result))
     print(markdown(result))
