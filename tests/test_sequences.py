@@ -103,7 +103,10 @@ def test_deterministic_and_reorderable(built, log, tmp_path):
     assert (tmp_path / "tokens.npy").read_bytes() == (built[0] / "tokens.npy").read_bytes()
     reordered = load_sequences(built[0], np.array([1, 2, 3, 4]))
     original = load_sequences(built[0])
-    assert np.array_equal(reordered.tokens[0], original.tokens[2])
+    assert isinstance(original.tokens, np.memmap) and isinstance(reordered.tokens, np.memmap)  # never read whole
+    order = [ORDER.tolist().index(c) for c in (1, 2, 3, 4)]
+    assert np.array_equal(reordered.tokens, original.tokens[order])
+    assert np.array_equal(reordered.lengths, original.lengths[order])
     with pytest.raises(UbpError, match="not the 2 requested"):
         load_sequences(built[0], np.array([1, 2]))
 
@@ -118,6 +121,25 @@ def test_load_or_build_uses_the_stage_output_only_when_it_fits(built, log):
     assert rows_of(built, 1)[0][-1, COL["url"]] == 4  # sanity: the stored one is unchanged
     longer = load_or_build(replace(ctx, sequence_settings={"max_len": 16, "top_k": 2}))
     assert longer.lengths.tolist() == [3, 0, 12, 1]
+
+
+def test_sequences_built_on_the_fly_stay_mapped_until_unused(log):
+    import gc
+    from pathlib import Path
+
+    ctx = EmbedContext(client_ids=ORDER, events_dir=log[0], properties_path=log[1], cutoff=CUTOFF)
+    seqs = load_or_build(ctx)
+    path = Path(seqs.tokens.filename)
+    assert isinstance(seqs.tokens, np.memmap) and path.is_file()
+    view = seqs.tokens[..., COL["day"]]
+    client_1 = np.array(seqs.tokens[ORDER.tolist().index(1)])
+    del seqs
+    gc.collect()
+    assert path.is_file() and view.shape == (4, 128)  # a view keeps the map (and its file) alive
+    assert np.array_equal(view[ORDER.tolist().index(1)], client_1[:, COL["day"]])
+    del view
+    gc.collect()
+    assert not path.exists()
 
 
 def test_bad_settings_and_missing_files(log, tmp_path):

@@ -112,3 +112,129 @@ def test_unavailable_device_is_a_clear_error():
     if not torch.cuda.is_available():
         with pytest.raises(UbpError, match="CUDA"):
             T.resolve_device("cuda")
+
+
+# ---------------------------------------------------------------------------------------------
+# model.fit_clients: one shared split for every neural method.
+
+def test_fit_split_without_a_sample_is_the_holdout_split():
+    s = {"val_fraction": 0.1, "seed": 3}
+    for fit_clients in (None, 1000, 5000):  # a sample as large as the clients is all of them
+        train, val = T.fit_split(1000, {**s, "fit_clients": fit_clients}, info := {})
+        expected = T.holdout_split(1000, 0.1, 3)
+        assert np.array_equal(train, expected[0]) and np.array_equal(val, expected[1]) and "fit_clients" not in info
+
+
+def test_fit_split_holds_out_inside_a_seeded_sample():
+    s = {"val_fraction": 0.1, "seed": 3, "fit_clients": 200}
+    train, val = T.fit_split(1000, s, info := {})
+    sample = T.fit_sample(1000, 200, 3)
+    assert len(sample) == 200 and len(np.unique(sample)) == 200 and np.array_equal(sample, np.sort(sample))
+    assert len(val) == 20 and len(train) == 180 and not set(train) & set(val)
+    assert set(train) | set(val) == set(sample.tolist()) and info["fit_clients"] == 200
+    again = T.fit_split(1000, s)
+    assert np.array_equal(train, again[0]) and np.array_equal(val, again[1])
+    assert not np.array_equal(sample, T.fit_sample(1000, 200, 4))
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, True, "100"])
+def test_bad_fit_clients_is_a_clear_error(bad):
+    with pytest.raises(UbpError, match="fit_clients"):
+        T.fit_split(100, {"val_fraction": 0.1, "seed": 0, "fit_clients": bad})
+
+
+TINY_CFGS = {  # 2 epochs of small networks on the tiny data
+    "rcae": {"epochs": 2, "threads": 1},
+    "dcn": {"epochs": 2, "threads": 1, "hidden": 32},
+    "gru_ae": {"epochs": 2, "threads": 1, "hidden": 32, "max_len": 16, "output_top": 50, "batch_size": 64},
+    "next_event": {"epochs": 2, "threads": 1, "hidden": 32, "context": 16, "batch_size": 64},
+    "contrastive": {"epochs": 2, "threads": 1, "hidden": 32, "input_len": 16, "target_len": 8, "batch_size": 64},
+}
+# What each method's embed() gave with these settings before fit_clients existed (sum of |x|, first row's
+# first 3 values): fit_clients null must keep every profile as it was. Tolerances allow other CPUs' sums.
+BEFORE = {
+    "rcae": (14524.709, [-0.43869, 0.40678, -0.29467]),
+    "dcn": (6790.355, [-0.03701, 0.79416, 0.43046]),
+    "gru_ae": (7554.246, [0.59807, 0.17956, 0.59066]),
+    "next_event": (18899.171, [1.25941, 1.0693, 0.62684]),
+    "contrastive": (15983.285, [0.23675, -1.52006, 0.10551]),
+}
+SEQUENCE_METHODS = ("gru_ae", "next_event", "contrastive")
+
+
+def _method(name):
+    import importlib
+
+    return importlib.import_module(f"ubp.models.{name}")
+
+
+def _in_memory(monkeypatch):
+    """Make the sequence methods load every token into memory (what they read before the memmap)."""
+    from ubp.models import _sequence as S
+    from ubp.sequences import Sequences
+
+    load = S.load
+    monkeypatch.setattr(S, "load", lambda ctx: (lambda q: Sequences(q.client_ids, np.array(q.tokens), q.lengths,
+                                                                    q.sizes, q.vocab))(load(ctx)))
+
+
+@pytest.mark.parametrize("name, memory", [(n, False) for n in TINY_CFGS] + [(n, True) for n in SEQUENCE_METHODS])
+def test_all_clients_gives_the_profiles_of_before(tiny_context, monkeypatch, name, memory):
+    import dataclasses
+
+    if memory:
+        _in_memory(monkeypatch)
+    out = _method(name).embed(dataclasses.replace(tiny_context, info={}), {**TINY_CFGS[name], "fit_clients": None})
+    total, first = BEFORE[name]
+    assert out.shape[0] == len(tiny_context.client_ids)
+    assert float(np.abs(out.astype(np.float64)).sum()) == pytest.approx(total, rel=1e-4)
+    np.testing.assert_allclose(out[0, :3], first, atol=1e-4)
+
+
+def _profiles_of(name, model, ctx, s, rows):
+    """The captured model's profiles of `rows`, computed on those rows alone by the method's own code."""
+    from ubp.models import _sequence as S
+
+    m = _method(name)
+    with torch.no_grad():
+        if name in ("rcae", "dcn"):
+            x = torch.from_numpy(T.tabular_input(ctx, s)[rows])
+            return (model.encode if name == "rcae" else model.represent)(x).numpy()
+        seqs = S.load(ctx)
+        if name == "gru_ae":
+            return m.profiles(model, np.asarray(seqs.tokens[rows]), seqs.lengths[rows], 64, "cpu", s["max_len"])
+        if name == "next_event":
+            return m.profile_rows(model, seqs, rows, s["context"], s["pool"]).numpy()
+        return m.encode(model, m.Examples(seqs, s, "cpu"), rows, s, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", list(TINY_CFGS))
+def test_a_sample_fitted_network_embeds_every_client(tiny_context, monkeypatch, name):
+    import dataclasses
+
+    seen, models, splits = [], [], []
+    run_batches, fit, fit_split = T.run_batches, T.fit, T.fit_split
+
+    def spy_batches(loss_fn, parts, optimizer=None):
+        if optimizer is not None:  # a training pass: the rows the network learns from
+            seen.append(np.concatenate(parts))
+        return run_batches(loss_fn, parts, optimizer)
+
+    monkeypatch.setattr(T, "run_batches", spy_batches)
+    monkeypatch.setattr(T, "fit", lambda model, *a, **k: (models.append(model), fit(model, *a, **k))[1])
+    monkeypatch.setattr(T, "fit_split", lambda *a, **k: (lambda r: (splits.append(r), r)[1])(fit_split(*a, **k)))
+    n = len(tiny_context.client_ids)
+    ctx = dataclasses.replace(tiny_context, info={})
+    s = _method(name).T.settings({"seed": 0, **TINY_CFGS[name], "epochs": 1, "fit_clients": 200},
+                                 _method(name).DEFAULTS)
+    out = _method(name).embed(ctx, s)
+
+    sample = set(T.fit_sample(n, 200, 0).tolist())
+    (train, val), = splits
+    trained = set(np.concatenate(seen).tolist())
+    assert set(train) | set(val) == sample and ctx.info["fit_clients"] == 200
+    assert trained <= set(train.tolist()) and len(trained) >= 0.8 * len(train)  # methods drop only empty rows
+    assert out.shape[0] == n and np.isfinite(out).all()
+    outside = sorted(set(range(n)) - sample)
+    rows = np.array([0, outside[0], outside[-1], sorted(sample)[0], n - 1])
+    np.testing.assert_allclose(out[rows], _profiles_of(name, models[0], ctx, s, rows), atol=1e-5)
