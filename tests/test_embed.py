@@ -105,3 +105,26 @@ def test_training_curve_and_info_are_saved(monkeypatch, tmp_path):
     embed_stage.run("nn", params, out_dir=tmp_path / "nn")
     assert (tmp_path / "nn" / "training_curve.csv").read_text() == "epoch,train_loss\n1,0.5\n2,0.25\n"
     assert '"best_epoch": 2' in (tmp_path / "nn" / "meta.json").read_text()
+
+
+def test_context_takes_params_features_and_sequences_sections(monkeypatch, tmp_path):
+    """Stored or recomputed, features and sequences follow their stages' params sections, not the profile's."""
+    seen, real_context = {}, embed_stage.local_context
+
+    def context(cfg, **kw):
+        seen.update(kw)
+        return CTX
+
+    monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(np.ones((3, 2))))
+    monkeypatch.setattr(embed_stage, "local_context", context)
+    params = {"features": {"windows": [7], "memory_limit": "1GB"}, "sequences": {"max_len": 8},
+              "embedding": {}, "models": {"p": {"method": "p", "inherits": "embedding", "windows": [1]}}}
+    embed_stage.run("p", params, out_dir=tmp_path / "p")
+    assert seen == {"sequence_settings": {"max_len": 8}, "feature_settings": {"windows": [7], "memory_limit": "1GB"}}
+    split_dir, canonical_dir = tmp_path / "split", tmp_path / "canonical"
+    split_dir.mkdir(), canonical_dir.mkdir()
+    (split_dir / "split.json").write_text('{"train_target_start": "2022-01-01 00:00:00"}')
+    (canonical_dir / "input").mkdir()
+    np.save(canonical_dir / "input" / "relevant_clients.npy", CTX.client_ids)
+    ctx = real_context({}, split_dir, canonical_dir, feature_settings=params["features"])
+    assert ctx.feature_settings == params["features"] and ctx.feature_settings is not params["features"]

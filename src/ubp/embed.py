@@ -28,8 +28,11 @@ CURVE_FILE = "training_curve.csv"
 
 def local_context(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
                   synthetic_dir: Path = schema.SYNTHETIC_DIR, features_dir: Path = schema.FEATURES_DIR,
-                  sequences_dir: Path = schema.SEQUENCES_DIR, sequence_settings: dict | None = None) -> EmbedContext:
-    """Profiles for local evaluation: input events only, as of the train-target start."""
+                  sequences_dir: Path = schema.SEQUENCES_DIR, sequence_settings: dict | None = None,
+                  feature_settings: dict | None = None) -> EmbedContext:
+    """Profiles for local evaluation: input events only, as of the train-target start. The settings
+    are params.yaml's `sequences:` and `features:` sections (never a profile's own: a stored table
+    must match the stage's settings, and one computed again must be computed the same way)."""
     split = load_json(split_dir / schema.SPLIT_FILE)
     return EmbedContext(
         client_ids=load_npy(canonical_dir / schema.RELEVANT_CLIENTS_FILE).astype(np.int64),
@@ -38,6 +41,7 @@ def local_context(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: 
         cutoff=datetime.strptime(split["train_target_start"], schema.TIMESTAMP_FORMAT),
         synthetic_dir=synthetic_dir,
         features_path=features_dir / "features.parquet",
+        feature_settings=dict(feature_settings or {}),
         sequences_dir=sequences_dir,
         sequence_settings=dict(sequence_settings or {}),
         seed=int(cfg.get("seed", 0)),
@@ -106,7 +110,7 @@ def run(name: str, params: dict, out_dir: Path | None = None) -> None:
     """Embed one profile of `models` or `combined` into its directory (params.profile_dir)."""
     cfg = model_config(params, name)
     out_dir = Path(out_dir) if out_dir is not None else profile_dir(params, name)
-    ctx = local_context(cfg, sequence_settings=params.get("sequences"))
+    ctx = local_context(cfg, sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
     start = time.time()
     log.info("profile %s: method %s, %d clients, cutoff %s", name, cfg.get("method", name), len(ctx.client_ids), ctx.cutoff)
     writer = getattr(get_method(str(cfg.get("method", name))), "write_embeddings", None)

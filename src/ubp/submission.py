@@ -11,11 +11,11 @@ import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import numpy as np
 
 from ubp import schema
 from ubp.embed import compute, write_profile
+from ubp.features.build import connect_for
 from ubp.io import UbpError, load_npy
 from ubp.models.base import EmbedContext, ProfileUnavailable
 from ubp.params import load_params, model_config, profile_dir
@@ -58,11 +58,14 @@ def validate(entry_dir: Path, relevant_clients: np.ndarray | None = None) -> Non
             )
 
 
-def full_context(cfg: dict, canonical_dir: Path = schema.CANONICAL_DIR,
-                 sequence_settings: dict | None = None) -> EmbedContext:
-    """Profiles for an entry: every event, as of just after the last one."""
+def full_context(cfg: dict, canonical_dir: Path = schema.CANONICAL_DIR, sequence_settings: dict | None = None,
+                 feature_settings: dict | None = None) -> EmbedContext:
+    """Profiles for an entry: every event, as of just after the last one. No stored features or
+    sequences (the stages' are as of the split): methods compute them with params.yaml's
+    `features:` / `sequences:` settings."""
     events = [f"SELECT max(timestamp) AS t FROM read_parquet('{canonical_dir / f'{e}.parquet'}')" for e in schema.EVENT_TYPES]
-    last = duckdb.connect().execute(f"SELECT max(t) FROM ({' UNION ALL '.join(events)})").fetchone()[0]
+    with connect_for(feature_settings) as con:
+        last = con.execute(f"SELECT max(t) FROM ({' UNION ALL '.join(events)})").fetchone()[0]
     if not isinstance(last, datetime):
         raise UbpError(f"{canonical_dir}: no events to build an entry from")
     return EmbedContext(
@@ -70,6 +73,7 @@ def full_context(cfg: dict, canonical_dir: Path = schema.CANONICAL_DIR,
         events_dir=canonical_dir,
         properties_path=canonical_dir / f"{schema.PROPERTIES}.parquet",
         cutoff=last + timedelta(seconds=1),
+        feature_settings=dict(feature_settings or {}),
         sequence_settings=dict(sequence_settings or {}),
         seed=int(cfg.get("seed", 0)),
         device=str(cfg.get("device", "cpu")),
@@ -86,7 +90,7 @@ def submit(name: str, out_dir: Path, params: dict, from_input: bool = False) -> 
         meta = {"profile": name, "events": "input only (local evaluation)"}
     else:
         cfg = model_config(params, name)
-        ctx = full_context(cfg, sequence_settings=params.get("sequences"))
+        ctx = full_context(cfg, sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
         log.info("entry %s: embedding %d clients from all events up to %s", name, len(ctx.client_ids), ctx.cutoff)
         try:
             emb = compute(name, cfg, ctx)

@@ -1,5 +1,7 @@
 """The `features` stage, the catalogue, the load-or-build helper and the `features` profile."""
 import json
+import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -60,14 +62,63 @@ def test_load_reorders_and_checks_ids(stage_dirs):
         load_features(path, CLIENTS[:2])
 
 
-def test_load_or_build_prefers_the_stored_table(stage_dirs, log_paths, table):
+def test_load_or_build_uses_the_stored_table_when_it_fits(stage_dirs, log_paths, table):
     path = stage_dirs["out"] / FEATURES_FILE
     loaded = load_or_build(context(log_paths, CLIENTS[::-1], path))
     assert loaded[schema.CLIENT_ID].tolist() == CLIENTS[::-1].tolist()
     built = load_or_build(context(log_paths, CLIENTS[::-1]))  # no features_path: computed
     pd.testing.assert_frame_equal(loaded, built)
+
+
+def test_a_table_of_another_cutoff_is_refused(stage_dirs, log_paths):
+    path = stage_dirs["out"] / FEATURES_FILE
     other_cutoff = context(log_paths, CLIENTS, path, cutoff=CUTOFF.replace(day=2))
-    assert not load_or_build(other_cutoff).equals(table)  # stored for another cutoff: recomputed
+    with pytest.raises(UbpError, match=r"features\.parquet: built for cutoff 2022-08-01 00:00:00 .* but cutoff "
+                                       r"2022-08-02 00:00:00 was asked for"):
+        load_or_build(other_cutoff)
+
+
+def test_a_table_of_other_settings_is_refused(stage_dirs, log_paths):
+    ctx = context(log_paths, CLIENTS, stage_dirs["out"] / FEATURES_FILE)
+    for other in ({"windows": [7, 14]}, {"session_gap_minutes": 60}, {"recency_cap_days": 90}, {"threads": 2}):
+        with pytest.raises(UbpError, match="built with settings"):
+            load_or_build(replace(ctx, feature_settings=other))
+    # resources (and the windows' order) are no settings of the table: still the stored one
+    same = {"windows": [60, 28, 14, 7], "memory_limit": "1GB", "temp_directory": "/nonexistent/never/used"}
+    assert load_or_build(replace(ctx, feature_settings=same)).equals(load_or_build(ctx))
+
+
+def test_a_table_without_its_json_is_refused(stage_dirs, log_paths, tmp_path):
+    path = tmp_path / FEATURES_FILE
+    shutil.copyfile(stage_dirs["out"] / FEATURES_FILE, path)
+    with pytest.raises(UbpError, match=f"{path}: no {META_FILE} beside it.*asked for cutoff 2022-08-01"):
+        load_or_build(context(log_paths, CLIENTS, path))
+
+
+def test_stage_honours_memory_limit_and_temp_directory(stage_dirs, table, tmp_path):
+    """A memory limit and a spill directory change nothing in the table; features.json does not record them."""
+    out = tmp_path / "features"
+    run({"windows": [7, 14, 28, 60], "threads": 1, "memory_limit": "200MB", "temp_directory": str(tmp_path / "spill")},
+        stage_dirs["split"], stage_dirs["canonical"], out, tmp_path / "features.md")
+    pd.testing.assert_frame_equal(pd.read_parquet(out / FEATURES_FILE), table)
+    assert (tmp_path / "spill").is_dir() and not list((tmp_path / "spill").iterdir())  # spills removed on close
+    settings = json.loads((out / META_FILE).read_text())["settings"]
+    assert settings == {"threads": 1, "windows": [7, 14, 28, 60], "session_gap_minutes": 30.0, "recency_cap_days": None}
+    with pytest.raises(UbpError, match="features.memory_limit"):
+        run({"memory_limit": "lots"}, stage_dirs["split"], stage_dirs["canonical"], out, tmp_path / "features.md")
+
+
+def test_every_recompute_path_takes_the_context_settings(log_paths):
+    """No stored table: the features are computed with ctx.feature_settings (params.yaml's features:),
+    never with a model's own dict (rcae/dcn inherit `threads: 2` from model:)."""
+    from ubp.models._training import tabular_input
+
+    ctx = replace(context(log_paths, CLIENTS), feature_settings={"windows": [3, 31]})
+    table = load_or_build(ctx)
+    assert "any_count_3d" in table.columns and "any_count_7d" not in table.columns
+    own = {"method": "features", "windows": [7], "threads": 2}
+    assert tabular_input(ctx, own).shape == (len(CLIENTS), table.shape[1] - 1)
+    assert compute("features", own, ctx).shape == (len(CLIENTS), table.shape[1] - 1)
 
 
 def test_features_profile(stage_dirs, log_paths):

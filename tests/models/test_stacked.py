@@ -68,3 +68,22 @@ def test_training_fits_the_shifted_window_and_the_profile_reads_the_full_input(t
     x_past = stacked.source_matrix(past, {**stacked.DEFAULTS, **cfg})
     x_now = stacked.source_matrix(ctx, {**stacked.DEFAULTS, **cfg})
     assert x_past.shape == x_now.shape and not np.allclose(x_past, x_now)
+
+
+def test_sources_as_of_the_shifted_date_compute_their_features(monkeypatch, log_ctx, tmp_path):
+    """The stored features table is as of the cutoff: the shifted sources leave it (load_or_build would
+    refuse it) and compute theirs with the same params features: settings; the final sources keep it."""
+    seen = []
+
+    def sources(ctx, s):
+        seen.append(ctx)
+        return np.random.default_rng(0).standard_normal((len(ctx.client_ids), 3)).astype(np.float32)
+
+    monkeypatch.setattr(stacked, "source_matrix", sources)
+    ctx = dataclasses.replace(log_ctx, features_path=tmp_path / "features.parquet", feature_settings={"windows": [7]},
+                              info={})
+    stacked.embed(ctx, {"sources": ["aggregated"], "hidden": 4, "dim": 2, "epochs": 1, "threads": 1,
+                        "params_file": REPO / "params.yaml"})
+    assert [c.cutoff for c in seen] == [CUTOFF - 14 * D, CUTOFF]
+    assert seen[0].features_path is None and seen[1].features_path == ctx.features_path
+    assert all(c.feature_settings == {"windows": [7]} for c in seen)

@@ -8,16 +8,19 @@ a TIMESTAMP (no time zone), `query`/`name` a list of 16 uint8; `input/relevant_c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import numpy as np
 
+from ubp import db
 from ubp import schema as S
 from ubp.io import UbpError, atomic_dir, load_npy
-from ubp.params import load_params, section
+from ubp.params import PARAMS_FILE, load_params, section
 
 log = logging.getLogger("ubp.ingest")
 
@@ -41,12 +44,22 @@ VECTOR_PROBLEM = f"not a vector of {S.VECTOR_DIM} integers in 0..255"
 PARQUET_OPTIONS = "(FORMAT parquet, COMPRESSION zstd)"
 
 
-def connect() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection that keeps row order and stays quiet in logs."""
-    con = duckdb.connect()
-    con.execute("SET preserve_insertion_order = true")
-    con.execute("SET enable_progress_bar = false")
-    return con
+@contextlib.contextmanager
+def connect(memory_limit: str | None = None, temp_directory: str | Path | None = None
+            ) -> Iterator[duckdb.DuckDBPyConnection]:
+    """ubp.db.connect keeping row order (the data stages' outputs keep their inputs' row order)."""
+    with db.connect(memory_limit=memory_limit, temp_directory=temp_directory, preserve_order=True,
+                    where="features.memory_limit") as con:
+        yield con
+
+
+def resource_settings(params_file: Path = PARAMS_FILE) -> dict:
+    """memory_limit / temp_directory for the data stages' DuckDB, from params.yaml's `features:`
+    section (the one place for them; no params file: DuckDB's defaults). They change no output, so
+    no stage depends on them (dvc.yaml lists the features stage's other keys, not these)."""
+    from ubp.features.build import resources
+
+    return resources(load_params(params_file).get("features")) if Path(params_file).exists() else {}
 
 
 def sql_literal(value) -> str:
@@ -257,13 +270,13 @@ def copy_target_files(raw_dir: Path, out_dir: Path) -> list[str]:
     return [f.name for f in files]
 
 
-def ingest(raw_dir: Path, out_dir: Path = S.CANONICAL_DIR) -> None:
+def ingest(raw_dir: Path, out_dir: Path = S.CANONICAL_DIR, memory_limit: str | None = None,
+           temp_directory: str | Path | None = None) -> None:
     """Validate raw_dir (SPEC §2 layout) and write its canonical form to out_dir, atomically."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise UbpError(f"{raw_dir}: data directory not found")
-    con = connect()
-    try:
+    with connect(memory_limit, temp_directory) as con:
         with atomic_dir(out_dir) as tmp:
             counts = {S.PROPERTIES: ingest_table(con, raw_dir, tmp, S.PROPERTIES)}
             check_unique_skus(con, raw_dir, tmp)
@@ -275,8 +288,6 @@ def ingest(raw_dir: Path, out_dir: Path = S.CANONICAL_DIR) -> None:
                 raise UbpError(f"{raw_dir / S.PRODUCT_BUY}.parquet: no rows (the split needs purchases)")
             n_relevant = ingest_relevant_clients(raw_dir, tmp)
             targets = copy_target_files(raw_dir, tmp)
-    finally:
-        con.close()
     for name, n in counts.items():
         log.info("%s: %d rows", name, n)
     log.info("relevant clients: %d", n_relevant)
@@ -290,5 +301,5 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     raw_dir = args.raw_dir or Path(section(load_params(), "data", "raw_dir"))
     log.info("ingesting %s -> %s", raw_dir, args.out_dir)
-    ingest(raw_dir, args.out_dir)
+    ingest(raw_dir, args.out_dir, **resource_settings())
     return 0

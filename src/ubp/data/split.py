@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 from ubp import schema as S
-from ubp.data.ingest import PARQUET_OPTIONS, connect, scan, sql_literal
+from ubp.data.ingest import PARQUET_OPTIONS, connect, resource_settings, scan, sql_literal
 from ubp.io import UbpError, atomic_dir, load_json, save_json
 
 log = logging.getLogger("ubp.split")
@@ -49,14 +49,14 @@ def write_target(con, canonical_dir: Path, out: Path, start: dt.datetime, end: d
     return count_rows(con, out)
 
 
-def split(canonical_dir: Path = S.CANONICAL_DIR, out_dir: Path = S.SPLIT_DIR) -> dict:
+def split(canonical_dir: Path = S.CANONICAL_DIR, out_dir: Path = S.SPLIT_DIR, memory_limit: str | None = None,
+          temp_directory: str | Path | None = None) -> dict:
     """Write input/<event>.parquet, train_target.parquet, validation_target.parquet and split.json."""
     canonical_dir, out_dir = Path(canonical_dir), Path(out_dir)
     for name in (*S.EVENT_TYPES, S.PROPERTIES):
         if not (canonical_dir / f"{name}.parquet").is_file():
             raise UbpError(f"{canonical_dir / name}.parquet: file not found (run `python -m ubp ingest` first)")
-    con = connect()
-    try:
+    with connect(memory_limit, temp_directory) as con:
         end_date = con.execute(f"SELECT max(timestamp) FROM {scan(canonical_dir / f'{S.PRODUCT_BUY}.parquet')}").fetchone()[0]
         if end_date is None:
             raise UbpError(f"{canonical_dir / S.PRODUCT_BUY}.parquet: no purchases, cannot place the target windows")
@@ -82,8 +82,6 @@ def split(canonical_dir: Path = S.CANONICAL_DIR, out_dir: Path = S.SPLIT_DIR) ->
                 "rows": rows,
             }
             save_json(tmp / S.SPLIT_FILE, info)
-    finally:
-        con.close()
     log.info("end_date %s, train_target_start %s, validation_target_start %s",
              info["end_date"], info["train_target_start"], info["validation_target_start"])
     log.info("rows: input %s, train target %d, validation target %d",
@@ -107,5 +105,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--canonical-dir", type=Path, default=S.CANONICAL_DIR)
     parser.add_argument("--out-dir", type=Path, default=S.SPLIT_DIR)
     args = parser.parse_args(argv)
-    split(args.canonical_dir, args.out_dir)
+    split(args.canonical_dir, args.out_dir, **resource_settings())
     return 0

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from ubp import schema as S
-from ubp.data.ingest import check_id_array, connect, scan
+from ubp.data.ingest import check_id_array, connect, resource_settings, scan
 from ubp.data.split import load_split_info
 from ubp.io import UbpError, atomic_dir, load_npy, save_json
 from ubp.params import PARAMS_FILE, load_params
@@ -140,15 +140,15 @@ def task_summary(task: str, y: dict[str, np.ndarray]) -> dict:
 
 
 def build_targets(canonical_dir: Path = S.CANONICAL_DIR, split_dir: Path = S.SPLIT_DIR,
-                  out_dir: Path = S.TARGETS_DIR, n_labels: int = S.N_TARGET_LABELS) -> None:
+                  out_dir: Path = S.TARGETS_DIR, n_labels: int = S.N_TARGET_LABELS, memory_limit: str | None = None,
+                  temp_directory: str | Path | None = None) -> None:
     """Write the label-set files, active_clients.npy, labels/<task>.npz and summary.json."""
     canonical_dir, out_dir = Path(canonical_dir), Path(out_dir)
     load_split_info(split_dir)  # fails clearly if the split is missing
     w = Windows(split_dir)
     relevant_path = canonical_dir / S.RELEVANT_CLIENTS_FILE
     relevant = check_id_array(relevant_path, load_npy(relevant_path), "relevant clients")
-    con = connect()
-    try:
+    with connect(memory_limit, temp_directory) as con:
         arrays, sources = label_sets(con, w, canonical_dir / "target", relevant, n_labels)
         active = np.isin(relevant, arrays[S.ACTIVE_CLIENTS_FILE])
         summary = {}
@@ -166,8 +166,6 @@ def build_targets(canonical_dir: Path = S.CANONICAL_DIR, split_dir: Path = S.SPL
                 summary[task] = task_summary(task, y)
             summary["sources"] = sources
             save_json(tmp / SUMMARY_FILE, summary)
-    finally:
-        con.close()
     for kind in ("read", "computed"):
         names = [n for n, s in sources.items() if s == kind]
         log.info("%s: %s", kind, ", ".join(names) or "none")
@@ -186,5 +184,5 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_params() if PARAMS_FILE.exists() else {}
     n_labels = int((params.get("targets") or {}).get("n_labels", S.N_TARGET_LABELS))
-    build_targets(args.canonical_dir, args.split_dir, args.out_dir, n_labels)
+    build_targets(args.canonical_dir, args.split_dir, args.out_dir, n_labels, **resource_settings())
     return 0

@@ -11,19 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from ubp import schema
+from ubp.db import connect
 from ubp.features import items, temporal
-from ubp.features.sources import CAP, TYPE_NAMES, Family, Settings, data_span_days, prepare, sql_text
+from ubp.features.sources import CAP, TYPE_NAMES, Family, Settings, data_span_days, prepare
 from ubp.io import UbpError, atomic_dir, load_json, load_npy, save_text
 from ubp.params import load_params
 
@@ -90,7 +89,8 @@ def _run_block(con, block, cap: float) -> dict[str, np.ndarray]:
 def build_features(events_dir: Path, properties_path: Path, client_ids: np.ndarray, cutoff: datetime,
                    threads: int = 1, windows=DEFAULT_WINDOWS, session_gap_minutes: float = 30.0,
                    recency_cap_days: float | None = None, memory_limit: str | None = None,
-                   progress: bool = False, only: list[str] | None = None) -> pd.DataFrame:
+                   temp_directory: str | Path | None = None, progress: bool = False,
+                   only: list[str] | None = None) -> pd.DataFrame:
     """One row per client of `client_ids` (same order), `client_id` first, then float32 features.
 
     `only`: compute just these families (names as in `families()`), e.g. for a cheaper subset.
@@ -99,6 +99,8 @@ def build_features(events_dir: Path, properties_path: Path, client_ids: np.ndarr
     (seen: 3e-17 in the weekday sin/cos means on the default data) and profiles trained on it drift
     (rcae's six-task sum 4.3564 vs 4.3585). 1 (the default) gives the same bytes every run at ~20%
     more time on the default data (7.2 s vs 6 s); raise it for big logs where speed matters more.
+    `memory_limit` / `temp_directory`: DuckDB's memory bound and where it spills beyond it (ubp.db.connect);
+    they change how the table is computed, never its values.
     """
     settings = Settings(tuple(windows), float(session_gap_minutes))
     chosen = [fam for fam in families(settings) if only is None or fam.name in only]
@@ -110,26 +112,17 @@ def build_features(events_dir: Path, properties_path: Path, client_ids: np.ndarr
         if not path.is_file():
             raise UbpError(f"{path}: file not found")
     ids = np.asarray(client_ids, dtype=np.int64)
-    con = duckdb.connect()
-    spill = tempfile.TemporaryDirectory(prefix="ubp-features-")  # where DuckDB spills when memory runs short
-    try:
-        con.execute(f"SET threads TO {int(threads)}")
-        con.execute("SET preserve_insertion_order = false")
-        con.execute(f"SET temp_directory = {sql_text(spill.name)}")
-        if memory_limit:
-            con.execute(f"SET memory_limit = {sql_text(memory_limit)}")
+    columns: dict[str, np.ndarray] = {schema.CLIENT_ID: ids}
+    with connect(threads=int(threads), memory_limit=memory_limit, temp_directory=temp_directory,
+                 preserve_order=False, where="features.memory_limit") as con:
         prepare(con, events_dir, properties_path, ids, cutoff)
         span = data_span_days(con, cutoff)
         cap = float(recency_cap_days if recency_cap_days is not None else (span or max(settings.windows)))
-        columns: dict[str, np.ndarray] = {schema.CLIENT_ID: ids}
         for fam in tqdm(chosen, desc="feature families", disable=not progress):
             start = time.time()
             for block in fam.blocks:
                 columns.update(_run_block(con, block, cap))
             log.info("family %s: %d columns in %.1f s", fam.name, len(fam.features), time.time() - start)
-    finally:
-        con.close()
-        spill.cleanup()
     table = pd.DataFrame(columns)
     values = table.iloc[:, 1:].to_numpy()
     if not np.isfinite(values).all():
@@ -138,12 +131,44 @@ def build_features(events_dir: Path, properties_path: Path, client_ids: np.ndarr
     return table
 
 
-def settings_from(cfg: dict) -> dict:
-    """build_features keyword arguments from a params section (features, or a model's settings)."""
+RESOURCE_KEYS = ("memory_limit", "temp_directory")  # how DuckDB runs (memory bound, spill directory), not what it computes
+
+
+def resources(cfg: dict | None) -> dict:
+    """ubp.db.connect's memory_limit / temp_directory from params.yaml's `features:` section: every
+    stage's DuckDB connections take them from there (they change no result)."""
+    return {key: (cfg or {}).get(key) for key in RESOURCE_KEYS}
+
+
+def connect_for(cfg: dict | None, threads: int | None = None, preserve_order: bool = True):
+    """ubp.db.connect with the memory_limit / temp_directory of params.yaml's `features:` section `cfg`."""
+    return connect(threads=threads, preserve_order=preserve_order, where="features.memory_limit", **resources(cfg))
+
+
+def settings_from(cfg: dict | None) -> dict:
+    """build_features keyword arguments from params.yaml's `features:` section."""
     cfg = cfg or {}
     return {"threads": int(cfg.get("threads", 1)), "windows": tuple(cfg.get("windows", DEFAULT_WINDOWS)),
             "session_gap_minutes": float(cfg.get("session_gap_minutes", 30.0)),
-            "recency_cap_days": cfg.get("recency_cap_days"), "memory_limit": cfg.get("memory_limit")}
+            "recency_cap_days": cfg.get("recency_cap_days"), **resources(cfg)}
+
+
+def recorded_settings(kwargs: dict) -> dict:
+    """What features.json records of build_features' settings: those that decide the table's values
+    (threads only in the last bits, see build_features), not the resources."""
+    cap = kwargs.get("recency_cap_days")
+    return {"threads": int(kwargs["threads"]), "windows": sorted(int(w) for w in kwargs["windows"]),
+            "session_gap_minutes": float(kwargs["session_gap_minutes"]),
+            "recency_cap_days": None if cap is None else float(cap)}
+
+
+def write_table(out_dir: Path, table: pd.DataFrame, cutoff: datetime, kwargs: dict, seconds: float = 0.0) -> None:
+    """features.parquet and features.json (the cutoff and settings load_or_build checks), atomically."""
+    meta = {"cutoff": cutoff.strftime(schema.TIMESTAMP_FORMAT), "n_clients": len(table),
+            "n_features": table.shape[1] - 1, "seconds": round(seconds, 1), "settings": recorded_settings(kwargs)}
+    with atomic_dir(out_dir) as tmp:
+        table.to_parquet(tmp / FEATURES_FILE, index=False)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def run(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
@@ -157,12 +182,7 @@ def run(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = sch
     table = build_features(Path(split_dir) / "input", Path(canonical_dir) / f"{schema.PROPERTIES}.parquet",
                            client_ids, cutoff, progress=True, **kwargs)
     seconds = time.time() - start
-    meta = {"cutoff": cutoff.strftime(schema.TIMESTAMP_FORMAT), "n_clients": len(table),
-            "n_features": table.shape[1] - 1, "seconds": round(seconds, 1),
-            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}}
-    with atomic_dir(out_dir) as tmp:
-        table.to_parquet(tmp / FEATURES_FILE, index=False)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_table(out_dir, table, cutoff, kwargs, seconds)
     write_catalogue(catalogue, Settings(kwargs["windows"], kwargs["session_gap_minutes"]))
     log.info("features: %d x %d in %.1f s -> %s", len(table), table.shape[1] - 1, seconds, out_dir)
     return table

@@ -1,4 +1,10 @@
-"""The feature table for an EmbedContext: read the stage's output when it matches, else build it."""
+"""The feature table for an EmbedContext: the stage's output when the context names it, else built.
+
+A stored table is used only when its features.json records the context's cutoff and the settings
+of params.yaml's `features:` section (ctx.feature_settings); otherwise it is refused, never silently
+replaced: a context that wants the features as of another date (stacked's shifted cutoff, a
+competition entry over all events) leaves `features_path` unset and gets them computed.
+"""
 from __future__ import annotations
 
 import json
@@ -33,27 +39,41 @@ def load_features(path: Path, client_ids: np.ndarray) -> pd.DataFrame:
     return table.iloc[row.loc[ids].to_numpy()].reset_index(drop=True)
 
 
-def _stored_cutoff(path: Path) -> str | None:
+def check_stored(path: Path, cutoff: str, settings: dict) -> None:
+    """UbpError unless the features.json beside `path` records this cutoff and these settings
+    (`recorded_settings` of build_features' keyword arguments)."""
     from ubp.features.build import META_FILE
-    meta = Path(path).with_name(META_FILE)
-    return json.loads(meta.read_text()).get("cutoff") if meta.is_file() else None
+
+    path = Path(path)
+    meta_path = path.with_name(META_FILE)
+    if not meta_path.is_file():
+        raise UbpError(f"{path}: no {META_FILE} beside it, so the cutoff and settings it was built for are "
+                       f"unknown; asked for cutoff {cutoff} (re-run `python -m ubp features`)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("cutoff") != cutoff:
+        raise UbpError(f"{path}: built for cutoff {meta.get('cutoff')} ({meta_path}), but cutoff {cutoff} was "
+                       "asked for (re-run `python -m ubp features`, or compute the features for that cutoff)")
+    if meta.get("settings") != settings:
+        raise UbpError(f"{path}: built with settings {meta.get('settings')} ({meta_path}), but params.yaml's "
+                       f"features: section asks for {settings} (re-run `python -m ubp features`)")
 
 
-def load_or_build(ctx, cfg: dict | None = None) -> pd.DataFrame:
-    """The features of ctx.client_ids as of ctx.cutoff (client_id first, rows in ctx.client_ids order).
+def load_or_build(ctx) -> pd.DataFrame:
+    """The features of ctx.client_ids as of ctx.cutoff (client_id first, rows in ctx.client_ids order),
+    with the settings of ctx.feature_settings (params.yaml's `features:`).
 
-    Uses ctx.features_path when it exists and was built for the same cutoff; otherwise computes
-    the table from ctx.events_dir with the settings in `cfg` (windows, session_gap_minutes, ...).
+    ctx.features_path set: that table, checked by `check_stored` (an error if it does not fit).
+    ctx.features_path None: computed from ctx.events_dir.
     """
-    from ubp.features.build import build_features, settings_from
+    from ubp.features.build import build_features, recorded_settings, settings_from
 
-    path = ctx.features_path
-    if path is not None and Path(path).is_file():
-        cutoff = _stored_cutoff(path)
-        if cutoff in (None, ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT)):
-            return load_features(path, ctx.client_ids)
-        log.warning("%s was built for cutoff %s, not %s: computing the features again", path, cutoff, ctx.cutoff)
-    return build_features(ctx.events_dir, ctx.properties_path, ctx.client_ids, ctx.cutoff, **settings_from(cfg))
+    kwargs = settings_from(ctx.feature_settings)
+    if ctx.features_path is not None:
+        check_stored(ctx.features_path, ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT), recorded_settings(kwargs))
+        return load_features(ctx.features_path, ctx.client_ids)
+    log.info("features: computing the table of %d clients as of %s from %s", len(ctx.client_ids), ctx.cutoff,
+             ctx.events_dir)
+    return build_features(ctx.events_dir, ctx.properties_path, ctx.client_ids, ctx.cutoff, **kwargs)
 
 
 def feature_matrix(table: pd.DataFrame) -> np.ndarray:

@@ -23,7 +23,9 @@ class EmbedContext:
     synthetic_dir: Path = schema.SYNTHETIC_DIR
     targets_dir: Path = schema.TARGETS_DIR  # label sets of the tasks (methods may read the open tasks' only)
     # Precomputed per-client tables for exactly these events and cutoff (None: methods compute them).
-    features_path: Path | None = None
+    features_path: Path | None = None  # ubp.features.table.load_or_build refuses it unless it fits
+    # params.yaml's `features:` (settings to build or check the features; memory_limit/temp_directory for DuckDB)
+    feature_settings: dict = field(default_factory=dict)
     sequences_dir: Path | None = None  # the sequences stage's output (ubp.sequences.load_or_build checks it fits)
     sequence_settings: dict = field(default_factory=dict)  # params.yaml's `sequences:` (to build them when needed)
     seed: int = 0

@@ -21,5 +21,5 @@ def quantile_normal(x: np.ndarray, n_quantiles: int = 1000, subsample: int = 200
 
 
 def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    x = feature_matrix(load_or_build(ctx, cfg))
+    x = feature_matrix(load_or_build(ctx))
     return quantile_normal(x, cfg.get("n_quantiles", 1000), cfg.get("subsample", 200_000), cfg.get("seed", 0))

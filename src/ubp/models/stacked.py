@@ -23,9 +23,9 @@ The oracle cannot be a source: it is the generator's state at the split, not "as
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import timedelta
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import torch
@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ubp import schema
+from ubp.features.build import connect_for
 from ubp.io import UbpError
 from ubp.models import _training as T
 from ubp.models.base import EmbedContext
@@ -50,6 +51,7 @@ DEFAULTS = {
 }
 HEADS = ("churn", "category", "sku")
 NOT_AS_OF = {"oracle"}  # methods whose output does not depend on the context's cutoff
+log = logging.getLogger("ubp.stacked")
 
 
 @dataclasses.dataclass
@@ -68,8 +70,7 @@ def window_labels(ctx: EmbedContext, start, days: int, n_labels: int) -> WindowL
     end = min(start + timedelta(days=int(days)), ctx.cutoff)
     fmt = lambda t: f"TIMESTAMP '{t.strftime(schema.TIMESTAMP_FORMAT)}'"  # noqa: E731
     buys, props = ctx.events(schema.PRODUCT_BUY), ctx.properties_path
-    con = duckdb.connect()
-    try:
+    with connect_for(ctx.feature_settings) as con:
         con.register("clients", pa.table({"client_id": np.asarray(ctx.client_ids, np.int64),
                                           "row": np.arange(len(ctx.client_ids), dtype=np.int64)}))
         con.execute(f"CREATE TEMP VIEW window_buys AS SELECT b.client_id, b.sku, p.category "
@@ -82,8 +83,6 @@ def window_labels(ctx: EmbedContext, start, days: int, n_labels: int) -> WindowL
                                   f"WHERE b.timestamp < {fmt(start)}").fetchnumpy()["row"]
         pairs = con.execute("SELECT DISTINCT c.row, w.category, w.sku FROM window_buys w JOIN clients c USING (client_id)"
                             ).fetchnumpy()
-    finally:
-        con.close()
     n = len(ctx.client_ids)
     active = np.zeros(n, bool)
     active[np.asarray(active_rows, np.int64)] = True
@@ -193,7 +192,11 @@ def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
     s = T.settings({"seed": ctx.seed, "device": ctx.device, **(cfg or {})}, DEFAULTS)
     check_sources(s)
     shifted = ctx.cutoff - timedelta(days=int(s["shift_days"]))
-    past = dataclasses.replace(ctx, cutoff=shifted, info={})
+    # The stored features table is as of ctx.cutoff: the sources as of the shifted date compute
+    # theirs (load_or_build would refuse the stored one).
+    past = dataclasses.replace(ctx, cutoff=shifted, features_path=None, info={})
+    log.info("stacked: sources as of %s (features computed for that date), labels from the %d days after",
+             shifted, int(s["window_days"]))
     with T.deterministic(s["threads"]):
         x_past = source_matrix(past, s)
         labels = window_labels(ctx, shifted, int(s["window_days"]), int(s["n_labels"]))

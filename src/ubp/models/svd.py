@@ -34,7 +34,6 @@ A client with no (kept) events in a block gets a zero block; with no events at a
 """
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
@@ -42,6 +41,7 @@ from sklearn.preprocessing import normalize
 from sklearn.utils.extmath import randomized_svd
 
 from ubp import schema
+from ubp.features.build import connect_for
 from ubp.models.base import EmbedContext
 
 DEFAULTS = {
@@ -199,23 +199,20 @@ def activity(con, ctx: EmbedContext) -> np.ndarray:
 
 def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
     cfg = config({"seed": ctx.seed, **cfg})
-    con = duckdb.connect()
-    if cfg["threads"]:
-        con.execute(f"SET threads TO {int(cfg['threads'])}")
     n_rel = len(ctx.client_ids)
-    con.register("relevant_arrow", pa.table({"client_id": np.asarray(ctx.client_ids, np.int64),
-                                             "row": np.arange(n_rel, dtype=np.int64)}))
-    con.execute("CREATE TEMP TABLE relevant AS SELECT * FROM relevant_arrow")
-    n_fit = _fit_clients(con, ctx, cfg)
     blocks = []
-    for block in BLOCKS:
-        dim = int(cfg["dims"].get(block) or 0)
-        if dim <= 0:
-            continue
-        x = tfidf_matrix(con, ctx, block, cfg, n_fit)
-        v, s = item_factors(x, dim, cfg)
-        blocks.append(block_vectors(x[:n_rel], v, s, dim, float(cfg["sigma_power"])))
-    if cfg["activity"]:
-        blocks.append(activity(con, ctx))
-    con.close()
+    with connect_for(ctx.feature_settings, threads=int(cfg["threads"]) if cfg["threads"] else None) as con:
+        con.register("relevant_arrow", pa.table({"client_id": np.asarray(ctx.client_ids, np.int64),
+                                                 "row": np.arange(n_rel, dtype=np.int64)}))
+        con.execute("CREATE TEMP TABLE relevant AS SELECT * FROM relevant_arrow")
+        n_fit = _fit_clients(con, ctx, cfg)
+        for block in BLOCKS:
+            dim = int(cfg["dims"].get(block) or 0)
+            if dim <= 0:
+                continue
+            x = tfidf_matrix(con, ctx, block, cfg, n_fit)
+            v, s = item_factors(x, dim, cfg)
+            blocks.append(block_vectors(x[:n_rel], v, s, dim, float(cfg["sigma_power"])))
+        if cfg["activity"]:
+            blocks.append(activity(con, ctx))
     return np.concatenate(blocks, axis=1)
