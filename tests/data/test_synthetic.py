@@ -187,3 +187,103 @@ def test_oracle_has_a_column_for_every_open_task_label(tiny_dirs):
         labels = np.load(tiny_dirs["targets"] / S.label_file(task))
         missing = [int(v) for v in labels if f"{prefix}{int(v)}" not in columns]
         assert not missing, f"{task}: no oracle column for {missing[:5]}"
+
+
+# --- the `scale` preset: the real release's shape (SPEC §2), written block by block ---------------
+SMALL = {"scale": 0.002, "block_clients": 10_000}  # 2,000 relevant + 35,400 other clients, 4 blocks
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scaled") / "raw"
+    generate(out, SMALL)
+    return out
+
+
+def shape_stats(raw: Path) -> dict:
+    """The SPEC §2 shape statistics of a raw dataset (what reports/data_stats.md shows)."""
+    ev = {name: pd.read_parquet(raw / f"{name}.parquet", columns=[S.CLIENT_ID, S.TIMESTAMP]) for name in S.EVENT_TYPES}
+    relevant = np.load(raw / S.RELEVANT_CLIENTS_FILE)
+    n = {name: len(t) for name, t in ev.items()}
+    per_client = pd.concat([t[S.CLIENT_ID] for t in ev.values()]).value_counts()
+    rel_counts = {name: ev[name][S.CLIENT_ID][ev[name][S.CLIENT_ID].isin(relevant)].value_counts().median()
+                  for name in (S.PAGE_VISIT, S.SEARCH_QUERY)}
+    buys = ev[S.PRODUCT_BUY].assign(ts=lambda d: pd.to_datetime(d[S.TIMESTAMP], format=S.TIMESTAMP_FORMAT))
+    start = split_start(buys)
+    past = set(buys.loc[(buys.ts < start) & buys[S.CLIENT_ID].isin(relevant), S.CLIENT_ID])
+    window = set(buys.loc[(buys.ts >= start) & (buys.ts < start + pd.Timedelta(days=14)), S.CLIENT_ID])
+    return {
+        **{f"{name}/buys": n[name] / n[S.PRODUCT_BUY] for name in S.EVENT_TYPES if name != S.PRODUCT_BUY},
+        **{f"events p{q}": per_client.quantile(q / 100) for q in (50, 90, 99)},
+        "relevant median page_visit": rel_counts[S.PAGE_VISIT],
+        "relevant median search_query": rel_counts[S.SEARCH_QUERY],
+        "relevant past buyers without a window buy": 1 - len(past & window) / len(past),
+        "clients": len(per_client),
+    }
+
+
+# SPEC §2's figure for each statistic, and how far a 2,000-relevant-client sample may stray from it.
+REAL_SHAPE = {
+    "page_visit/buys": (89.6, 0.2), "search_query/buys": (5.7, 0.2), "add_to_cart/buys": (3.1, 0.2),
+    "remove_from_cart/buys": (1.0, 0.3), "events p50": (2, 0.01), "events p90": (18, 0.2), "events p99": (119, 0.25),
+    "relevant median page_visit": (18, 0.15), "relevant median search_query": (5, 0.2),
+    "relevant past buyers without a window buy": (0.94, 0.03),
+}
+
+
+def test_scale_preset_has_the_real_shape(scaled):
+    stats = shape_stats(scaled)
+    off = {k: (round(stats[k], 3), real) for k, (real, tol) in REAL_SHAPE.items() if abs(stats[k] - real) > tol * real}
+    assert not off, f"(this data, real) beyond tolerance: {off}"
+    assert len(np.load(scaled / S.RELEVANT_CLIENTS_FILE)) == 2_000
+    assert stats["clients"] > 0.98 * (2_000 + 35_400)  # every non-relevant client did something
+
+
+def test_block_size_changes_the_draws_not_the_shape(scaled, tmp_path):
+    generate(tmp_path / "other_blocks", {**SMALL, "block_clients": 25_000})
+    a, b = shape_stats(scaled), shape_stats(tmp_path / "other_blocks")
+    for k, (real, tol) in REAL_SHAPE.items():
+        assert abs(a[k] - b[k]) <= tol * real, k
+    assert digests(tmp_path / "other_blocks") != digests(scaled)
+
+
+def test_row_groups_and_oracle_row_blocks_change_no_value(tmp_path, monkeypatch):
+    from ubp.data import synthetic_output
+
+    cfg = {"scale": 0.0005, "block_clients": 3_000}
+    generate(tmp_path / "one", cfg)
+    monkeypatch.setattr(synthetic_output, "ROW_GROUP_ROWS", 5_000)
+    monkeypatch.setattr(synthetic_output, "ORACLE_CELLS", 15_000)  # ~100 clients per oracle row block
+    generate(tmp_path / "many", cfg)
+    for name in (*S.EVENT_TYPES, S.PROPERTIES):
+        one, many = (pq.ParquetFile(tmp_path / d / f"{name}.parquet") for d in ("one", "many"))
+        assert one.read().equals(many.read()), name
+        if name == S.PAGE_VISIT:
+            assert many.num_row_groups > one.num_row_groups >= 1
+    a, b = (np.load(tmp_path / d / S.ORACLE_SUBDIR / "state.npy") for d in ("one", "many"))
+    assert a.shape == b.shape and a.shape[0] == 500
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_scaled_data_goes_through_ingest_split_targets(scaled, tmp_path):
+    from ubp.data.ingest import ingest
+    from ubp.data.split import split
+    from ubp.data.targets import build_targets
+
+    ingest(scaled, tmp_path / "canonical")
+    split(tmp_path / "canonical", tmp_path / "split")
+    build_targets(tmp_path / "canonical", tmp_path / "split", tmp_path / "targets")
+    labels = np.load(tmp_path / "targets" / S.label_file(S.PROPENSITY_CATEGORY))
+    assert 0 < len(labels) <= S.N_TARGET_LABELS
+
+
+def test_scale_preset_keys_and_overrides():
+    from ubp.data.synthetic import DEFAULTS, resolve_config
+
+    assert resolve_config({}) == DEFAULTS
+    cfg = resolve_config({"scale": 0.01, "n_relevant": 7, "other_rate": 0.2})
+    assert (cfg["n_relevant"], cfg["other_rate"], cfg["n_other"], cfg["n_categories"]) == (7, 0.2, 177_000, 680)
+    assert resolve_config({"scale": 1.0})["n_skus"] == 1_260_000
+    for bad in ({"scale": 0}, {"scale": "big"}, {"block_clients": 0}):
+        with pytest.raises(UbpError, match="scale|block_clients"):
+            resolve_config(bad)

@@ -53,10 +53,13 @@ DEFAULTS = {
     # Client traits, relevant / other clients (synthetic_clients.build_clients).
     "relevant_rate": 0.16,  # median sessions per day of an active relevant client
     "other_rate": 0.05,
-    "rate_sigma": 1.0,  # lognormal spread of the session rate
+    "relevant_rate_sigma": 1.0,  # lognormal spread of the session rate
+    "other_rate_sigma": 1.0,
     "relevant_start_share": 0.9,  # relevant clients active from day 0 (the rest arrive uniformly)
     "relevant_lifetime": 300.0,  # median mean-days from arrival to churn
     "other_lifetime": 8.0,
+    "relevant_lifetime_sigma": 0.8,  # its lognormal spread
+    "relevant_churn_shape": 1,  # Gamma shape of the days to churn around the lifetime (1: exponential)
     "decay_days": 7.0,  # median time constant of the activity's decay after churn
     "relevant_depth": 5.0,  # median mean page views per session
     "other_depth": 2.0,

@@ -86,6 +86,15 @@ def _by_group(relevant: np.ndarray, rel_value, other_value):
     return np.where(relevant, rel_value, other_value)
 
 
+def _active_days(rng: np.random.Generator, cfg: dict, rel: np.ndarray, lifetime: np.ndarray) -> np.ndarray:
+    """Days from arrival to churn: exponential around each client's lifetime, or for relevant
+    clients with relevant_churn_shape k != 1 a Gamma(k) (k > 1: less spread, fewer one-day clients)."""
+    k = cfg["relevant_churn_shape"]
+    if k == 1:
+        return rng.exponential(lifetime)
+    return np.where(rel, rng.gamma(k, 1.0 / k, len(lifetime)), rng.exponential(1.0, len(lifetime))) * lifetime
+
+
 def build_clients(rng: np.random.Generator, cfg: dict, cat: Catalog, ids: np.ndarray | None = None) -> Clients:
     """cfg's n_relevant + n_other clients (relevant first) with traits drawn from cfg's shape keys;
     `ids` are their client ids (default: drawn here)."""
@@ -105,7 +114,7 @@ def build_clients(rng: np.random.Generator, cfg: dict, cat: Catalog, ids: np.nda
 
     buyer = rng.random(n) < _by_group(rel, cfg["relevant_buyers"], cfg["other_buyers"])
     arrival = _by_group(rel, np.where(rng.random(n) < cfg["relevant_start_share"], 0.0, rng.uniform(0, days, n)), rng.uniform(0, days - 1, n))
-    lifetime = rng.lognormal(np.log(_by_group(rel, cfg["relevant_lifetime"], cfg["other_lifetime"])), _by_group(rel, 0.8, 1.0))
+    lifetime = rng.lognormal(np.log(_by_group(rel, cfg["relevant_lifetime"], cfg["other_lifetime"])), _by_group(rel, cfg["relevant_lifetime_sigma"], 1.0))
     clients = Clients(
         ids=unique_ids(rng, n, CLIENT_ID_HIGH) if ids is None else ids,
         n_relevant=n_rel,
@@ -125,10 +134,10 @@ def build_clients(rng: np.random.Generator, cfg: dict, cat: Catalog, ids: np.nda
         price_width=rng.uniform(0.12, 0.35, n),
         novelty=rng.normal(0.0, 1.0, n),
         buyer=buyer,
-        rate=rng.lognormal(np.log(_by_group(rel, cfg["relevant_rate"], cfg["other_rate"])), cfg["rate_sigma"]),
+        rate=rng.lognormal(np.log(_by_group(rel, cfg["relevant_rate"], cfg["other_rate"])), _by_group(rel, cfg["relevant_rate_sigma"], cfg["other_rate_sigma"])),
         arrival=arrival,
         lifetime=lifetime,
-        churn_at=arrival + rng.exponential(lifetime),
+        churn_at=arrival + _active_days(rng, cfg, rel, lifetime),
         decay_days=rng.lognormal(np.log(cfg["decay_days"]), 1.0, n),
         depth=rng.lognormal(np.log(_by_group(rel, cfg["relevant_depth"], cfg["other_depth"])), 0.4),
         product_share=rng.beta(5.0, 4.0, n),

@@ -23,25 +23,28 @@ REAL_CATEGORIES = 6_800
 REAL_URLS = 12_700_000  # distinct page-visit URLs: product and listing pages included
 BLOCK_CLIENTS = 50_000
 
-SHAPE = {
+SHAPE = {  # set with benchmarks/data_stats.py against SPEC §2 (see the module docstring)
+    # Relevant clients: a few weeks of activity each (arrivals spread over the period), ~5 sessions
+    # of ~3.5 page views, rare conversion: ~94% of past buyers skip a 14-day window.
     "relevant_rate": 0.16,
-    "other_rate": 0.05,
-    "rate_sigma": 1.0,
-    "relevant_start_share": 0.9,
-    "relevant_lifetime": 300.0,
-    "other_lifetime": 8.0,
-    "decay_days": 7.0,
-    "relevant_depth": 5.0,
-    "other_depth": 2.0,
-    "relevant_searches": 0.9,
-    "other_searches": 0.4,
-    "relevant_buyers": 0.9,
-    "other_buyers": 0.5,
-    "relevant_add_b": 9.0,
-    "other_add_b": 5.0,
-    "browser_add_b": 40.0,
+    "relevant_rate_sigma": 0.5,
+    "relevant_start_share": 0.4,
+    "relevant_lifetime": 25.0,
+    "relevant_lifetime_sigma": 0.3,
+    "relevant_churn_shape": 4,
+    "relevant_depth": 3.5,
+    "relevant_searches": 1.0,
+    "relevant_add_b": 7.0,
     "buy_b": 5.0,
-    "remove_b": 2.5,
+    "remove_b": 10.0,
+    # Other clients: mostly one short visit, a heavy tail of returning browsers, few buyers.
+    "other_rate": 0.05,
+    "other_rate_sigma": 1.6,
+    "other_lifetime": 8.0,
+    "other_depth": 1.5,
+    "other_searches": 0.03,
+    "other_buyers": 0.03,
+    "browser_add_b": 45.0,
 }
 
 
