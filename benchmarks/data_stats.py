@@ -1,17 +1,22 @@
-"""Shape of a raw-layout dataset beside the real release's figures (SPEC §2), plus task signal.
+"""Shape of raw-layout datasets beside the real release's figures (SPEC §2), plus task signal.
 
-    python benchmarks/data_stats.py [--raw-dir data/synthetic] [--generate] [--out reports/data_stats.md]
+    python benchmarks/data_stats.py [--raw-dir data/synthetic] [--generate] [--scale 0.01 0.1]
+                                    [--scale-dir /tmp/ubp_scale] [--out reports/data_stats.md]
 
 --generate (or a missing raw dir) first runs the generator with its DEFAULTS into --raw-dir and
-reports its wall time and peak RSS. The "signal" section scores each task in the validation
-window with untrained one-number heuristics, from input history and from the oracle state (if
-present), to show the tasks are learnable but not trivial.
+reports its wall time and peak RSS. Each --scale adds a column: the generator's `scale` preset
+(the real release's size x scale, its shape) written to --scale-dir/<scale> in a child process,
+whose wall time and peak RSS are reported. The "signal" section scores each task in the
+validation window with untrained one-number heuristics, from input history and from the oracle
+state (if present), to show the tasks are learnable but not trivial.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +26,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from ubp import schema as S
+from ubp.io import save_text
 
 REAL = {  # SPEC §2
     S.PAGE_VISIT: 150_713_186, S.SEARCH_QUERY: 9_571_258, S.ADD_TO_CART: 5_235_882,
@@ -63,6 +69,8 @@ def shape_rows(con, split: dict) -> list[tuple[str, str, str]]:
     n_clients = con.execute("SELECT count(DISTINCT client_id) FROM ev").fetchone()[0]
     rows.append(("clients with events / relevant", f"{n_clients:,} / {len(split['relevant']):,}", "18.7M / 1M"))
     rows.append(("events per client p50/p90/p99/max", "/".join(map(str, pct(con, ""))), "2 / 18 / 119 / 36k"))
+    rows.append(("non-relevant: events per client p50/p90/p99/max",
+                 "/".join(map(str, pct(con, "WHERE client_id NOT IN (SELECT client_id FROM rel)"))), "≈ all clients"))
     rows.append(("relevant: events per client p50/p90/p99/max",
                  "/".join(map(str, pct(con, "WHERE client_id IN (SELECT client_id FROM rel)"))), "longer"))
     for n, real in ((S.PAGE_VISIT, "18"), (S.SEARCH_QUERY, "5")):
@@ -186,13 +194,27 @@ def table(header, rows) -> str:
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
+def generate_scaled(scale: float, out: Path) -> str:
+    """The `scale` preset into `out` in a child process; its wall time, peak RSS and load."""
+    code = f"from pathlib import Path; from ubp.data.synthetic import generate; generate(Path({str(out)!r}), {{'scale': {scale}}})"
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    secs = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
+    return (f"`scale: {scale}` generated in **{secs:.0f} s wall, peak RSS {rss:.0f} MB** "
+            f"({os.cpu_count()} CPUs, load average {load[0]:.1f} before)")
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--raw-dir", type=Path, default=S.SYNTHETIC_DIR)
     ap.add_argument("--generate", action="store_true", help="(re)generate the DEFAULTS config into --raw-dir first")
+    ap.add_argument("--scale", type=float, nargs="*", default=[], help="also generate and describe the scale preset")
+    ap.add_argument("--scale-dir", type=Path, default=Path("/tmp/ubp_scale"))
     ap.add_argument("--out", type=Path, default=S.REPORTS_DIR / "data_stats.md")
     args = ap.parse_args(argv)
-    parts = [f"# Data statistics: `{args.raw_dir}`\n"]
+    parts = [f"# Data statistics: `{args.raw_dir}`" + "".join(f", `scale: {x}`" for x in args.scale) + "\n"]
     if args.generate or not (args.raw_dir / f"{S.PRODUCT_BUY}.parquet").exists():
         from ubp.data.synthetic import DEFAULTS, generate
 
@@ -200,21 +222,35 @@ def main(argv: list[str]) -> int:
         generate(args.raw_dir, {})
         secs, rss = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         parts.append(f"Generated with the default config ({', '.join(f'{k}={v}' for k, v in DEFAULTS.items())}):\n"
-                     f"**{secs:.1f} s wall, peak RSS {rss:.0f} MB** (this process, {__import__('os').cpu_count()} CPUs).\n")
-    con = duckdb.connect()
-    split = load(con, args.raw_dir)
-    parts.append(f"Split (SPEC §3): train_target_start {split['start']}, validation_target_start {split['mid']}, "
-                 f"end_date {split['end']}.\n")
+                     f"**{secs:.1f} s wall, peak RSS {rss:.0f} MB** (this process, {os.cpu_count()} CPUs).\n")
+    datasets = {"default": args.raw_dir}
+    for scale in args.scale:
+        datasets[f"scale {scale}"] = args.scale_dir / str(scale)
+        parts.append(generate_scaled(scale, datasets[f"scale {scale}"]) + ".\n")
+    columns, signals = {}, {}
+    for name, raw in datasets.items():
+        con = duckdb.connect()
+        split = load(con, raw)
+        parts.append(f"{name}: split (SPEC §3) train_target_start {split['start']}, validation_target_start "
+                     f"{split['mid']}, end_date {split['end']}.\n")
+        columns[name] = shape_rows(con, split)
+        signals[name] = signal_rows(con, split, raw)
+        con.close()
     parts.append("## Shape beside the real release\n")
-    parts.append(table(("statistic", "this data", "real (SPEC §2)"), shape_rows(con, split)) + "\n")
+    parts.append("The `scale` columns are the generator's preset for the real release's size x scale (SPEC §2 figures "
+                 "divided by the scale for counts; the shape rows do not depend on it).\n")
+    first = next(iter(columns.values()))
+    rows = [(r[0], *(columns[n][i][1] for n in columns), r[2]) for i, r in enumerate(first)]
+    parts.append(table(("statistic", *columns, "real (SPEC §2)"), rows) + "\n")
     parts.append("## Task signal (validation window, relevant clients, untrained heuristics)\n")
     parts.append("History score: the client's input purchases of that label (propensity) or minus its purchases in the "
                  "last 28 input days (churn/conversion). Oracle score: its expected purchases of that label "
                  "(`buys_*` column) / its P(no purchase) in the validation window (`p_none_w2`). Labels as SPEC §4 (top 100 of the train window; new SKUs over both windows). "
                  "AUROC macro, labels without positives count 0.\n")
-    parts.append(table(("task", "labels", "AUROC history", "AUROC oracle"), signal_rows(con, split, args.raw_dir)) + "\n")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(parts))
+    for name, rows in signals.items():
+        parts.append(f"### {name}\n")
+        parts.append(table(("task", "labels", "AUROC history", "AUROC oracle"), rows) + "\n")
+    save_text(args.out, "\n".join(parts))
     print("\n".join(parts))
     return 0
 

@@ -257,8 +257,27 @@ def _block_sku_terms(cat: Catalog, t0: float, t1: float) -> tuple[np.ndarray, np
     return on * hype, fresh, on
 
 
+def oracle_sku_terms(cat: Catalog, t_split: float) -> tuple[np.ndarray, list]:
+    """The client-independent part of the expected SKU choice after t_split: each SKU's share of its
+    category's popularity, and per block (on-sale x hype, still new, popularity-weighted SKUs on
+    sale per category and price bucket: all, and new ones). Computed once for all row blocks."""
+    n_cat = len(cat.cat_topic)
+    cat_total = np.add.reduceat(cat.sku_weight, cat.cat_start[:-1])
+    pop = cat.sku_weight / cat_total[cat.sku_cat]
+    blocks = []
+    for b in range(ORACLE_BLOCKS):
+        base, fresh, _ = _block_sku_terms(cat, t_split + b * ORACLE_BLOCK_DAYS, t_split + (b + 1) * ORACLE_BLOCK_DAYS)
+        w_all = np.zeros((n_cat, N_PRICE_BUCKETS))
+        np.add.at(w_all, (cat.sku_cat, cat.sku_price), pop * base)
+        w_new = np.zeros((n_cat, N_PRICE_BUCKETS))
+        np.add.at(w_new, (cat.sku_cat[fresh], cat.sku_price[fresh]), (pop * base)[fresh])
+        blocks.append((base, fresh, w_all, w_new))
+    return pop, blocks
+
+
 def oracle_expectations(
-    cl: Clients, cat: Catalog, t_split: float, day_weight: np.ndarray, cat_cols: np.ndarray, sku_cols: np.ndarray
+    cl: Clients, cat: Catalog, t_split: float, day_weight: np.ndarray, cat_cols: np.ndarray, sku_cols: np.ndarray,
+    sku_terms: tuple | None = None,
 ) -> dict[str, np.ndarray]:
     """Expected purchases of each relevant client after day t_split, from its parameters and the
     catalogue only (never a sampled event): per category in cat_cols, per SKU in sku_cols (new SKUs
@@ -303,20 +322,13 @@ def oracle_expectations(
     out["buy_sessions_w1"] = lam_block[:, :half].sum(1) * sp["p_buy"]
     out["buy_sessions_w2"] = lam_block[:, half:].sum(1) * sp["p_buy"]
 
-    cat_total = np.add.reduceat(cat.sku_weight, cat.cat_start[:-1])
-    pop = cat.sku_weight / cat_total[cat.sku_cat]
+    pop, blocks = sku_terms if sku_terms is not None else oracle_sku_terms(cat, t_split)
     buckets_q = ((np.arange(N_PRICE_BUCKETS) + 0.5) / N_PRICE_BUCKETS)[None, :]
     g = np.exp(-((buckets_q - cl.price_level[idx, None]) ** 2) / (2 * cl.price_width[idx, None] ** 2))  # (n, P)
     nov = np.exp(cl.novelty[idx]) - 1
     q_eff = (views * conv)[:, None] * q_cat  # non-staple purchases per session in each category
     cs = cat.sku_cat[sku_cols]
-    for b in range(ORACLE_BLOCKS):
-        base, fresh, _ = _block_sku_terms(cat, t_split + b * ORACLE_BLOCK_DAYS, t_split + (b + 1) * ORACLE_BLOCK_DAYS)
-        # Popularity-weighted SKUs on sale per (category, price bucket): all, and those still "new".
-        w_all = np.zeros((n_cat, N_PRICE_BUCKETS))
-        np.add.at(w_all, (cat.sku_cat, cat.sku_price), pop * base)
-        w_new = np.zeros((n_cat, N_PRICE_BUCKETS))
-        np.add.at(w_new, (cat.sku_cat[fresh], cat.sku_price[fresh]), (pop * base)[fresh])
+    for b, (base, fresh, w_all, w_new) in enumerate(blocks):
         m = g @ w_all.T + nov[:, None] * (g @ w_new.T)  # (n, C) sum_j p_j y_j
         y = g[:, cat.sku_price[sku_cols]] * base[sku_cols] * (1 + fresh[sku_cols] * nov[:, None])
         lam_b = (lam_block[:, b] / 2)[:, None]
@@ -337,6 +349,7 @@ def oracle_state(
     sku_cols: np.ndarray,
     day_weight: np.ndarray,
     unseen: np.ndarray | None = None,
+    sku_terms: tuple | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Each relevant client's latent parameters in effect at day t_split and the purchases they
     imply (no sampled future event).
@@ -347,7 +360,7 @@ def oracle_state(
     idx = np.arange(cl.n_relevant)
     t = np.full(len(idx), float(t_split))
     theta, _ = category_preference(cl, cat, idx, t_split)
-    exp = oracle_expectations(cl, cat, t_split, day_weight, cat_cols, sku_cols)
+    exp = oracle_expectations(cl, cat, t_split, day_weight, cat_cols, sku_cols, sku_terms)
     rate_now = cl.rate[idx] * alive(cl, idx, t)
     scalars = {
         "price_level": cl.price_level[idx],

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ubp import schema as S
 from ubp.data.synthetic_catalog import format_vectors
-from ubp.data.synthetic_clients import oracle_state
+from ubp.data.synthetic_clients import oracle_sku_terms, oracle_state
 from ubp.data.synthetic_events import DAY
 
 ODD_SECONDS = 0.03  # timestamps that are not multiples of 5 s
@@ -152,11 +152,12 @@ def write_oracle_state(path: Path, relevant: list, cat, t_split: float, cat_cols
     n = sum(cl.n_relevant for cl in relevant)
     rows = max(1, ORACLE_CELLS // len(cat.cat_id))
     columns, done = None, 0
+    sku_terms = oracle_sku_terms(cat, t_split)
     with open(path, "wb") as f:
         for cl in relevant:
             for lo in range(0, cl.n_relevant, rows):
                 part = cl if rows >= cl.n_relevant else cl.take(np.arange(lo, min(lo + rows, cl.n_relevant)))
-                state, columns = oracle_state(part, cat, t_split, cat_cols, sku_cols, day_weight, unseen)
+                state, columns = oracle_state(part, cat, t_split, cat_cols, sku_cols, day_weight, unseen, sku_terms)
                 if done == 0:
                     header = {"descr": np.lib.format.dtype_to_descr(state.dtype), "fortran_order": False,
                               "shape": (n, state.shape[1])}
