@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ubp import schema as S
 from ubp.data.synthetic_catalog import format_vectors
-from ubp.data.synthetic_clients import oracle_sku_terms, oracle_state
+from ubp.data.synthetic_oracle import oracle_sku_terms, oracle_state
 from ubp.data.synthetic_events import DAY
 
 ODD_SECONDS = 0.03  # timestamps that are not multiples of 5 s
