@@ -212,7 +212,9 @@ def shape_stats(raw: Path) -> dict:
     start = split_start(buys)
     past = set(buys.loc[(buys.ts < start) & buys[S.CLIENT_ID].isin(relevant), S.CLIENT_ID])
     window = set(buys.loc[(buys.ts >= start) & (buys.ts < start + pd.Timedelta(days=14)), S.CLIENT_ID])
+    bought = set(buys.loc[buys.ts < start, S.CLIENT_ID])
     return {
+        "relevant with a buy before the split": len(bought & set(relevant)) / len(relevant),
         **{f"{name}/buys": n[name] / n[S.PRODUCT_BUY] for name in S.EVENT_TYPES if name != S.PRODUCT_BUY},
         **{f"events p{q}": per_client.quantile(q / 100) for q in (50, 90, 99)},
         "relevant median page_visit": rel_counts[S.PAGE_VISIT],
@@ -227,7 +229,7 @@ REAL_SHAPE = {
     "page_visit/buys": (89.6, 0.2), "search_query/buys": (5.7, 0.2), "add_to_cart/buys": (3.1, 0.2),
     "remove_from_cart/buys": (1.0, 0.3), "events p50": (2, 0.01), "events p90": (18, 0.2), "events p99": (119, 0.25),
     "relevant median page_visit": (18, 0.15), "relevant median search_query": (5, 0.2),
-    "relevant past buyers without a window buy": (0.94, 0.03),
+    "relevant past buyers without a window buy": (0.94, 0.03), "relevant with a buy before the split": (0.745, 0.1),
 }
 
 

@@ -60,6 +60,8 @@ DEFAULTS = {
     "other_lifetime": 8.0,
     "relevant_lifetime_sigma": 0.8,  # its lognormal spread
     "relevant_churn_shape": 1,  # Gamma shape of the days to churn around the lifetime (1: exponential)
+    "relevant_arrival_session": False,  # every relevant client has at least its arrival session
+    "relevant_first_buy": False,  # a relevant buyer's first product view is always bought
     "decay_days": 7.0,  # median time constant of the activity's decay after churn
     "relevant_depth": 5.0,  # median mean page views per session
     "other_depth": 2.0,

@@ -41,8 +41,9 @@ def sample_sessions(rng, cfg, cl) -> tuple[np.ndarray, np.ndarray]:
         c = np.arange(lo, min(n, lo + 20_000))
         lam = cl.rate[c, None] * alive(cl, c[:, None], np.arange(days)[None, :] + 0.5) * week
         counts = rng.poisson(lam)
-        # Every non-relevant client exists because it did something: at least its arrival session.
-        empty = (counts.sum(1) == 0) & (c >= cl.n_relevant)
+        # Every non-relevant client exists because it did something: at least its arrival session
+        # (relevant clients too with relevant_arrival_session: the real ones were chosen among the active).
+        empty = (counts.sum(1) == 0) & ((c >= cl.n_relevant) | bool(cfg["relevant_arrival_session"]))
         counts[empty, np.floor(cl.arrival[c[empty]]).astype(int)] = 1
         rows, cols = np.nonzero(counts)
         clients.append(np.repeat(c[rows], counts[rows, cols]))
@@ -114,10 +115,12 @@ def sample_events(rng, cfg, cat, cl, sess_client, sess_start) -> dict[str, dict[
     pc_ = client[prod]
     add_p = np.where(on_staple, np.minimum(0.9, 3.5 * cl.add_p[pc_]), cl.add_p[pc_])
     added = rng.random(len(prod)) < add_p
+    first_buy = _first_buys(cfg, cl, pc_)
+    added |= first_buy
     a_rows, a_sku, a_client = prod[added], p_sku[added], pc_[added]
     a_t = t[a_rows] + 5 * rng.integers(1, 7, len(a_rows))
     buy_p = np.where(on_staple[added], np.maximum(cl.buy_p[a_client], STAPLE_BUY_P * cl.buyer[a_client]), cl.buy_p[a_client])
-    bought = rng.random(len(a_rows)) < buy_p
+    bought = (rng.random(len(a_rows)) < buy_p) | first_buy[added]
     checkout = session_end + 60 + _gaps(rng, n_sess, 90, 0.8)
     b_t = checkout[sess[a_rows[bought]]] + 5 * rng.integers(0, 2, bought.sum())
     removed = ~bought & (rng.random(len(a_rows)) < cl.remove_p[a_client])
@@ -140,6 +143,16 @@ def sample_events(rng, cfg, cat, cl, sess_client, sess_start) -> dict[str, dict[
         S.REMOVE_FROM_CART: {"client": a_client[removed], "t": r_t, S.SKU: a_sku[removed]},
         S.PRODUCT_BUY: {"client": b_client, "t": b_t, S.SKU: b_sku},
     }
+
+
+def _first_buys(cfg, cl, view_client: np.ndarray) -> np.ndarray:
+    """Product views bought whatever the funnel says: with relevant_first_buy, each relevant buyer's
+    first product view (the real relevant clients are mostly buyers; this keeps them so without
+    raising every session's conversion). Views are in client-then-time order."""
+    if not cfg["relevant_first_buy"]:
+        return np.zeros(len(view_client), bool)
+    first = np.r_[True, view_client[1:] != view_client[:-1]] if len(view_client) else np.zeros(0, bool)
+    return first & (view_client < cl.n_relevant) & cl.buyer[view_client]
 
 
 def sample_block(rng: np.random.Generator, cfg, cat, cl) -> dict[str, dict[str, np.ndarray]]:

@@ -24,27 +24,30 @@ REAL_URLS = 12_700_000  # distinct page-visit URLs: product and listing pages in
 BLOCK_CLIENTS = 50_000
 
 SHAPE = {  # set with benchmarks/data_stats.py against SPEC §2 (see the module docstring)
-    # Relevant clients: a few weeks of activity each (arrivals spread over the period), ~5 sessions
-    # of ~3.5 page views, rare conversion: ~94% of past buyers skip a 14-day window.
-    "relevant_rate": 0.16,
+    # Relevant clients: chosen among the active (each has a session; buyers' first product view is
+    # bought), a few weeks of activity each with arrivals spread over the period, ~5 sessions of
+    # ~3.5 page views, rare conversion otherwise: ~94% of past buyers skip a 14-day window.
+    "relevant_arrival_session": True,
+    "relevant_first_buy": True,
+    "relevant_rate": 0.13,
     "relevant_rate_sigma": 0.5,
-    "relevant_start_share": 0.4,
-    "relevant_lifetime": 25.0,
+    "relevant_start_share": 0.25,
+    "relevant_lifetime": 40.0,
     "relevant_lifetime_sigma": 0.3,
     "relevant_churn_shape": 4,
     "relevant_depth": 3.5,
-    "relevant_searches": 1.0,
-    "relevant_add_b": 7.0,
-    "buy_b": 5.0,
-    "remove_b": 10.0,
+    "relevant_searches": 1.2,
+    "relevant_add_b": 12.5,
+    "buy_b": 6.0,
+    "remove_b": 6.0,
     # Other clients: mostly one short visit, a heavy tail of returning browsers, few buyers.
-    "other_rate": 0.05,
+    "other_rate": 0.055,
     "other_rate_sigma": 1.6,
     "other_lifetime": 8.0,
     "other_depth": 1.5,
     "other_searches": 0.03,
-    "other_buyers": 0.03,
-    "browser_add_b": 45.0,
+    "other_buyers": 0.015,
+    "browser_add_b": 30.0,
 }
 
 
