@@ -7,7 +7,7 @@ it replaced), and the inner-split scorer's time per candidate on a client sample
 Sources are fake stored profiles in --workdir (client_ids.npy int64 + embeddings.npy + meta.json):
 `features` 400 float32 columns (norm none, not centred), `affinity` 200 float32 (l2) and a learned
 1,024-column float16 profile (l2), i.e. 1,624 output columns. Each measurement runs in a fresh
-process (peak RSS = its ru_maxrss). The old code (`ubp/ensemble.py` at OLD_COMMIT, plus the checks
+process (peak RSS = its VmHWM). The old code (`ubp/ensemble.py` at OLD_COMMIT, plus the checks
 and float16 copy `ubp.embed.compute` made of its matrix) would need ~20 GB at 1M clients, more than
 this shared machine allows, so it runs at --old-clients and is extrapolated linearly (its memory
 is a constant plus a per-client term). The scorer is timed on synthetic labels (2 binary tasks, 4 of
@@ -46,7 +46,11 @@ ROWS_PER_WRITE = 50_000
 
 
 def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KB -> GB
+    """This process's peak RSS (VmHWM): unlike ru_maxrss it does not inherit the parent's RSS at fork."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2 ** 20  # kB -> GB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
 def make_sources(root: Path, n: int) -> Path:
@@ -159,7 +163,7 @@ def markdown(result: dict) -> str:
     lines = ["# The ensemble and its selection at the real data's size", "",
              "Made by `python benchmarks/ensemble_scale.py`" + result["args"] + ". Synthetic stored sources "
              "(features 400 float32 columns, affinity 200 float32, a learned 1,024-column float16 profile; "
-             "1,624 output columns, float16). Each row: one fresh process; peak RSS = its ru_maxrss (file pages "
+             "1,624 output columns, float16). Each row: one fresh process; peak RSS = its VmHWM (file pages "
              "of memory maps included). Load average (1 min) at the end of each run: the machine was shared, so "
              "times are indicative.", "",
              "## combine@ensemble", "", "| code | clients | peak RSS GB | seconds | load |", "|---|---:|---:|---:|---:|"]
