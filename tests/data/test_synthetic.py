@@ -289,3 +289,14 @@ def test_scale_preset_keys_and_overrides():
     for bad in ({"scale": 0}, {"scale": "big"}, {"block_clients": 0}):
         with pytest.raises(UbpError, match="scale|block_clients"):
             resolve_config(bad)
+
+
+def test_oracle_of_a_blocked_dataset_describes_the_clients_that_were_sampled(scaled):
+    # The oracle redraws each block's traits from the block's stream: they must be the sampled ones.
+    ids = np.load(scaled / S.ORACLE_SUBDIR / "client_ids.npy")
+    state = np.load(scaled / S.ORACLE_SUBDIR / "state.npy")
+    columns = json.loads((scaled / S.ORACLE_SUBDIR / "columns.json").read_text())
+    buyer = state[:, columns.index("buyer")] == 1
+    bought = np.isin(ids, pd.read_parquet(scaled / f"{S.PRODUCT_BUY}.parquet")[S.CLIENT_ID])
+    assert not (bought & ~buyer).any(), "a client the oracle calls a non-buyer bought"
+    assert bought[buyer].mean() > 0.7  # relevant_first_buy: buyers buy at their first product view

@@ -120,6 +120,11 @@ def block_rng(rng: np.random.Generator, cfg: dict, b: int) -> np.random.Generato
     return np.random.default_rng(np.random.SeedSequence(cfg["seed"], spawn_key=(b,)))
 
 
+def _relevant_traits(rng, cfg: dict, cat, b: int, ids: np.ndarray):
+    """Block b's relevant clients again: traits are the first draws of the block's own stream."""
+    return build_clients(block_rng(rng, cfg, b), {**cfg, "n_relevant": len(ids), "n_other": 0}, cat, ids=ids)
+
+
 def generate(out_dir: Path, cfg: dict) -> None:
     """Write a raw-layout dataset plus oracle/ into `out_dir` (atomically, whole directory)."""
     cfg = resolve_config(cfg)
@@ -131,7 +136,7 @@ def generate(out_dir: Path, cfg: dict) -> None:
     ids = unique_ids(rng, n_clients, CLIENT_ID_HIGH) if cfg["block_clients"] is not None else None
     log.info("catalogue: %d SKUs, %d categories; %d clients in %d blocks", len(cat.sku_id), len(cat.cat_id), n_clients, len(blocks))
 
-    purchases, relevant, first = Purchases(len(cat.sku_id)), [], 0
+    purchases, relevant, first = Purchases(len(cat.sku_id)), [], 0  # relevant: (block, its relevant clients or None)
     with atomic_dir(out_dir) as tmp:
         writer = EventWriter(tmp)
         for b, (n_rel, n_other) in enumerate(tqdm(blocks, desc="generate", unit="block", disable=None)):
@@ -142,8 +147,8 @@ def generate(out_dir: Path, cfg: dict) -> None:
             events = sample_block(r, cfg, cat, cl)
             purchases.add(events)
             writer.add(block_tables(r, events, cl.ids, cat, start))
-            if n_rel:
-                relevant.append(cl.take(np.arange(n_rel)))
+            if n_rel:  # a block's own stream redraws its traits for the oracle: keep only one-block populations
+                relevant.append((b, cl.take(np.arange(n_rel)) if cfg["block_clients"] is None else None, cl.ids[:n_rel]))
         writer.close()
         log.info("events: %s", ", ".join(f"{k} {v}" for k, v in writer.rows.items()))
         if writer.rows[S.PRODUCT_BUY] == 0:
@@ -151,7 +156,7 @@ def generate(out_dir: Path, cfg: dict) -> None:
 
         props = {S.SKU: cat.sku_id, S.CATEGORY: cat.cat_id[cat.sku_cat], S.PRICE: cat.sku_price, S.NAME: format_vectors(rng, cat.sku_name)}
         pq.write_table(shuffled_table(rng, props), tmp / f"{S.PROPERTIES}.parquet", compression="snappy")
-        relevant_ids = np.concatenate([cl.ids for cl in relevant])
+        relevant_ids = np.concatenate([block_ids for _, _, block_ids in relevant])
         save_npy(tmp / S.RELEVANT_CLIENTS_FILE, relevant_ids[rng.permutation(len(relevant_ids))])
 
         end = int(purchases.buys()[1].max())
@@ -160,7 +165,9 @@ def generate(out_dir: Path, cfg: dict) -> None:
         oracle = tmp / S.ORACLE_SUBDIR
         oracle.mkdir()
         save_npy(oracle / "client_ids.npy", relevant_ids)
-        columns = write_oracle_state(oracle / "state.npy", relevant, cat, t_split / DAY, cat_cols, sku_cols, day_weights(cfg), unseen)
+        traits = (cl if cl is not None else _relevant_traits(rng, cfg, cat, b, ids) for b, cl, ids in relevant)
+        columns = write_oracle_state(oracle / "state.npy", traits, len(relevant_ids), cat, t_split / DAY, cat_cols,
+                                     sku_cols, day_weights(cfg), unseen)
         save_json(oracle / "columns.json", columns)
         log.info("oracle: %d columns at %s", len(columns), start + np.timedelta64(t_split, "s"))
 

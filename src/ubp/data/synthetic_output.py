@@ -146,10 +146,10 @@ def oracle_columns(cat, purchases: Purchases, t_split: int) -> tuple[np.ndarray,
     return np.sort(cat_cols), skus, ~seen[skus]
 
 
-def write_oracle_state(path: Path, relevant: list, cat, t_split: float, cat_cols, sku_cols, day_weight, unseen) -> list[str]:
-    """oracle/state.npy (relevant clients x columns, float32) appended in row blocks, so that the
-    (clients x categories) arrays of the expectations stay bounded; returns the column names."""
-    n = sum(cl.n_relevant for cl in relevant)
+def write_oracle_state(path: Path, relevant, n: int, cat, t_split: float, cat_cols, sku_cols, day_weight, unseen) -> list[str]:
+    """oracle/state.npy (the n relevant clients x columns, float32), from an iterable of the relevant
+    clients block by block, appended in row blocks so that the (clients x categories) arrays of the
+    expectations stay bounded; returns the column names."""
     rows = max(1, ORACLE_CELLS // len(cat.cat_id))
     columns, done = None, 0
     sku_terms = oracle_sku_terms(cat, t_split)
