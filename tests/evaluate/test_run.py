@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from ubp import schema
-from ubp.evaluate import run
+from ubp.evaluate import protocol, run
 from ubp.io import UbpError
 
 N_CLIENTS, N_LABELS, DIM = 300, 4, 8
@@ -55,6 +55,29 @@ def test_writes_metrics(workdir):
     assert {"score", "auroc", "diversity", "novelty", "best_epoch", "n_clients", "n_labels",
             "labels_without_positive", "seconds"} <= set(sku)
     assert sku["n_clients"] == N_CLIENTS and sku["n_labels"] == N_LABELS and sku["best_epoch"] in (0, 1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_memmap_route_equals_the_in_memory_route(workdir, tmp_path, monkeypatch, threads):
+    """A float32 file read block by block (here a batch per block) gives exactly the numbers of the
+    aligned arrays in memory: the same float32 values in the same batches."""
+    good, targets = workdir / schema.EMBEDDINGS_DIR / "good", workdir / schema.TARGETS_DIR
+    ids, emb = np.load(good / "client_ids.npy"), np.load(good / "embeddings.npy")
+    config = protocol.ProtocolConfig.from_params({**EVAL_PARAMS, "threads": threads})
+    monkeypatch.setattr(run, "BLOCK_BYTES", 4 * DIM * 128)  # the float32 file written 128 rows at a time
+    run.write_float32(good / "embeddings.npy", tmp_path / "x.npy")
+    assert np.array_equal(np.load(tmp_path / "x.npy"), emb.astype(np.float32))
+    monkeypatch.setattr(protocol, "BLOCK_BYTES", 4 * DIM * 128)  # and read one batch at a time
+    for task in schema.TASKS:
+        labels = run.load_task_labels(targets, task)
+        _, x, y_train, y_val = protocol.align(labels["client_ids"], labels["y_train"], labels["y_validation"], ids, emb)
+        want = protocol.evaluate_task(task, x, y_train, y_val, labels.get("popularity"), config)
+        assert run.write_task(targets, task, ids, tmp_path / task) == len(x)
+        # churn reads a subset of the rows by index, the other tasks every row in order
+        assert (tmp_path / task / "rows.npy").exists() == (task == schema.CHURN)
+        got = run.run_task(task, tmp_path / "x.npy", tmp_path / task, config)
+        assert got["per_epoch"] == want["per_epoch"], task
+        assert (got["best_epoch"], got["n_clients"]) == (want["best_epoch"], want["n_clients"])
 
 
 def test_worker_processes_give_the_same_scores_as_one_process(workdir):

@@ -31,6 +31,14 @@ def _as_tensor(array, dtype: torch.dtype) -> torch.Tensor:
     return torch.as_tensor(np.asarray(array)).to(dtype)
 
 
+def _as_targets(array) -> torch.Tensor:
+    """0/1 targets as an integer tensor; uint8 stays uint8 (torchmetrics keeps every batch's targets
+    until compute(): 1 byte a value instead of 8 at 1M clients x 100 labels). The AUROC compares
+    them with 1, so the dtype does not change it."""
+    t = array.detach() if isinstance(array, torch.Tensor) else torch.as_tensor(np.asarray(array))
+    return t if t.dtype == torch.uint8 else t.to(torch.long)
+
+
 def _as_2d(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, 1) if t.ndim == 1 else t
 
@@ -110,7 +118,7 @@ class TaskMetrics:
     @torch.no_grad()
     def update(self, logits, targets) -> None:
         logits = _as_2d(_as_tensor(logits, torch.float32)).to(self.device)
-        targets = _as_2d(_as_tensor(targets, torch.long)).to(self.device)
+        targets = _as_2d(_as_targets(targets)).to(self.device)
         self.auroc.update(logits, targets)
         self.n += logits.shape[0]
         if not self.binary:
@@ -142,7 +150,7 @@ class TaskMetrics:
 def compute_metrics(task: str, logits, targets, popularity=None, batch_size: int | None = 128) -> dict:
     """All rows at once, fed in `batch_size` chunks (None: a single update)."""
     logits = _as_2d(_as_tensor(logits, torch.float32))
-    targets = _as_2d(_as_tensor(targets, torch.long))
+    targets = _as_2d(_as_targets(targets))
     metrics = TaskMetrics(task, popularity)
     step = batch_size or max(len(logits), 1)
     for start in range(0, len(logits), step):

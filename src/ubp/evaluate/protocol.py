@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,37 +97,100 @@ def build_net(d_in: int, n_out: int, config: ProtocolConfig) -> DownstreamNet:
     return DownstreamNet(d_in, n_out, config.thin, config.wide)
 
 
-def align(task_client_ids, y_train, y_val, client_ids, embeddings):
-    """The task's rows in the order of the submitted `client_ids` (the official pipeline's order).
+def align_rows(task_client_ids, client_ids) -> tuple[np.ndarray, np.ndarray]:
+    """Where the task's clients are, in the order of the submitted `client_ids` (the official order).
 
-    Returns (ids, x, y_train, y_val): the submitted ids that belong to the task, in submitted order,
-    their embeddings and their label rows. Every task client must have an embedding.
+    Returns (rows, label_rows): `rows` are the positions in `client_ids` of the ids that belong to the
+    task, in submitted (so increasing) order; `label_rows` the matching positions in `task_client_ids`.
+    Every task client must have an embedding.
     """
     task_ids = np.asarray(task_client_ids)
     ids = np.asarray(client_ids)
     if len(np.unique(task_ids)) != len(task_ids):
         raise UbpError("the task's client ids contain duplicates")
-    in_task = np.isin(ids, task_ids)
-    kept = ids[in_task]
+    rows = np.flatnonzero(np.isin(ids, task_ids))
+    kept = ids[rows]
     if len(np.unique(kept)) != len(kept):
         raise UbpError("the embedding's client_ids contain duplicates")
     missing = np.setdiff1d(task_ids, kept)
     if len(missing):
         raise UbpError(f"{len(missing)} task clients have no embedding (e.g. client_id {missing[0]})")
     by_id = np.argsort(task_ids)
-    rows = by_id[np.searchsorted(task_ids[by_id], kept)]
-    return kept, np.asarray(embeddings)[in_task], np.asarray(y_train)[rows], np.asarray(y_val)[rows]
+    return rows, by_id[np.searchsorted(task_ids[by_id], kept)]
+
+
+def align(task_client_ids, y_train, y_val, client_ids, embeddings):
+    """The task's rows in the order of the submitted `client_ids`, in memory (see `align_rows`).
+
+    Returns (ids, x, y_train, y_val): the submitted ids that belong to the task, in submitted order,
+    their embeddings and their label rows.
+    """
+    rows, label_rows = align_rows(task_client_ids, client_ids)
+    return (np.asarray(client_ids)[rows], np.asarray(embeddings)[rows], np.asarray(y_train)[label_rows],
+            np.asarray(y_val)[label_rows])
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """The embedding rows a network reads, in this order: `x[rows]` (all of `x` when rows is None).
+
+    `x` is an array in memory or the path of a .npy file. A file is read one block at a time through
+    a memory map opened for that block only, so a reader's resident memory holds a block, not the
+    file (its pages stay in the page cache, shared by the workers reading the same file).
+    """
+
+    x: np.ndarray | Path
+    rows: np.ndarray | None = None
+
+    def _source(self) -> np.ndarray:
+        return np.load(self.x, mmap_mode="r") if isinstance(self.x, Path) else self.x
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        n, width = self._source().shape
+        return (n if self.rows is None else len(self.rows)), width
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop-1 as a float32 array of its own (float16 embeddings are cast here)."""
+        source = self._source()
+        part = source[start:stop] if self.rows is None else source[self.rows[start:stop]]
+        return np.array(part, dtype=np.float32)
+
+
+def as_rows(x) -> Rows:
+    return x if isinstance(x, Rows) else Rows(np.asarray(x))
+
+
+BLOCK_BYTES = 32 << 20  # float32 rows read (and cast) at once: a few hundred batches of a narrow embedding
+
+
+def _blocks(n: int, width: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of blocks made of whole batches, so every batch is the same 128 rows as ever."""
+    step = batch_size * max(1, BLOCK_BYTES // (4 * max(width, 1) * batch_size))
+    return [(start, min(start + step, n)) for start in range(0, n, step)]
 
 
 def _batches(n: int, size: int):
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
+def _tensor(array, dtype, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype)).to(device)
+
+
 @torch.no_grad()
-def _validate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, metrics: TaskMetrics, batch_size: int) -> dict:
+def _validate(net: nn.Module, x: Rows, y: np.ndarray, metrics: TaskMetrics, batch_size: int,
+              device: torch.device) -> dict:
     net.eval()
-    for batch in _batches(len(x), batch_size):
-        metrics.update(net(x[batch]), y[batch])
+    for start, stop in _blocks(len(y), x.shape[1], batch_size):
+        xb = _tensor(x.block(start, stop), np.float32, device)
+        # uint8 0/1 labels stay uint8: torchmetrics keeps every batch's targets until compute()
+        yb = torch.from_numpy(np.ascontiguousarray(y[start:stop])).to(device)
+        for batch in _batches(stop - start, batch_size):
+            metrics.update(net(xb[batch]), yb[batch])
     return metrics.compute()
 
 
@@ -134,7 +198,11 @@ def train_and_score(task: str, x_fit, y_fit, x_score, y_score, popularity, confi
                     progress=None) -> list[dict]:
     """The protocol's network trained on (x_fit, y_fit) and scored on (x_score, y_score) after every
     epoch; each epoch's metrics. `evaluate_task` passes the same clients twice (train window, then
-    validation window); the inner split of `ubp.selection` passes different clients."""
+    validation window); the inner split of `ubp.selection` passes different clients.
+
+    x_fit and x_score are arrays or `Rows` (e.g. rows of a .npy file); they are read a block of whole
+    batches at a time, so a float16 embedding is never held as float32 in full.
+    """
     if config.threads:
         torch.set_num_threads(int(config.threads))
     # Very confident logits give subnormal gradients, which x86 CPUs process ~20x slower (one
@@ -142,25 +210,28 @@ def train_and_score(task: str, x_fit, y_fit, x_score, y_score, popularity, confi
     # of the conformance runs unchanged within its 1e-5 tolerance.
     torch.set_flush_denormal(True)
     device = torch.device(config.device)
-    xf = torch.from_numpy(np.asarray(x_fit, dtype=np.float32)).to(device)
-    yf = torch.from_numpy(np.asarray(y_fit, dtype=np.float32).reshape(len(xf), -1)).to(device)
-    xs = xf if x_score is x_fit else torch.from_numpy(np.asarray(x_score, dtype=np.float32)).to(device)
-    ys = torch.from_numpy(np.asarray(y_score, dtype=np.int64).reshape(len(xs), -1)).to(device)
-    net = build_net(xf.shape[1], yf.shape[1], config).to(device)
+    fit, score = as_rows(x_fit), as_rows(x_score)
+    (n_fit, width), n_score = fit.shape, len(score)
+    y_fit = np.asarray(y_fit).reshape(n_fit, -1)
+    y_score = np.asarray(y_score).reshape(n_score, -1)
+    net = build_net(width, y_fit.shape[1], config).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr)  # torch defaults: weight_decay 0.01
     metrics = TaskMetrics(task, popularity, device=device)
-    batches = _batches(len(xf), config.batch_size)
+    blocks = _blocks(n_fit, width, config.batch_size)
     per_epoch = []
     for _ in range(config.epochs):
         net.train()
-        for batch in batches:
-            loss = F.binary_cross_entropy_with_logits(net(xf[batch]), yf[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if progress:
-                progress(batch.stop - batch.start)
-        per_epoch.append(_validate(net, xs, ys, metrics, config.batch_size))
+        for start, stop in blocks:
+            xb = _tensor(fit.block(start, stop), np.float32, device)
+            yb = _tensor(y_fit[start:stop], np.float32, device)
+            for batch in _batches(stop - start, config.batch_size):
+                loss = F.binary_cross_entropy_with_logits(net(xb[batch]), yb[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if progress:
+                    progress(batch.stop - batch.start)
+        per_epoch.append(_validate(net, score, y_score, metrics, config.batch_size, device))
     return per_epoch
 
 
@@ -168,24 +239,24 @@ def evaluate_task(task: str, embeddings, y_train, y_val, popularity=None, config
                   progress=None) -> dict:
     """Train the task's network and score it on the validation labels.
 
-    `embeddings` and the label matrices are already aligned (see `align`). Returns the best epoch's
-    score (rounded), auroc, diversity, novelty, the best epoch, every epoch's metrics, sizes and
-    seconds. `progress` (optional) is called with the number of samples done after every batch.
+    `embeddings` (an array or `Rows`) and the label matrices are already aligned (see `align`).
+    Returns the best epoch's score (rounded), auroc, diversity, novelty, the best epoch, every epoch's
+    metrics, sizes and seconds. `progress` (optional) is called with the number of samples done after
+    every batch.
     """
     config = config or ProtocolConfig()
     started = time.perf_counter()
     y_train = np.asarray(y_train).reshape(len(y_train), -1)
     y_val = np.asarray(y_val).reshape(len(y_val), -1)
-    embeddings = np.asarray(embeddings)
-    if not (len(embeddings) == len(y_train) == len(y_val)):
-        raise UbpError(f"task {task}: {len(embeddings)} embeddings, {len(y_train)} train rows, "
-                       f"{len(y_val)} validation rows")
-    if len(embeddings) == 0:
+    x = as_rows(embeddings)
+    n = len(x)
+    if not (n == len(y_train) == len(y_val)):
+        raise UbpError(f"task {task}: {n} embeddings, {len(y_train)} train rows, {len(y_val)} validation rows")
+    if n == 0:
         raise UbpError(f"task {task}: no clients")
     if is_binary(task) and y_train.shape[1] != 1:
         raise UbpError(f"task {task}: a binary task needs one label column, got {y_train.shape[1]}")
 
-    x = embeddings.astype(np.float32)
     per_epoch = train_and_score(task, x, y_train, x, y_val, popularity, config, progress)
 
     scores = [epoch["score"] for epoch in per_epoch]
@@ -197,7 +268,7 @@ def evaluate_task(task: str, embeddings, y_train, y_val, popularity=None, config
         "novelty": per_epoch[best]["novelty"],
         "best_epoch": best,
         "per_epoch": per_epoch,
-        "n_clients": int(len(x)),
+        "n_clients": int(n),
         "n_labels": int(y_train.shape[1]),
         "labels_without_positive": labels_without_positive(y_val),
         "seconds": round(time.perf_counter() - started, 2),

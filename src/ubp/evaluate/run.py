@@ -6,16 +6,19 @@ Reads params.yaml's `eval` section (network size and training settings), the emb
 `embeddings/<profile>/` and the labels the targets stage wrote in `data/targets/labels/<task>.npz`.
 A profile the embed stage skipped (`SKIPPED.txt`) gets a metrics file that says so, with no scores.
 
-`eval.workers` > 1 trains the six tasks' networks in that many spawned processes, each with
-`eval.threads` torch threads (the default 2 x 1 on 2 cores: `features` took 20.7 s instead of 26.2 s
-with 1 x 2, because these small networks use a second thread poorly). Each task is seeded on its own, so its scores do not
-depend on which process trains it or in what order; they do depend, in the last digits of AUROC,
-on the thread count (torch sums in another order).
+The embedding is checked and written once as float32 to a temporary .npy file (under TMPDIR),
+with each task's row order and labels beside it; the tasks' networks read it a block at a time, so
+neither this process nor a worker ever holds a copy of the whole embedding. `eval.workers` > 1
+trains the six tasks' networks in that many spawned processes, each with `eval.threads` torch
+threads (default 2 x 1 on 2 cores: these small networks use a second thread poorly). Each task is
+seeded on its own, so its scores do not depend on which process trains it or in what order; they
+do depend, in the last digits of AUROC, on the thread count (torch sums in another order).
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -25,7 +28,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ubp import schema
-from ubp.evaluate.protocol import SCORE_DECIMALS, ProtocolConfig, align, evaluate_task
+from ubp.evaluate.protocol import BLOCK_BYTES, SCORE_DECIMALS, ProtocolConfig, Rows, align_rows, evaluate_task
 from ubp.io import UbpError, load_npy, save_json
 from ubp.params import load_params, profile_dir, profile_names, section
 
@@ -59,10 +62,32 @@ def load_task_labels(targets_dir: Path, task: str) -> dict:
     return labels
 
 
-def load_embedding(profile_dir: Path, relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """client_ids + embeddings of a profile, checked like a submission (SPEC §7)."""
+def load_task_ids(targets_dir: Path, task: str) -> np.ndarray:
+    """A task's client ids alone (the label matrices stay on disk until the task's turn)."""
+    path = labels_path(targets_dir, task)
+    if not path.exists():
+        raise UbpError(f"{path}: file not found (run the targets stage first)")
+    with np.load(path, allow_pickle=False) as npz:  # members load lazily, by key
+        if "client_ids" not in npz.files:
+            raise UbpError(f"{path}: missing array(s) client_ids")
+        return npz["client_ids"]
+
+
+def _open_embedding(path: Path) -> np.ndarray:
+    """The embedding as a read-only memory map: checked and converted a block at a time."""
+    if not path.exists():
+        raise UbpError(f"{path}: file not found")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for a corrupt file
+        raise UbpError(f"{path}: not a readable .npy array ({exc})") from None
+
+
+def check_embedding(profile_dir: Path, relevant: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """client_ids and the embedding's shape, checked like a submission (SPEC §7), except for NaN and
+    inf, which `write_float32` counts while it reads the values."""
     ids_path, emb_path = profile_dir / "client_ids.npy", profile_dir / "embeddings.npy"
-    ids, emb = load_npy(ids_path), load_npy(emb_path)
+    ids, emb = load_npy(ids_path), _open_embedding(emb_path)
     if ids.ndim != 1 or ids.dtype != np.int64:
         raise UbpError(f"{ids_path}: expected a 1-D int64 array, got {ids.dtype} with shape {ids.shape}")
     if emb.ndim != 2 or not np.issubdtype(emb.dtype, np.floating):
@@ -71,9 +96,6 @@ def load_embedding(profile_dir: Path, relevant: np.ndarray) -> tuple[np.ndarray,
         raise UbpError(f"{emb_path}: {len(emb)} rows for {len(ids)} client ids")
     if emb.shape[1] > schema.MAX_EMBEDDING_DIM:
         raise UbpError(f"{emb_path}: {emb.shape[1]} dimensions, the limit is {schema.MAX_EMBEDDING_DIM}")
-    if not np.isfinite(emb).all():
-        bad = int((~np.isfinite(emb)).any(axis=1).sum())
-        raise UbpError(f"{emb_path}: NaN or inf in {bad} rows")
     unique = np.unique(ids)
     if len(unique) != len(ids):
         raise UbpError(f"{ids_path}: {len(ids) - len(unique)} duplicate client ids")
@@ -82,7 +104,50 @@ def load_embedding(profile_dir: Path, relevant: np.ndarray) -> tuple[np.ndarray,
         example = f"missing e.g. {missing[0]}" if len(missing) else f"unexpected e.g. {extra[0]}"
         raise UbpError(f"{ids_path}: the ids must be exactly the {len(relevant)} relevant clients "
                        f"({len(missing)} missing, {len(extra)} not relevant; {example})")
-    return ids, emb
+    return ids, emb.shape
+
+
+def write_float32(emb_path: Path, out: Path) -> None:
+    """The embedding cast to float32 (as the official pipeline feeds it) into the .npy file `out`,
+    a block at a time: neither copy is ever held in memory whole. NaN or inf -> UbpError."""
+    n, width = _open_embedding(emb_path).shape
+    target = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, width))
+    offset = target.offset
+    del target  # written below with plain writes, which do not map the file into this process
+    step = max(1, BLOCK_BYTES // (4 * max(width, 1)))
+    bad = 0
+    with open(out, "r+b") as f:
+        f.seek(offset)
+        for start in range(0, n, step):
+            block = Rows(emb_path).block(start, min(start + step, n))
+            bad += int((~np.isfinite(block)).any(axis=1).sum())
+            block.tofile(f)
+    if bad:
+        raise UbpError(f"{emb_path}: NaN or inf in {bad} rows")
+
+
+def write_task(targets_dir: Path, task: str, ids: np.ndarray, out: Path) -> int:
+    """Checks the task's labels and writes what its worker reads into the directory `out`: the rows
+    of the embedding in the task's client order (none if that is every row in order), the label
+    matrices in that order and the popularity. Returns the number of clients."""
+    labels = load_task_labels(targets_dir, task)
+    rows, label_rows = align_rows(labels["client_ids"], ids)
+    out.mkdir()
+    if not np.array_equal(rows, np.arange(len(ids))):  # churn: a subset; the others: every row in order
+        np.save(out / "rows.npy", rows)
+    for key in ("y_train", "y_validation"):
+        np.save(out / f"{key}.npy", labels[key][label_rows])
+    if "popularity" in labels:
+        np.save(out / "popularity.npy", labels["popularity"])
+    return len(rows)
+
+
+def run_task(task: str, x_path: Path, task_dir: Path, config: ProtocolConfig, progress=None) -> dict:
+    """One task, from the files `write_float32` and `write_task` wrote (in a worker or in-process)."""
+    rows = np.load(task_dir / "rows.npy") if (task_dir / "rows.npy").exists() else None
+    popularity = np.load(task_dir / "popularity.npy") if (task_dir / "popularity.npy").exists() else None
+    return evaluate_task(task, Rows(x_path, rows), np.load(task_dir / "y_train.npy"),
+                         np.load(task_dir / "y_validation.npy"), popularity, config, progress=progress)
 
 
 def evaluate_profile(profile: str, eval_params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR,
@@ -96,44 +161,52 @@ def evaluate_profile(profile: str, eval_params: dict, embeddings_dir: Path = sch
         reason = (profile_dir / SKIPPED_FILE).read_text().strip()
         log.info("%s: skipped by the embed stage (%s)", profile, reason)
         return {**result, "skipped": reason or "skipped"}
-
-    started = time.perf_counter()
-    labels = {task: load_task_labels(targets_dir, task) for task in schema.TASKS}
-    # Every non-churn task covers all relevant clients (churn only the active ones).
-    relevant = np.unique(np.concatenate([labels[t]["client_ids"] for t in schema.TASKS]))
-    ids, emb = load_embedding(profile_dir, relevant)
-    log.info("%s: %d clients x %d dims; network %s (thin %d, wide %d), %d epochs, device %s",
-             profile, len(ids), emb.shape[1], size, config.thin, config.wide, config.epochs, config.device)
-
-    aligned = {t: align(lab["client_ids"], lab["y_train"], lab["y_validation"], ids, emb) for t, lab in labels.items()}
-    total = sum(len(a[0]) for a in aligned.values()) * config.epochs
-    jobs = {task: (task, *aligned[task][1:], labels[task].get("popularity")) for task in schema.TASKS}
     workers = eval_params.get("workers")
     workers = 1 if workers is None else workers  # absent, or emptied by `dvc exp run -S eval.workers=null`
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UbpError(f"params.yaml: eval.workers must be a whole number >= 1, got {eval_params.get('workers')!r}")
-    outs = {}
-    bar = tqdm(total=total, desc=f"evaluate {profile}", unit="sample", leave=False, disable=None)
-    with bar, logging_redirect_tqdm():
-        if workers == 1:
-            for task, job in jobs.items():
-                outs[task] = evaluate_task(*job, config, progress=bar.update)
-                _log_task(profile, task, outs[task])
-        else:
-            # spawn, not fork: a forked copy of a process whose torch threads already ran can hang.
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
-                                     mp_context=multiprocessing.get_context("spawn")) as pool:
-                running = {pool.submit(evaluate_task, *job, config): task for task, job in jobs.items()}
-                for done in as_completed(running):
-                    task = running[done]
-                    outs[task] = done.result()
-                    bar.update(len(jobs[task][1]) * config.epochs)
-                    _log_task(profile, task, outs[task])
+
+    started = time.perf_counter()
+    # Every non-churn task covers all relevant clients (churn only the active ones).
+    relevant = np.unique(np.concatenate([load_task_ids(targets_dir, t) for t in schema.TASKS]))
+    ids, (n, width) = check_embedding(profile_dir, relevant)
+    log.info("%s: %d clients x %d dims; network %s (thin %d, wide %d), %d epochs, device %s",
+             profile, n, width, size, config.thin, config.wide, config.epochs, config.device)
+    # One float32 copy on disk (TMPDIR) that every worker reads, plus each task's rows and labels:
+    # the parent never holds an aligned copy of the embedding.
+    with tempfile.TemporaryDirectory(prefix="ubp-evaluate-") as tmp:
+        x_path = Path(tmp) / "embeddings.npy"
+        write_float32(profile_dir / "embeddings.npy", x_path)
+        sizes = {task: write_task(targets_dir, task, ids, Path(tmp) / task) for task in schema.TASKS}
+        outs = _run_tasks(profile, x_path, Path(tmp), sizes, config, workers)
     tasks = {task: _task_entry(task, outs[task]) for task in schema.TASKS}  # always in task order
     result["sum"] = round(sum(entry["score"] for entry in tasks.values()), SCORE_DECIMALS)
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["tasks"] = tasks
     return result
+
+
+def _run_tasks(profile: str, x_path: Path, tmp: Path, sizes: dict[str, int], config: ProtocolConfig,
+               workers: int) -> dict[str, dict]:
+    outs = {}
+    total = sum(sizes.values()) * config.epochs
+    bar = tqdm(total=total, desc=f"evaluate {profile}", unit="sample", leave=False, disable=None)
+    with bar, logging_redirect_tqdm():
+        if workers == 1:
+            for task in sizes:
+                outs[task] = run_task(task, x_path, tmp / task, config, progress=bar.update)
+                _log_task(profile, task, outs[task])
+        else:
+            # spawn, not fork: a forked copy of a process whose torch threads already ran can hang.
+            with ProcessPoolExecutor(max_workers=min(workers, len(sizes)),
+                                     mp_context=multiprocessing.get_context("spawn")) as pool:
+                running = {pool.submit(run_task, task, x_path, tmp / task, config): task for task in sizes}
+                for done in as_completed(running):
+                    task = running[done]
+                    outs[task] = done.result()
+                    bar.update(sizes[task] * config.epochs)
+                    _log_task(profile, task, outs[task])
+    return outs
 
 
 def _log_task(profile: str, task: str, out: dict) -> None:
