@@ -78,6 +78,7 @@ DEFAULTS = {
     "topic_concentration": 2.4,  # Dirichlet total: lower = clients focus on fewer topics
     "category_zipf": 1.1,
     "sku_zipf": 1.5,
+    "url_zipf": 1.1,  # popularity exponent of the generic pages (lower: more distinct pages visited)
     "new_sku_share": 0.15,  # SKUs launched during the period
     "new_sku_hype": 2.5,  # their popularity multiplier at launch (decays)
     "new_sku_wave": 0.3,  # share of new SKUs launched around the split (see build_catalog)

@@ -133,7 +133,7 @@ def build_catalog(rng: np.random.Generator, cfg: dict) -> Catalog:
 
     n_urls = cfg["n_urls"]
     url_ids = unique_ids(rng, n_sku + n_cat + n_urls, URL_ID_HIGH)
-    generic_pop = (np.arange(n_urls) + 1.0) ** -1.1  # index 0 (cart page) is the most visited
+    generic_pop = (np.arange(n_urls) + 1.0) ** -cfg["url_zipf"]  # index 0 (cart page) is the most visited
     return Catalog(
         topic_centroid=topic_centroid,
         topic_weight=topic_weight,
