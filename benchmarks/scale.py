@@ -69,7 +69,8 @@ def prepare(workdir: Path, scale: float, overrides: list[str]) -> str:
         subprocess.run(["git", "checkout", "-q", "--detach", here], cwd=workdir, check=True)
     params_path = workdir / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
-    params["data"].setdefault("synthetic", {})["scale"] = scale
+    # The preset alone decides the sizes: the default's own keys (n_relevant, ...) would override it.
+    params["data"]["synthetic"] = {"seed": (params["data"].get("synthetic") or {}).get("seed", 2025), "scale": scale}
     for item in overrides:
         key, _, value = item.partition("=")
         node = params
