@@ -112,7 +112,10 @@ def build_features(events_dir: Path, properties_path: Path, client_ids: np.ndarr
         if not path.is_file():
             raise UbpError(f"{path}: file not found")
     ids = np.asarray(client_ids, dtype=np.int64)
-    columns: dict[str, np.ndarray] = {schema.CLIENT_ID: ids}
+    names = [f.name for fam in chosen for f in fam.features]
+    # Filled block by block, column-major: the table's only full copy (a DataFrame built from a dict
+    # of columns would hold two, plus a third for the finiteness check).
+    values = np.empty((len(ids), len(names)), dtype=np.float32, order="F")
     with connect(threads=int(threads), memory_limit=memory_limit, temp_directory=temp_directory,
                  preserve_order=False, where="features.memory_limit") as con:
         prepare(con, events_dir, properties_path, ids, cutoff)
@@ -121,13 +124,14 @@ def build_features(events_dir: Path, properties_path: Path, client_ids: np.ndarr
         for fam in tqdm(chosen, desc="feature families", disable=not progress):
             start = time.time()
             for block in fam.blocks:
-                columns.update(_run_block(con, block, cap))
+                for name, column in _run_block(con, block, cap).items():
+                    values[:, names.index(name)] = column
             log.info("family %s: %d columns in %.1f s", fam.name, len(fam.features), time.time() - start)
-    table = pd.DataFrame(columns)
-    values = table.iloc[:, 1:].to_numpy()
-    if not np.isfinite(values).all():
-        bad = table.columns[1:][~np.isfinite(values).all(axis=0)].tolist()
-        raise UbpError(f"features: non-finite values in {bad[:5]}")
+    finite = np.isfinite(values).all(axis=0)
+    if not finite.all():
+        raise UbpError(f"features: non-finite values in {[n for n, ok in zip(names, finite) if not ok][:5]}")
+    table = pd.DataFrame(values, columns=names, copy=False)
+    table.insert(0, schema.CLIENT_ID, ids)
     return table
 
 
