@@ -101,3 +101,12 @@ def test_official_metric_cases(conformance_dir, case, feeding, batch_size):
     got = compute_metrics(task, data["logits"], data["targets"], data.get("popularity"), batch_size=batch_size)
     for key, value in expected.items():
         assert got[key.removeprefix("val_")] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.parametrize("logits, targets, message", [
+    ([[0.5, 1.0]], [[1, 2]], "0 or 1"),
+    ([[0.5, 1.0]], [[1]], "shape"),
+])
+def test_update_rejects_bad_targets(logits, targets, message):
+    with pytest.raises(ValueError, match=message):
+        TaskMetrics("propensity_sku", np.ones(2)).update(np.array(logits, np.float32), np.array(targets))
