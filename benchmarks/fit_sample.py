@@ -1,9 +1,10 @@
 """Neural profiles fitted on a seeded sample of clients (`model.fit_clients`) vs on all of them.
 
-    python benchmarks/fit_sample.py --profiles contrastive gru_ae_day dcn --samples all 4000 1200 \
+    python benchmarks/fit_sample.py --profiles contrastive gru_ae_day dcn --samples all 4000 4000x3 \
         --seeds 1278 1279 42 --timing rcae dcn gru_ae_day next_event contrastive --out reports/fit_sample.md
 
 Run from a pipeline workspace after `dvc repro features sequences`. For each profile and sample size
+(`4000x3`: 4,000 clients and three times the epochs, i.e. about as many optimizer steps as all 12,000)
 it embeds every client (each run in its own process, for its peak memory) into
 `embeddings/<profile>_fit<size>/`, scores it with the fixed evaluator at each evaluator seed, and
 reports the six-task sums beside the evaluator's seed range. `--timing` runs one epoch of each
@@ -46,9 +47,9 @@ def embed_one(profile: str, sample: str, epochs: int | None, out: Path) -> None:
 
     params = load_params()
     cfg = model_config(params, profile)
-    cfg["fit_clients"] = None if sample == "all" else int(sample)
-    if epochs is not None:
-        cfg["epochs"] = epochs
+    size, _, times = sample.partition("x")  # "4000x3": 4,000 clients, 3x the epochs (as many steps as all 12,000)
+    cfg["fit_clients"] = None if size == "all" else int(size)
+    cfg["epochs"] = epochs if epochs is not None else int(cfg.get("epochs", 20)) * int(times or 1)
     ctx = local_context(cfg, sequence_settings=params.get("sequences"),
                         **({"feature_settings": params.get("features")}
                            if "feature_settings" in inspect.signature(local_context).parameters else {}))
@@ -137,19 +138,25 @@ def score_table(raw: dict, args) -> list[str]:
 
 
 def paired_table(raw: dict, args) -> list[str]:
-    """Per evaluator seed, sample minus all: the evaluator's noise cancels in part when paired."""
-    lines = ["| profile | fitted on | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |",
-             "|---" * (len(args.seeds) + 3) + "|"]
+    """Per evaluator seed, sample minus all (the evaluator's noise cancels in part when paired), beside
+    the range of the all-clients sum over the seeds: a mean difference inside it is within the noise."""
+    lines = ["| profile | fitted on | " + " | ".join(f"seed {s}" for s in args.seeds)
+             + " | mean | all's range over seeds | within the range? |", "|---" * (len(args.seeds) + 5) + "|"]
     for profile in args.profiles:
+        base = [raw["scores"].get(f"{variant(profile, 'all')}|{seed}") for seed in args.seeds]
+        base_sums = [sum(b.values()) for b in base if b]
+        spread = max(base_sums) - min(base_sums) if base_sums else float("nan")
         for sample in args.samples:
             if sample == "all":
                 continue
             diffs = []
-            for seed in args.seeds:
-                a, b = (raw["scores"].get(f"{variant(profile, x)}|{seed}") for x in (sample, "all"))
+            for seed, b in zip(args.seeds, base):
+                a = raw["scores"].get(f"{variant(profile, sample)}|{seed}")
                 diffs.append(sum(a.values()) - sum(b.values()) if a and b else float("nan"))
+            mean = float(np.nanmean(diffs)) if not np.isnan(diffs).all() else float("nan")
+            verdict = "" if np.isnan(mean) else ("yes" if abs(mean) <= spread else "no")
             lines.append(f"| {profile} | {sample} | " + " | ".join(f"{d:+.4f}" for d in diffs)
-                         + f" | {np.nanmean(diffs):+.4f} |")
+                         + f" | {mean:+.4f} | {spread:.4f} | {verdict} |")
     return lines
 
 
