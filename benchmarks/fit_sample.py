@@ -149,6 +149,8 @@ def paired_table(raw: dict, args) -> list[str]:
         for sample in args.samples:
             if sample == "all":
                 continue
+            if not any(f"{variant(profile, sample)}|{seed}" in raw["scores"] for seed in args.seeds):
+                continue
             diffs = []
             for seed, b in zip(args.seeds, base):
                 a = raw["scores"].get(f"{variant(profile, sample)}|{seed}")
@@ -240,11 +242,13 @@ def main() -> None:
                         help="a quiet repro_costs run (its .log and .json) to extrapolate from")
     parser.add_argument("--data-clients", type=int, default=12_000, help="clients of the data that run had")
     parser.add_argument("--out", type=Path, default=Path("reports/fit_sample.md"))
+    parser.add_argument("--report-only", action="store_true", help="write the report from the .json, run nothing")
     args = parser.parse_args()
     if "all" in args.samples:  # the reference row first
         args.samples = ["all"] + [s for s in args.samples if s != "all"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    raw = collect(args, args.out.with_suffix(".json"))
+    raw_path = args.out.with_suffix(".json")
+    raw = json.loads(raw_path.read_text()) if args.report_only else collect(args, raw_path)
     save_text(args.out, report(raw, args))
     print(report(raw, args))
 
