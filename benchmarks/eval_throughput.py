@@ -294,6 +294,13 @@ def render(r: dict) -> str:
         "backward); 'x bound' = how many times slower than the bound one epoch-sample (a training "
         "plus a validation sample) runs. The machine is shared by other jobs: 'load' is the 1-minute "
         "load average when the figure was taken.", "",
+        "What the step spends beyond the bound: the matmuls of a 128-row batch run below the large-matrix "
+        "peak, LayerNorm/GELU/residual passes and per-op dispatch come on top, and the optimizer's eight "
+        "elementwise passes over every weight are bandwidth, not FLOPs. The protocol's optimizer "
+        "(`ubp.evaluate.adamw.BlockedAdamW`) runs torch's AdamW arithmetic bit for bit a cache-sized block "
+        "at a time; the torch.optim.AdamW column shows the per-tensor original, the fused column torch's "
+        "fused kernel, which rounds differently and is not used. Several workers of one thread each beat "
+        "one process with two threads for these small matrices.", "",
         "| network | width | threads | train samples/s | train bound | fwd / bwd / optimizer ms | torch.optim.AdamW: samples/s, step ms "
         "| fused AdamW ms (not used) "
         "| validation samples/s | val. bound | of it metric update ms | x bound | load |",

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from ubp.evaluate.adamw import BlockedAdamW
+from ubp.evaluate.adamw import BLOCK, BlockedAdamW
 from ubp.evaluate.protocol import ProtocolConfig, build_net
 
 
@@ -25,7 +25,7 @@ def train(d_in, n_out, thin, wide, blocked, steps=12, block=64):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("d_in, n_out, thin, wide, block", [
     (5, 7, 24, 40, 64),  # sizes that are not multiples of the alignment, blocks that cut parameters
-    (64, 100, 128, 256, 32768),
+    (64, 100, 128, 256, BLOCK),  # the default block: two blocks, each split between threads
 ])
 def test_same_weights_as_torch_adamw(threads, d_in, n_out, thin, wide, block):
     torch.set_num_threads(threads)

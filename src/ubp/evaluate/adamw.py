@@ -14,7 +14,10 @@ from __future__ import annotations
 import torch
 
 ALIGN = 16  # each parameter starts on a 64-byte boundary of the buffer, like a tensor of its own
-BLOCK = 32768  # elements per block: the four state buffers + scratch of a block fit a core's L2 cache
+# Elements per block: large enough that per-pass overhead is small and a step has few parallel
+# regions (a busy second core makes each one wait), small enough that the block's five buffers
+# stay in cache between the passes. Chosen by timing 16k..whole buffer (reports/eval_throughput.md).
+BLOCK = 131072
 
 
 class BlockedAdamW:
