@@ -7,6 +7,7 @@ import pytest
 from sklearn.decomposition import PCA
 
 from ubp import ensemble as E
+from ubp.models import features as features_model
 from ubp.models.features import quantile_normal
 from tests.test_ensemble import context, params_file, store
 
@@ -74,7 +75,7 @@ def matrix(rng, d, dtype=np.float16):
 def small_chunks(monkeypatch):
     """Chunks of 3 rows and 2 quantile columns, so every chunked loop runs many times."""
     monkeypatch.setattr(E, "CHUNK_BYTES", 3 * 4 * 20)
-    monkeypatch.setattr(E, "QUANTILE_COLUMNS", 2)
+    monkeypatch.setattr(features_model, "QUANTILE_COLUMNS", 2)
 
 
 SOURCES = [  # (source, method, width)

@@ -80,11 +80,10 @@ DEFAULTS = {"sources": [], "max_dim": schema.MAX_EMBEDDING_DIM, "balance": "sour
             "n_quantiles": 1000, "subsample": 200_000}
 SKIPPED_FILE = "SKIPPED.txt"
 META_FILE = "meta.json"
-# Rows are gathered, l2-normalised and written this many float32 bytes at a time (64 MB), and the
-# quantile transform (float64 inside scikit-learn) runs on this many columns at a time: the peak
-# stays near one source's float32 block whatever the number of clients.
+# Rows are gathered, l2-normalised and written this many float32 bytes at a time (64 MB) (and
+# quantile_normal works a block of columns at a time): the peak stays near one source's float32
+# block whatever the number of clients.
 CHUNK_BYTES = 64 << 20
-QUANTILE_COLUMNS = 16
 
 
 @dataclass(frozen=True)
@@ -198,8 +197,7 @@ def normalise_inplace(x: np.ndarray, norm: str, seed: int = 0, n_quantiles: int 
             x[a:b] /= np.where(lengths > 0, lengths, np.float32(1.0))  # an all-zero row stays zero
         return x
     if norm == "quantile":
-        for c in range(0, x.shape[1], QUANTILE_COLUMNS):
-            x[:, c:c + QUANTILE_COLUMNS] = quantile_normal(x[:, c:c + QUANTILE_COLUMNS], n_quantiles, subsample, seed)
+        quantile_normal(x, n_quantiles, subsample, seed, out=x)  # a block of columns at a time
     elif norm != "standard":
         raise UbpError(f"unknown normalisation '{norm}' (have: l2, quantile, standard, none)")
     std = x.std(axis=0)

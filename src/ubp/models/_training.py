@@ -214,13 +214,15 @@ def tabular_input(ctx, cfg: dict) -> np.ndarray:
     to a normal (tames heavy tails, SPEC §8), then standardized, because the quantile map sends a
     column's ties — e.g. the many zero counts — to one extreme value, far from mean 0 / sd 1."""
     from ubp.features.table import feature_matrix, load_or_build
-    from ubp.models.features import quantile_normal
+    from ubp.models.features import QUANTILE_COLUMNS, quantile_normal
 
     x = quantile_normal(feature_matrix(load_or_build(ctx)), cfg.get("n_quantiles", 1000),
-                        cfg.get("subsample", 200_000), cfg.get("seed", 0)).astype(np.float64)
-    std = x.std(axis=0)
-    x = (x - x.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)
-    return x.astype(np.float32)
+                        cfg.get("subsample", 200_000), cfg.get("seed", 0))  # a new float32 array
+    for c in range(0, x.shape[1], QUANTILE_COLUMNS):  # float64 statistics, a block of columns at a time
+        block = x[:, c:c + QUANTILE_COLUMNS].astype(np.float64)
+        std = block.std(axis=0)
+        x[:, c:c + QUANTILE_COLUMNS] = (block - block.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)
+    return x
 
 
 def embed_tabular(ctx, cfg: dict, defaults: dict, train: Callable, represent: str) -> np.ndarray:
