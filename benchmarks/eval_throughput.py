@@ -14,9 +14,12 @@ Writes reports/eval_throughput.md and .json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +32,7 @@ from ubp import schema
 from ubp.evaluate.adamw import BlockedAdamW
 from ubp.evaluate.metrics import TaskMetrics
 from ubp.evaluate.protocol import ProtocolConfig, Rows, build_net
-from ubp.evaluate.run import evaluate_profile, write_float32
+from ubp.evaluate.run import write_float32
 from ubp.io import save_json, save_text
 
 NETWORKS = {"default": (256, 512), "official": (2048, 4096)}
@@ -191,13 +194,21 @@ def end_to_end(n: int, width: int, epochs: int, churn_share: float) -> dict:
         del emb
         params = {"profile": "default", "sizes": {"default": dict(zip(("thin", "wide"), NETWORKS["default"]))},
                   "epochs": epochs, "threads": 1, "workers": 2}
+        # A fresh process: a spawned worker is forked before it execs, and its peak RSS would count
+        # the RSS of whatever this benchmark process held at that moment. Its own peak is VmHWM, which
+        # (unlike ru_maxrss) starts again at exec.
+        code = ("import json, resource, sys; from ubp.evaluate.run import evaluate_profile; "
+                "m = evaluate_profile('random', json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]); "
+                "print(json.dumps({'tasks': {t: v['seconds'] for t, v in m['tasks'].items()}, "
+                "'parent': int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]), "
+                "'worker': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
         started = time.perf_counter()
-        metrics = evaluate_profile("random", params, root / "embeddings", root / "targets")
+        out = subprocess.run([sys.executable, "-c", code, json.dumps(params), str(root / "embeddings"),
+                              str(root / "targets")], check=True, capture_output=True, text=True).stdout
         seconds = time.perf_counter() - started
-    return {"n": n, "width": width, "epochs": epochs, "seconds": round(seconds),
-            "task_seconds": {t: v["seconds"] for t, v in metrics["tasks"].items()},
-            "parent_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "worker_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+    measured = json.loads(out.strip().splitlines()[-1])
+    return {"n": n, "width": width, "epochs": epochs, "seconds": round(seconds), "task_seconds": measured["tasks"],
+            "parent_peak_rss_mb": round(measured["parent"] / 1024), "worker_peak_rss_mb": round(measured["worker"] / 1024),
             "load": load()}
 
 
@@ -330,7 +341,7 @@ def render(r: dict) -> str:
         lines += ["", "**Measured end to end** (`evaluate_profile`, random profile and labels, default network, "
                   "2 workers x 1 thread; peak RSS of the parent and of the largest worker):", "",
                   "| clients | width | epochs | seconds | parent MB | worker MB | load |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {e['n']:,} | {e['width']} | {e['epochs']} | {e['seconds']:,} | {e['parent_peak_rss_mb']:,} "
+        lines += [f"| {e['n']:,} | {e['width']} | {e['epochs']} | {e['seconds']:,} | {e['parent_peak_rss_mb'] or 'not measured'} "
                   f"| {e['worker_peak_rss_mb']:,} | {e['load']} |" for e in r["end_to_end"]]
     return "\n".join(lines) + "\n"
 
