@@ -3,7 +3,9 @@ validation window (SPEC §6).
 
 It reproduces the official Lightning pipeline step for step, in plain torch: the same layer creation
 order after `torch.manual_seed(seed)` (so the same initial weights), the same batches in the given
-client order, AdamW with torch defaults, 3 epochs, validation after each, best of the epochs.
+client order, AdamW with torch defaults (`adamw.BlockedAdamW`: torch's arithmetic, bit for bit, run
+faster), 3 epochs, validation after each, best of the epochs. The embedding is read a block of whole
+batches at a time (`Rows`), in memory or from a .npy file.
 With the official sizes, seed and 2 CPU threads the per-epoch metrics match the official ones
 to ~1e-7 (tests/evaluate/test_conformance_eval.py).
 """
