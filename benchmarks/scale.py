@@ -100,7 +100,8 @@ def run(args) -> None:
     commit = prepare(workdir, args.scale, args.set)
     command = ["dvc", "repro", *args.targets]
     log_path = workdir / "scale_run.log"
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+    # The checkout's own code, whichever checkout `pip install -e` last pointed ubp at.
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(workdir / "src")}
     print(f"scale {args.scale}: {' '.join(command)} in {workdir} (commit {commit}); log {log_path}", flush=True)
     start = time.time()
     proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
