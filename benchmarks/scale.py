@@ -240,8 +240,15 @@ def score_table(data: dict, scales: list[str]) -> list[str]:
             "default's; the order of the profiles is.", "",
             f"| profile | default | {' | '.join(f'{float(s):g}' for s in scales)} |",
             f"|---|---:|{'---:|' * len(scales)}"]
+    def scored(scale: str, name: str) -> str:
+        """The sum only where this scale's run scored the profile (a fresh checkout carries the
+        default data's metrics/ from git until its evaluate stage runs)."""
+        stages = data["scales"][scale]["stages"]
+        ran = name == "lightgbm" and "reference" in stages or {f"evaluate@{name}", f"evaluate_combined@{name}"} & set(stages)
+        return str(data["scales"][scale].get("scores", {}).get(name, {}).get("sum", "")) if ran else ""
+
     for name in profiles:
-        cells = [str(data["scales"][s].get("scores", {}).get(name, {}).get("sum", "")) for s in scales]
+        cells = [scored(s, name) for s in scales]
         rows.append(f"| {name} | {default.get(name) or ''} | {' | '.join(cells)} |")
     return rows + [""]
 
