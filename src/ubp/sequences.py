@@ -41,7 +41,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from ubp import schema
-from ubp.db import connect
+from ubp.db import connect, sql_text
 from ubp.io import UbpError, atomic_dir, load_json, load_npy
 from ubp.params import load_params
 
@@ -100,20 +100,17 @@ def gap_ids(seconds: np.ndarray) -> np.ndarray:
     return np.where(seconds < 0, MISSING, 2 + bucket)
 
 
-def _lit(value) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
 
 def _views(con, events_dir: Path, properties_path: Path, cutoff: datetime) -> None:
     """`ev_all`: every event before the cutoff, all types, with its payload; `props`."""
     for path in [Path(events_dir) / f"{e}.parquet" for e in schema.EVENT_TYPES] + [Path(properties_path)]:
         if not path.is_file():
             raise UbpError(f"{path}: file not found")
-    cut = f"TIMESTAMP {_lit(cutoff.strftime(schema.TIMESTAMP_FORMAT))}"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW props AS SELECT * FROM read_parquet({_lit(properties_path)})")
+    cut = f"TIMESTAMP {sql_text(cutoff.strftime(schema.TIMESTAMP_FORMAT))}"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW props AS SELECT * FROM read_parquet({sql_text(properties_path)})")
     parts = []
     for number, event in enumerate(schema.EVENT_TYPES, start=1):
-        src = f"read_parquet({_lit(Path(events_dir) / f'{event}.parquet')})"
+        src = f"read_parquet({sql_text(Path(events_dir) / f'{event}.parquet')})"
         if event in schema.PRODUCT_EVENTS:
             parts.append(f"SELECT e.client_id, e.timestamp AS ts, {number} AS etype, e.sku, NULL::BIGINT AS url, "
                          f"p.category, p.price, p.name AS codes FROM {src} e LEFT JOIN props p ON e.sku = p.sku "
@@ -136,7 +133,7 @@ def _top_values(con, field: str, k: int) -> np.ndarray:
 
 
 def _chunk_query(s: dict, cutoff: datetime) -> str:
-    cut = f"TIMESTAMP {_lit(cutoff.strftime(schema.TIMESTAMP_FORMAT))}"
+    cut = f"TIMESTAMP {sql_text(cutoff.strftime(schema.TIMESTAMP_FORMAT))}"
     vocab = [f"LEFT JOIN top_{f} t_{f} ON e.{f} = t_{f}.value" for f in TOP_K_FIELDS]
     tok = {f: f"CASE WHEN e.{f} IS NULL THEN {MISSING} ELSE coalesce(t_{f}.rank + {FIRST_VALUE}, {RARE}) END"
            for f in TOP_K_FIELDS}

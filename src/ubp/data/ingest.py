@@ -18,6 +18,7 @@ import duckdb
 import numpy as np
 
 from ubp import db
+from ubp.db import sql_text
 from ubp import schema as S
 from ubp.io import UbpError, atomic_dir, load_npy
 from ubp.params import PARAMS_FILE, load_params, section
@@ -62,9 +63,6 @@ def resource_settings(params_file: Path = PARAMS_FILE) -> dict:
     return resources(load_params(params_file).get("features")) if Path(params_file).exists() else {}
 
 
-def sql_literal(value) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
 
 def quote(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
@@ -72,7 +70,7 @@ def quote(column: str) -> str:
 
 def scan(path: Path, row_numbers: bool = False) -> str:
     """A FROM-clause reading one parquet file; `file_row_number` is the 0-based row in the file."""
-    return f"read_parquet({sql_literal(path)}{', file_row_number=true' if row_numbers else ''})"
+    return f"read_parquet({sql_text(path)}{', file_row_number=true' if row_numbers else ''})"
 
 
 def column_types(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:
@@ -115,7 +113,7 @@ def value_plan(path: Path, column: str, kind: str, typ: str) -> tuple[list[tuple
         return checks, f"CAST({q} AS BIGINT)"
     if kind == TIMESTAMP_KIND:
         if typ == "VARCHAR":
-            fmt = sql_literal(SQL_TIMESTAMP_FORMAT)
+            fmt = sql_text(SQL_TIMESTAMP_FORMAT)
             checks.append(("unparseable timestamp (expected 'YYYY-MM-DD HH:MM:SS')",
                            f"try_strptime({q}, {fmt}) IS NULL"))
             return checks, f"strptime({q}, {fmt})"
@@ -125,9 +123,9 @@ def value_plan(path: Path, column: str, kind: str, typ: str) -> tuple[list[tuple
         return checks, f"CAST({q} AS TIMESTAMP)"
     # VECTOR
     if typ == "VARCHAR":
-        numbers = f"regexp_extract_all({q}, {sql_literal(DIGITS)})"
+        numbers = f"regexp_extract_all({q}, {sql_text(DIGITS)})"
         checks += [
-            (f"{VECTOR_PROBLEM} (unexpected characters)", f"NOT regexp_full_match({q}, {sql_literal(VECTOR_TEXT)})"),
+            (f"{VECTOR_PROBLEM} (unexpected characters)", f"NOT regexp_full_match({q}, {sql_text(VECTOR_TEXT)})"),
             (f"{VECTOR_PROBLEM} (wrong count)", f"len({numbers}) <> {S.VECTOR_DIM}"),
             (f"{VECTOR_PROBLEM} (value > 255)",
              f"len(list_filter({numbers}, lambda x: coalesce(TRY_CAST(x AS BIGINT) > 255, true))) > 0"),
@@ -198,7 +196,7 @@ def ingest_table(con, raw_dir: Path, out_dir: Path, name: str) -> int:
     if bad:
         raise_bad_row(con, path, *bad)
     try:
-        con.execute(f"COPY (SELECT {', '.join(select)} FROM {scan(path)}) TO {sql_literal(out)} {PARQUET_OPTIONS}")
+        con.execute(f"COPY (SELECT {', '.join(select)} FROM {scan(path)}) TO {sql_text(out)} {PARQUET_OPTIONS}")
     except duckdb.Error as exc:  # every value was checked above; this is a bug or a full disk
         raise UbpError(f"{path}: could not be converted ({exc})") from None
     return con.execute(f"SELECT count(*) FROM {scan(out)}").fetchone()[0]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 
 from ubp import schema as S
-from ubp.data.ingest import PARQUET_OPTIONS, connect, resource_settings, scan, sql_literal
+from ubp.data.ingest import PARQUET_OPTIONS, connect, resource_settings, scan
+from ubp.db import sql_text
 from ubp.io import UbpError, atomic_dir, load_json, save_json
 
 log = logging.getLogger("ubp.split")
@@ -29,7 +30,7 @@ def split_dates(end_date: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
 
 
 def timestamp_literal(value: dt.datetime) -> str:
-    return f"TIMESTAMP {sql_literal(value.isoformat(sep=' '))}"
+    return f"TIMESTAMP {sql_text(value.isoformat(sep=' '))}"
 
 
 def count_rows(con, path: Path) -> int:
@@ -45,7 +46,7 @@ def write_target(con, canonical_dir: Path, out: Path, start: dt.datetime, end: d
     if missing is not None:
         raise UbpError(f"{buys}: row {missing} (0-based): sku has no product properties (re-run ingest)")
     columns = ", ".join([f"b.{S.CLIENT_ID}", "b.timestamp", f"b.{S.SKU}", f"p.{S.CATEGORY}", f"p.{S.PRICE}", f"p.{S.NAME}"])
-    con.execute(f"COPY (SELECT {columns} {joined} ORDER BY b.file_row_number) TO {sql_literal(out)} {PARQUET_OPTIONS}")
+    con.execute(f"COPY (SELECT {columns} {joined} ORDER BY b.file_row_number) TO {sql_text(out)} {PARQUET_OPTIONS}")
     return count_rows(con, out)
 
 
@@ -68,7 +69,7 @@ def split(canonical_dir: Path = S.CANONICAL_DIR, out_dir: Path = S.SPLIT_DIR, me
             for event in S.EVENT_TYPES:
                 out = tmp / "input" / f"{event}.parquet"
                 con.execute(f"COPY (SELECT * FROM {scan(canonical_dir / f'{event}.parquet')} WHERE {before_train}) "
-                            f"TO {sql_literal(out)} {PARQUET_OPTIONS}")
+                            f"TO {sql_text(out)} {PARQUET_OPTIONS}")
                 rows["input"][event] = count_rows(con, out)
             rows[S.TRAIN_TARGET] = write_target(
                 con, canonical_dir, tmp / f"{S.TRAIN_TARGET}.parquet", train_start, validation_start, "<")

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from ubp import schema
+from ubp.db import sql_text
 
 # event type -> the short name used in column names and in `events.type`
 TYPE_NAMES = {
@@ -93,9 +94,6 @@ def ratio(numerator: str, denominator: str) -> str:
     """numerator / denominator, 0 when the denominator is 0 (or NULL)."""
     return f"coalesce(CASE WHEN ({denominator}) > 0 THEN ({numerator})::DOUBLE / ({denominator}) END, 0)"
 
-
-def sql_text(value) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def timestamp_sql(value: datetime) -> str:
