@@ -29,13 +29,14 @@ STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
 
 class Sampler(threading.Thread):
-    """Peak summed RSS of a process's descendants, per stage label."""
+    """Peak summed RSS of a process's descendants, and the machine's mean 1-minute load, per stage label."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.stage: str | None = None
         self.peaks: dict[str, float] = {}
+        self.loads: dict[str, list[float]] = {}
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -52,6 +53,12 @@ class Sampler(threading.Thread):
                     pass
             if self.stage is not None:
                 self.peaks[self.stage] = max(self.peaks.get(self.stage, 0.0), rss / 2**20)
+                self.loads.setdefault(self.stage, []).append(os.getloadavg()[0])
+
+    def load(self, stage: str) -> float:
+        """Mean 1-minute load average while the stage ran: above the core count, its wall time is disturbed."""
+        values = self.loads.get(stage) or [os.getloadavg()[0]]
+        return round(sum(values) / len(values), 1)
 
 
 def run(command: list[str], workdir: Path, log_path: Path) -> tuple[list[tuple[str, float, float]], float]:

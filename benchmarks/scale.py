@@ -6,7 +6,8 @@
 `run` keeps one checkout per scale (default /work/scale/<scale>, a clone of this commit), sets
 `data.synthetic.scale` and the --set params in its params.yaml, runs `dvc repro [targets]` there and
 merges the figures of every stage that ran into reports/scale.json, each with the commit it ran at
-(so a real-scale run can be split over sessions: one target at a time, figures appended).
+(so a real-scale run can be split over sessions: one target at a time, figures appended, the checkout
+pinned with --at to the commit the run began at).
 `report` writes reports/scale.md and scale.png from that JSON: one row per stage, one column per
 scale, and the slope of cost against events on a log-log fit (1.0 = linear).
 Peak RSS is the summed RSS of the stage's whole process tree (sampled every 0.2 s); disk written
@@ -33,6 +34,7 @@ from ubp.io import save_json, save_text  # noqa: E402
 
 REPORT = Path("reports/scale.json")
 ROOT = Path("/work/scale")
+CORES = os.cpu_count() or 1
 REAL_EVENTS = 169_000_000  # SPEC §2: the scale 1.0 the generator's preset aims at
 
 
@@ -57,9 +59,9 @@ def parse_value(text: str):
     return yaml.safe_load(text)
 
 
-def prepare(workdir: Path, scale: float, overrides: list[str]) -> str:
-    """A checkout of this commit at `workdir` with the scale's params; returns its commit."""
-    here = git("rev-parse", "HEAD")
+def prepare(workdir: Path, scale: float, overrides: list[str], at: str = "HEAD", cache_type: str | None = None) -> str:
+    """A checkout of commit `at` at `workdir` with the scale's params; returns its commit."""
+    here = git("rev-parse", at)
     if not (workdir / ".git").is_dir():
         workdir.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["git", "clone", "-q", str(Path.cwd()), str(workdir)], check=True)
@@ -79,6 +81,8 @@ def prepare(workdir: Path, scale: float, overrides: list[str]) -> str:
             node = node.setdefault(part, {})
         node[leaf] = parse_value(value)
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    if cache_type:  # untracked .dvc/config.local: the checkout's tracked files stay the commit's
+        subprocess.run(["dvc", "config", "--local", "cache.type", cache_type], cwd=workdir, check=True)
     return git("rev-parse", "--short", "HEAD", cwd=workdir)
 
 
@@ -97,7 +101,7 @@ def data_size(workdir: Path) -> dict:
 
 def run(args) -> None:
     workdir = args.workdir or ROOT / str(args.scale)
-    commit = prepare(workdir, args.scale, args.set)
+    commit = prepare(workdir, args.scale, args.set, args.at, args.cache_type)
     command = ["dvc", "repro", *args.targets]
     log_path = workdir / "scale_run.log"
     # The checkout's own code, whichever checkout `pip install -e` last pointed ubp at.
@@ -127,7 +131,8 @@ def run(args) -> None:
         if i + 1 == len(marks) and code != 0:
             break  # the failing stage: not a measurement
         stages[name] = {"seconds": round(finished - began, 1), "peak_rss_mb": round(sampler.peaks.get(name, 0.0)),
-                        "disk_mb": round((bytes_after - bytes_before) / 2**20, 1), "commit": commit,
+                        "disk_mb": round((bytes_after - bytes_before) / 2**20, 1), "load": sampler.load(name),
+                        "commit": commit,
                         "params": args.set}
     record(args.report, args.scale, {**data_size(workdir), "scores": scores(workdir, commit)}, stages)
     if code != 0:
@@ -212,7 +217,8 @@ def report(args) -> None:
                     cells.append("")
                     continue
                 value = st[key] / (data["scales"][s]["events"] / 1e6) if per_event else st[key]
-                cells.append(format(value, fmt))
+                busy = key == "seconds" and st.get("load", 0) > CORES + 0.5  # others shared the cores
+                cells.append(format(value, fmt) + ("*" if busy else ""))
                 points.append((data["scales"][s]["events"], st[key]))
             b = slope(points)
             tail = "" if per_event else f" {'' if b is None else f'{b:.2f}'} |"
@@ -221,6 +227,8 @@ def report(args) -> None:
 
     lines += score_table(data, scales)
     lines += table("Wall time (s)", "seconds", ".1f")
+    lines += [f"\\* the machine's mean load was above {CORES} while the stage ran (other work shared the cores): "
+              "its wall time is an upper bound.", ""]
     lines += table("Seconds per million events", "seconds", ".2f", per_event=True)
     lines += table("Peak RSS of the stage's process tree (MB)", "peak_rss_mb", ".0f")
     lines += table("Disk written (MB, outputs and their DVC cache copy)", "disk_mb", ".1f")
@@ -292,6 +300,10 @@ def main() -> None:
     p_run.add_argument("--workdir", type=Path)
     p_run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="a params.yaml override for this scale (e.g. model.fit_clients=100000)")
+    p_run.add_argument("--at", default="HEAD", metavar="REV",
+                       help="the commit to run at (pin one for a run split over sessions: a later commit's "
+                            "changed code would re-run the stages already measured)")
+    p_run.add_argument("--cache-type", metavar="TYPE", help="the checkout's DVC cache.type (symlink at 100%%)")
     p_run.add_argument("targets", nargs="*")
     p_rep = sub.add_parser("report", help="write reports/scale.md and .png from reports/scale.json")
     for p in (p_run, p_rep):
