@@ -65,6 +65,7 @@ def prepare(workdir: Path, scale: float, overrides: list[str], at: str = "HEAD",
     if not (workdir / ".git").is_dir():
         workdir.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["git", "clone", "-q", str(Path.cwd()), str(workdir)], check=True)
+        subprocess.run(["git", "checkout", "-q", "--detach", here], cwd=workdir, check=True)
     else:  # move the checkout to this commit, keeping its data and DVC cache
         subprocess.run(["git", "checkout", "-q", "--", "params.yaml"], cwd=workdir, check=True)
         subprocess.run(["git", "fetch", "-q", str(Path.cwd()), "HEAD"], cwd=workdir, check=True)
