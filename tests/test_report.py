@@ -1,11 +1,17 @@
 """Leaderboard: Borda count by hand, the Markdown table and the chart."""
 import json
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
 from ubp import schema
-from ubp.report import borda, headroom, markdown, run
+from ubp.report import borda, copy_curves, headroom, markdown, run
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def scores_of(values):
@@ -45,7 +51,7 @@ def test_report_writes_table_chart_and_json(tmp_path):
     rows = json.loads((tmp_path / "reports" / "leaderboard.json").read_text())
     assert {r["profile"]: r["borda"] for r in rows} == {"random": 0, "oracle": 6, "lightgbm": None}
     curves = tmp_path / "reports" / "curves"
-    assert sorted(p.name for p in curves.iterdir()) == [".keep", "oracle.csv"]  # only profiles with a curve
+    assert sorted(p.name for p in curves.iterdir()) == ["oracle.csv"]  # only profiles with a curve
     assert (curves / "oracle.csv").read_text() == "epoch,train_loss,val_loss\n1,0.5,0.6\n"
 
 
@@ -66,3 +72,30 @@ def test_headroom_by_hand():
     table = markdown(scores, {}, "default", {"lightgbm": scores_of([0.9] * 6)})
     assert "## Share of the oracle's headroom" in table and "| *lightgbm (reference)* |" in table
     assert "| mine | 0.50 | 1.50 | 0.00 | nan | 0.50 | 0.25 | 0.55 |" in table
+
+
+def test_no_curve_leaves_a_placeholder(tmp_path):
+    copy_curves({"random": tmp_path / "nothing"}, tmp_path / "curves")
+    assert [p.name for p in (tmp_path / "curves").iterdir()] == [".keep"]
+
+
+def test_dvc_plots_show_reads_only_curves(tmp_path):
+    """The repository's own `plots:` declaration over a report directory: `dvc plots show` (as the
+    README runs it) loads every plot without errors."""
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {}, "plots": plots}))
+    src = tmp_path / "embeddings" / "dcn"
+    src.mkdir(parents=True)
+    (src / "training_curve.csv").write_text("epoch,train_loss,val_loss\n1,0.5,0.6\n2,0.4,0.5\n")
+    copy_curves({"dcn": src, "random": tmp_path / "embeddings" / "random"}, tmp_path / "reports" / "curves")
+    (tmp_path / "reports" / "leaderboard.json").write_text(json.dumps([{"profile": "dcn", "sum": 4.0}]))
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, env=env)
+    out = subprocess.run(["dvc", "plots", "show", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert "errors" not in shown and "failed" not in out.stderr
+    assert set(shown["data"]) == {"reports/leaderboard.json", "reports/curves/dcn.csv"}
+    values = shown["data"]["reports/curves/dcn.csv"][0]["content"]["data"]["values"]
+    assert [(v["epoch"], v["val_loss"]) for v in values] == [("1", "0.6"), ("2", "0.5")]

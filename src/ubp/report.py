@@ -153,7 +153,8 @@ def copy_curves(profile_dirs: dict[str, Path], out_dir: Path) -> list[str]:
             if curve.is_file():
                 (tmp / f"{name}.csv").write_text(curve.read_text())
                 copied.append(name)
-        (tmp / ".keep").write_text("")  # DVC needs the output to exist when no profile has a curve
+        if not copied:  # git keeps no empty directory, and DVC needs the output; `dvc plots` reads
+            (tmp / ".keep").write_text("")  # every file in it, so a placeholder only when there is no curve
     return copied
 
 
