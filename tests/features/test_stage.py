@@ -48,6 +48,15 @@ def test_stage_writes_table_meta_and_catalogue(stage_dirs, table):
     assert all(f"| `{name}` |" in text for name in table.columns[1:])
 
 
+def test_a_rerun_writes_the_same_bytes(stage_dirs, tmp_path):
+    """DVC hashes the stage's output: a re-run on unchanged inputs must not change it (no timings)."""
+    again = tmp_path / "features"
+    run({"windows": [7, 14, 28, 60], "threads": 1}, stage_dirs["split"], stage_dirs["canonical"], again,
+        tmp_path / "features.md")
+    for name in (FEATURES_FILE, META_FILE):
+        assert (again / name).read_bytes() == (stage_dirs["out"] / name).read_bytes(), name
+
+
 def test_catalogue_groups_by_family(tmp_path):
     write_catalogue(tmp_path / "features.md")
     text = (tmp_path / "features.md").read_text()

@@ -166,10 +166,11 @@ def recorded_settings(kwargs: dict) -> dict:
             "recency_cap_days": None if cap is None else float(cap)}
 
 
-def write_table(out_dir: Path, table: pd.DataFrame, cutoff: datetime, kwargs: dict, seconds: float = 0.0) -> None:
-    """features.parquet and features.json (the cutoff and settings load_or_build checks), atomically."""
+def write_table(out_dir: Path, table: pd.DataFrame, cutoff: datetime, kwargs: dict) -> None:
+    """features.parquet and features.json (the cutoff and settings load_or_build checks), atomically.
+    No timing in them: the same inputs must give the same bytes, or DVC re-runs everything downstream."""
     meta = {"cutoff": cutoff.strftime(schema.TIMESTAMP_FORMAT), "n_clients": len(table),
-            "n_features": table.shape[1] - 1, "seconds": round(seconds, 1), "settings": recorded_settings(kwargs)}
+            "n_features": table.shape[1] - 1, "settings": recorded_settings(kwargs)}
     with atomic_dir(out_dir) as tmp:
         table.to_parquet(tmp / FEATURES_FILE, index=False)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -186,7 +187,7 @@ def run(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = sch
     table = build_features(Path(split_dir) / "input", Path(canonical_dir) / f"{schema.PROPERTIES}.parquet",
                            client_ids, cutoff, progress=True, **kwargs)
     seconds = time.time() - start
-    write_table(out_dir, table, cutoff, kwargs, seconds)
+    write_table(out_dir, table, cutoff, kwargs)
     write_catalogue(catalogue, Settings(kwargs["windows"], kwargs["session_gap_minutes"]))
     log.info("features: %d x %d in %.1f s -> %s", len(table), table.shape[1] - 1, seconds, out_dir)
     return table
