@@ -9,7 +9,9 @@ and both the top-N values and `max_date` (the latest event of that type) come fr
 a window of d days starts at `max_date - d days`, but the counted rows are the client's last ones
 *in file order* (as many as have a timestamp inside the window), not those inside the window; top
 values are ordered as pandas 2.2's value_counts() does (descending by numpy's unstable quicksort
-over the values in order of first appearance); counts and means are rounded to float16.
+over the values in order of first appearance); counts and means are rounded to float16. numpy's
+quicksort kernel depends on the CPU (AVX-512, AVX2, baseline), so where top values tie the column
+order — and at the top-N cut the columns — follow the CPU, in the official code and here alike.
 
 Width: 1 + len(windows) * (top values found) per count block, + 16: 320 at the defaults when every
 column has >= 10 distinct values. Clients with no events get zeros (the official code omits them).
