@@ -1,104 +1,155 @@
-"""The challenge's aggregated-features baseline (SPEC §9.1).
+"""The challenge's aggregated-features baseline, exactly as the official code computes it (SPEC §9.1).
 
-Per event type: the number of events in each recent window, and for each of the type's columns
-the number of events hitting each of that column's top-N most frequent values (over all input),
-per window; plus the client's mean search-query vector.
+Reference: `baseline/aggregated_features_baseline/` of Synerise/recsys2025 (commit e91c1a6). Blocks
+in the order buy, add, remove, visit, search. A count block starts with the client's number of
+events of that type, then per window and per counted column (sku, category, price; url) the counts
+of the column's top-N values; the search block is the mean query vector. Official quirks, kept:
+the events are first restricted to the clients asked for (ctx.client_ids, "the relevant clients"),
+and both the top-N values and `max_date` (the latest event of that type) come from those events;
+a window of d days starts at `max_date - d days`, but the counted rows are the client's last ones
+*in file order* (as many as have a timestamp inside the window), not those inside the window; top
+values are ordered as pandas 2.2's value_counts() does (descending by numpy's unstable quicksort
+over the values in order of first appearance); counts and means are rounded to float16. numpy's
+quicksort kernel depends on the CPU (AVX-512, AVX2, baseline), so where top values tie the column
+order — and at the top-N cut the columns — follow the CPU, in the official code and here alike.
 
-Cost: per event type, one scan over every client's events for the top values (all of the type's
-columns at once) and one over the relevant clients' events only (a semi-join before anything else)
-grouped by client with every window's counts as FILTERed aggregates, so the grouping holds the
-relevant clients, not all clients. DuckDB memory and spill directory: params.yaml's `features:`
-(`memory_limit`, `temp_directory`, via ctx.feature_settings).
+Width: 1 + len(windows) * (top values found) per count block, + 16: 320 at the defaults when every
+column has >= 10 distinct values. Clients with no events get zeros (the official code omits them).
+All in DuckDB over the asked-for clients' events only (a semi-join first), so 1M clients stay bounded.
 """
 from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
 
 from ubp import schema
+from ubp.config import build
+from ubp.db import sql_text
 from ubp.features.build import connect_for
 from ubp.models.base import EmbedContext
 
-# event type -> the columns whose top values are counted (category/price come from product_properties)
+# event type -> the columns whose top values are counted, in the official order
 COUNTED_COLUMNS = {
     schema.PRODUCT_BUY: (schema.SKU, schema.CATEGORY, schema.PRICE),
     schema.ADD_TO_CART: (schema.SKU, schema.CATEGORY, schema.PRICE),
     schema.REMOVE_FROM_CART: (schema.SKU, schema.CATEGORY, schema.PRICE),
     schema.PAGE_VISIT: (schema.URL,),
-    schema.SEARCH_QUERY: (),
 }
+BATCH_ROWS = 100_000  # client rows fetched at a time (bounds the int64 copies at 1M clients)
 
 
-def _events_sql(ctx: EmbedContext, event_type: str, relevant_only: bool) -> str:
-    """The event type's rows strictly before ctx.cutoff (a profile "as of" the cutoff sees nothing later);
-    with `relevant_only`, only those of the `clients` table, filtered before the properties join."""
-    source = f"read_parquet('{ctx.events(event_type)}')"
-    where = f"e.timestamp < TIMESTAMP '{ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT)}'"
-    if relevant_only:
-        where += " AND e.client_id IN (SELECT client_id FROM clients)"
+@dataclasses.dataclass(frozen=True)
+class Config:
+    windows: tuple[int, ...] = (1, 7, 30)  # the official --num-days
+    top_n: int = 10  # the official --top-n
+    threads: int = 2  # DuckDB threads (no effect on the values)
+    seed: int = 0  # inherited from `embedding:`; the method draws nothing
+    device: str = "cpu"  # inherited from `embedding:`; unused
+
+
+def config(cfg: dict | Config | None) -> Config:
+    return cfg if isinstance(cfg, Config) else build(Config, cfg, "models.aggregated")
+
+
+def timestamp_sql(value: datetime) -> str:
+    return f"TIMESTAMP {sql_text(value.isoformat(sep=' '))}"
+
+
+def events_sql(ctx: EmbedContext, event_type: str) -> str:
+    """The asked-for clients' events of the type before ctx.cutoff, with `r`, their row in the file
+    (the official code reads the file in that order), category and price joined for product events."""
+    source = f"read_parquet({sql_text(ctx.events(event_type))}, file_row_number = true)"
+    where = (f"e.{schema.TIMESTAMP} < {timestamp_sql(ctx.cutoff)} "
+             f"AND e.{schema.CLIENT_ID} IN (SELECT {schema.CLIENT_ID} FROM clients)")
+    columns = f"e.{schema.CLIENT_ID}, e.{schema.TIMESTAMP}, e.file_row_number AS r"
     if event_type in schema.PRODUCT_EVENTS:
-        return (
-            f"SELECT e.client_id, e.timestamp, e.sku, p.category, p.price FROM {source} e "
-            f"JOIN read_parquet('{ctx.properties_path}') p USING (sku) WHERE {where}"
-        )
-    return f"SELECT * FROM {source} e WHERE {where}"
+        return (f"SELECT {columns}, e.{schema.SKU}, p.{schema.CATEGORY}, p.{schema.PRICE} FROM {source} e "
+                f"JOIN read_parquet({sql_text(ctx.properties_path)}) p USING ({schema.SKU}) WHERE {where}")
+    return f"SELECT {columns}, e.{schema.EVENT_VALUE_COLUMN[event_type]} FROM {source} e WHERE {where}"
 
 
-def _top_values(con, ctx: EmbedContext, event_type: str, top_n: int) -> dict[str, list[int]]:
-    """Each counted column's top_n values over every client's events (most frequent first, ties by
-    value), from one scan: one grouping set per column, ranked in SQL (a URL column has millions)."""
-    columns = COUNTED_COLUMNS[event_type]
-    if not columns:
-        return {}
-    # grouping(...) has a 1 bit for each column aggregated away, the first column highest
-    full = (1 << len(columns)) - 1
-    masks = {c: full - (1 << (len(columns) - 1 - i)) for i, c in enumerate(columns)}
-    value = "CASE g " + " ".join(f"WHEN {m} THEN {c}" for c, m in masks.items()) + " END"
-    grouped = (f"SELECT grouping({', '.join(columns)}) AS g, {', '.join(columns)}, count(*) AS n "
-               f"FROM ({_events_sql(ctx, event_type, relevant_only=False)}) "
-               f"GROUP BY GROUPING SETS ({', '.join(f'({c})' for c in columns)})")
-    rows = con.execute(
-        f"SELECT g, {value} AS value, n FROM ({grouped}) "
-        f"QUALIFY row_number() OVER (PARTITION BY g ORDER BY n DESC, value) <= {int(top_n)} ORDER BY g, n DESC, value"
-    ).fetchall()
-    return {c: [int(r[1]) for r in rows if r[0] == m] for c, m in masks.items()}
+def value_counts_order(counts: np.ndarray) -> np.ndarray:
+    """The order pandas 2.2's value_counts() puts values in, given their counts in order of first
+    appearance: pandas' nargsort, descending = reverse, argsort(kind="quicksort"), reverse. numpy's
+    quicksort is not stable, so equal counts come out in its order, which the official top values
+    (and so the column order) inherit; pandas 3 sorts stably and gives other columns on ties."""
+    counts = np.asarray(counts, dtype=np.int64)
+    ascending_of_reversed = np.argsort(counts[::-1], kind="quicksort")
+    return (len(counts) - 1 - ascending_of_reversed)[::-1]
 
 
-def _feature_sql(con, ctx: EmbedContext, event_type: str, windows: list[int], top_n: int) -> tuple[str, list[str]]:
-    """One SELECT over the relevant clients' events of the type, grouped by client, and the names of
-    its feature columns."""
-    top = _top_values(con, ctx, event_type, top_n)
-    cutoff = ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT)
-    exprs, names = [], []
-    for days in windows:
-        in_window = f"timestamp >= TIMESTAMP '{cutoff}' - INTERVAL {int(days)} DAY"
-        exprs.append(f"count(*) FILTER (WHERE {in_window})")
-        names.append(f"{event_type}_count_{days}d")
-        for column in COUNTED_COLUMNS[event_type]:
-            for value in top[column]:
-                exprs.append(f"count(*) FILTER (WHERE {in_window} AND {column} = {value})")
-                names.append(f"{event_type}_{column}_{value}_{days}d")
+def top_values(con, events: str, column: str, top_n: int) -> tuple[np.ndarray, datetime | None]:
+    """The column's top_n values over `events` in the official order, and the latest timestamp."""
+    got = con.execute(
+        f"SELECT {column} AS value, count(*) AS n, min(r) AS first, max({schema.TIMESTAMP}) AS latest "
+        f"FROM ({events}) GROUP BY {column}").fetchnumpy()
+    if len(got["n"]) == 0:
+        return np.zeros(0, np.int64), None
+    appearance = np.argsort(got["first"], kind="stable")  # numpy sorts the millions of URLs faster than SQL
+    order = appearance[value_counts_order(got["n"][appearance])[:top_n]]
+    return np.asarray(got["value"], np.int64)[order], got["latest"].max().astype("datetime64[us]").item()
+
+
+def count_sql(events: str, max_date: datetime, windows: tuple[int, ...], top: dict[str, np.ndarray]) -> str:
+    """Per client: its event count, then per window and column the counts of each top value among its
+    rows k >= b (k: rank in file order, b: its events before the window's start). That is the official
+    searchsorted on the sorted timestamps followed by a slice of the unsorted rows."""
+    before = [f"count(*) FILTER (WHERE {schema.TIMESTAMP} < {timestamp_sql(max_date - timedelta(days=d))}) "
+              f"OVER (PARTITION BY {schema.CLIENT_ID}) AS b{i}" for i, d in enumerate(windows)]
+    counts = [f"count(*) FILTER (WHERE k >= b{i} AND {column} = {int(value)})"
+              for i in range(len(windows)) for column, values in top.items() for value in values]
+    ranked = (f"SELECT *, row_number() OVER (PARTITION BY {schema.CLIENT_ID} ORDER BY r) - 1 AS k, "
+              f"{', '.join(before)} FROM ({events})")
+    return f"SELECT {schema.CLIENT_ID}, {', '.join(['count(*)', *counts])} FROM ({ranked}) GROUP BY {schema.CLIENT_ID}"
+
+
+def query_sql(events: str) -> str:
+    sums = ", ".join(f"sum({schema.QUERY}[{i + 1}])::BIGINT" for i in range(schema.VECTOR_DIM))
+    return f"SELECT {schema.CLIENT_ID}, count(*), {sums} FROM ({events}) GROUP BY {schema.CLIENT_ID}"
+
+
+def query_means(block: np.ndarray) -> np.ndarray:
+    """Rows (count, 16 sums) -> the float16 means numpy's float16 mean() gives: the sum in float32
+    (exact below 2**24), divided by an intp count (in float64, stored to float32), then float16."""
+    sums = block[:, 1:].astype(np.float32)
+    np.true_divide(sums, block[:, :1].astype(np.intp), out=sums, casting="unsafe")
+    return sums.astype(np.float16)
+
+
+def fill(con, sql: str, out: np.ndarray, convert) -> None:
+    """Scatter the rows of `sql` (client_id, values...) into `out` at the clients' rows."""
+    reader = con.sql(f"SELECT c.row, f.* EXCLUDE ({schema.CLIENT_ID}) FROM clients c "
+                     f"JOIN ({sql}) f USING ({schema.CLIENT_ID})").to_arrow_reader(BATCH_ROWS)
+    for batch in reader:
+        columns = [batch.column(i).to_numpy() for i in range(batch.num_columns)]
+        out[columns[0]] = convert(np.column_stack(columns[1:]).astype(np.int64))
+
+
+def event_block(con, ctx: EmbedContext, event_type: str, cfg: Config) -> np.ndarray:
+    events = events_sql(ctx, event_type)
     if event_type == schema.SEARCH_QUERY:
-        exprs += [f"avg({schema.QUERY}[{i + 1}])" for i in range(schema.VECTOR_DIM)]
-        names += [f"query_mean_{i}" for i in range(schema.VECTOR_DIM)]
-    cols = ", ".join(f'{e} AS "{n}"' for e, n in zip(exprs, names))
-    events = _events_sql(ctx, event_type, relevant_only=True)
-    return f"SELECT client_id, {cols} FROM ({events}) GROUP BY client_id", names
+        block = np.zeros((len(ctx.client_ids), schema.VECTOR_DIM), np.float16)
+        fill(con, query_sql(events), block, query_means)
+        return block
+    top, max_date = {}, None
+    for column in COUNTED_COLUMNS[event_type]:
+        top[column], max_date = top_values(con, events, column, cfg.top_n)
+    width = 1 + len(cfg.windows) * sum(len(v) for v in top.values())
+    block = np.zeros((len(ctx.client_ids), width), np.float16)
+    if max_date is not None:  # float64 -> float16, the rounding of the official float16 += count
+        fill(con, count_sql(events, max_date, cfg.windows, top), block,
+             lambda counts: counts.astype(np.float64).astype(np.float16))
+    return block
 
 
-def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    windows = [int(d) for d in cfg.get("windows", [1, 7, 30])]
-    top_n = int(cfg.get("top_n", 10))
-    blocks = []
-    with connect_for(ctx.feature_settings, threads=int(cfg.get("threads", 2))) as con:
-        con.register("clients_arrow", pa.table({"client_id": np.asarray(ctx.client_ids, np.int64),
+def embed(ctx: EmbedContext, cfg: dict | Config | None = None) -> np.ndarray:
+    """float16, one row per ctx.client_ids entry, the official columns (see the module docstring)."""
+    cfg = config(cfg)
+    with connect_for(ctx.feature_settings, threads=cfg.threads) as con:
+        con.register("clients_arrow", pa.table({schema.CLIENT_ID: np.asarray(ctx.client_ids, np.int64),
                                                 "row": np.arange(len(ctx.client_ids), dtype=np.int64)}))
         con.execute("CREATE TEMP TABLE clients AS SELECT * FROM clients_arrow")
-        for event_type in schema.EVENT_TYPES:
-            query, names = _feature_sql(con, ctx, event_type, windows, top_n)
-            selected = ", ".join(f'coalesce(f."{n}", 0)::DOUBLE AS "{n}"' for n in names)
-            block = con.execute(
-                f"SELECT {selected} FROM clients c LEFT JOIN ({query}) f USING (client_id) ORDER BY c.row"
-            ).fetchnumpy()
-            blocks.append(np.column_stack([block[k] for k in block]).astype(np.float32))
-    return np.concatenate(blocks, axis=1)
+        return np.concatenate([event_block(con, ctx, e, cfg) for e in schema.EVENT_TYPES], axis=1)
