@@ -111,8 +111,8 @@ def test_submit_writes_the_relevant_clients_with_their_rows_from_all_events(repo
     assert ids.dtype == np.int64 and np.array_equal(ids, relevant)  # relevant_clients.npy's ids, in its order
     assert emb.dtype == np.float16 and np.array_equal(decoded(emb), ids)  # row i is client ids[i]'s
     (ctx,) = method.contexts
-    last = max(pd.read_parquet(tiny_dirs["canonical"] / f"{e}.parquet", columns=[schema.TIMESTAMP])[schema.TIMESTAMP].max()
-               for e in schema.EVENT_TYPES)
+    last = max(pd.read_parquet(tiny_dirs["canonical"] / f"{e}.parquet", columns=[schema.TIMESTAMP])
+               [schema.TIMESTAMP].max() for e in schema.EVENT_TYPES)
     assert ctx.cutoff == last.to_pydatetime() + timedelta(seconds=1)  # every event, the target windows' too
     assert ctx.events_dir.resolve() == tiny_dirs["canonical"].resolve()
     meta = json.loads((root / "entry" / "meta.json").read_text())

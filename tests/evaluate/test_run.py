@@ -81,11 +81,12 @@ def test_scores_are_each_tasks_best_epoch_and_sum_adds_them(workdir, monkeypatch
     seen = []
 
     def stub(task, x_fit, y_fit, x_score, y_score, popularity, config, progress=None):
-        got_ids = protocol.as_rows(x_fit).block(0, len(x_fit))[:, 0].astype(np.int64) + 1000
+        fit = protocol.as_rows(x_fit).block(0, len(x_fit))
+        got_ids = fit[:, 0].astype(np.int64) + 1000
         members = set(labels[task]["client_ids"].tolist())
         want_ids = [i for i in ids.tolist() if i in members]
         assert got_ids.tolist() == want_ids, task  # the task's clients, in the submitted order
-        assert np.array_equal(protocol.as_rows(x_score).block(0, len(x_score)), protocol.as_rows(x_fit).block(0, len(x_fit)))
+        assert np.array_equal(protocol.as_rows(x_score).block(0, len(x_score)), fit)  # scored on the same clients
         row = {c: i for i, c in enumerate(labels[task]["client_ids"].tolist())}
         for got, key in ((y_fit, "y_train"), (y_score, "y_validation")):
             assert np.array_equal(got, labels[task][key][[row[c] for c in want_ids]]), (task, key)
