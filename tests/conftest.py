@@ -1,6 +1,8 @@
-"""Shared fixtures: one tiny generated dataset taken through ingest, split and targets per session."""
+"""Shared fixtures: one tiny generated dataset taken through ingest, split and targets per session,
+and the official conformance suite (../shared/conformance, or $UBP_CONFORMANCE)."""
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -11,7 +13,27 @@ from ubp import schema
 from ubp.models.base import EmbedContext
 
 REPO = Path(__file__).resolve().parents[1]
-CONFORMANCE = REPO.parent / "shared" / "conformance"
+# Beside the repository as README says; UBP_CONFORMANCE points elsewhere (e.g. from a git worktree).
+CONFORMANCE = Path(os.environ.get("UBP_CONFORMANCE") or REPO.parent / "shared" / "conformance")
+
+
+def in_ci() -> bool:
+    """CI services set CI (GitHub Actions: CI=true; .ci/run is called as `CI=true bash .ci/run`)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def conformance() -> Path:
+    """The suite's root (raw/ and expected/). Missing: a failure in CI, where a skip would hide that
+    the official outputs were never compared; a skip with the reason elsewhere."""
+    missing = [part for part in ("raw", "expected") if not (CONFORMANCE / part).is_dir()]
+    if missing:
+        message = (f"conformance suite not found: no {' or '.join(p + '/' for p in missing)} in {CONFORMANCE} "
+                   "(clone the repository beside shared/, or set UBP_CONFORMANCE to the suite's directory)")
+        if in_ci():
+            pytest.fail(f"{message}; CI must run the conformance tests", pytrace=False)
+        pytest.skip(message)
+    return CONFORMANCE
 
 
 @pytest.fixture(scope="session")

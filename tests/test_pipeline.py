@@ -3,13 +3,16 @@ import json
 import os
 import shutil
 import subprocess
+from datetime import datetime, timedelta
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from ubp import schema
 from ubp.data.synthetic import TINY
-from ubp.params import profile_names
+from ubp.params import profile_dir, profile_names
 from tests.conftest import REPO
 
 ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com",
@@ -46,16 +49,73 @@ def workspace(tmp_path_factory):
     return root, params
 
 
-def test_repro_scores_every_profile(workspace):
+def relevant_clients(root):
+    return np.load(root / schema.CANONICAL_DIR / schema.RELEVANT_CLIENTS_FILE)
+
+
+def rescore(root, params, name) -> dict[str, float]:
+    """The profile's six task scores by another route than the stage's: its stored embedding aligned to
+    each task's labels in memory and trained in this process (no float32 file, no workers, no metrics
+    file), with the eval section of params.yaml."""
+    from ubp.evaluate.protocol import ProtocolConfig, align, evaluate_task
+
+    config = ProtocolConfig.from_params(params["eval"])
+    where = root / profile_dir(params, name)
+    ids, emb = np.load(where / "client_ids.npy"), np.load(where / "embeddings.npy")
+    scores = {}
+    for task in schema.TASKS:
+        with np.load(root / schema.TARGETS_DIR / schema.LABELS_SUBDIR / f"{task}.npz") as npz:
+            labels = dict(npz)
+        _, x, y_train, y_val = align(labels["client_ids"], labels["y_train"], labels["y_validation"], ids, emb)
+        scores[task] = evaluate_task(task, x, y_train, y_val, labels.get("popularity"), config)["score"]
+    return scores
+
+
+def board_rows(root) -> dict[str, list[str]]:
+    """The rows of reports/leaderboard.md's first table (the scores) by name: the cells after the
+    name, bold removed."""
+    rows, started = {}, False
+    for line in (root / "reports" / "leaderboard.md").read_text().splitlines():
+        if not line.startswith("|"):
+            if started:
+                break
+            continue
+        started = True
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if cells[0] not in ("profile", "---"):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_repro_writes_every_profile_for_the_relevant_clients(workspace):
+    """Every profile's client_ids.npy is relevant_clients.npy itself (int64, same ids, same order), its
+    embeddings one float16 row per id, and every profile has six task scores."""
     root, params = workspace
+    relevant = relevant_clients(root)
+    assert relevant.dtype == np.int64 and len(np.unique(relevant)) == len(relevant) == TINY["n_relevant"]
     for name in profile_names(params):
+        where = root / profile_dir(params, name)
+        ids, emb = np.load(where / "client_ids.npy"), np.load(where / "embeddings.npy")
+        assert ids.dtype == np.int64 and np.array_equal(ids, relevant), name
+        assert emb.dtype == np.float16 and emb.shape[0] == len(ids), name
         metrics = json.loads((root / "metrics" / f"{name}.json").read_text())
-        assert set(metrics["tasks"]) == set(schema.TASKS), name
-        assert all(0.0 <= t["score"] <= 1.0 for t in metrics["tasks"].values()), name
-        assert metrics["sum"] == pytest.approx(sum(t["score"] for t in metrics["tasks"].values()), abs=1e-3)
-    board = (root / "reports" / "leaderboard.md").read_text()
-    assert all(f"| {name} |" in board for name in profile_names(params))
+        assert list(metrics["tasks"]) == list(schema.TASKS), name
+    assert set(profile_names(params)) <= set(board_rows(root))
     assert (root / "reports" / "leaderboard.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name", ["aggregated", "ensemble"])  # a base profile and a combined one
+def test_metrics_and_leaderboard_hold_the_profiles_own_scores(workspace, name):
+    """The metrics file's task scores and sum, and the leaderboard row, against the profile scored again
+    here; the sum is added up here from those independent scores."""
+    root, params = workspace
+    want = rescore(root, params, name)
+    metrics = json.loads((root / "metrics" / f"{name}.json").read_text())
+    for task, score in want.items():  # equal unless a value sits on a rounding boundary
+        assert metrics["tasks"][task]["score"] == pytest.approx(score, abs=1.5e-4), (name, task)
+    assert metrics["sum"] == pytest.approx(sum(want.values()), abs=6e-4)
+    row = [float(cell) for cell in board_rows(root)[name][:7]]  # six tasks in the evaluator's order, then the sum
+    assert row == pytest.approx([*want.values(), sum(want.values())], abs=6e-4)
 
 
 def test_metrics_are_visible_to_dvc_and_graph_is_up_to_date(workspace):
@@ -65,10 +125,30 @@ def test_metrics_are_visible_to_dvc_and_graph_is_up_to_date(workspace):
     assert "changed" not in sh(root, "dvc", "status")
 
 
-def test_entry_written_from_all_events_passes_the_validator(workspace):
-    root, _ = workspace
-    sh(root, "python", "-m", "ubp", "submit", "aggregated", "--out", "entry")
-    assert "valid entry" in sh(root, "python", "-m", "ubp", "validate", "entry")
+def last_event(root) -> datetime:
+    stamps = [pd.read_parquet(root / schema.CANONICAL_DIR / f"{event}.parquet", columns=[schema.TIMESTAMP])
+              [schema.TIMESTAMP].max() for event in schema.EVENT_TYPES]
+    return max(stamps).to_pydatetime()
+
+
+@pytest.mark.parametrize("name", ["aggregated", "ensemble", "stacked"])
+def test_entry_written_from_all_events_passes_the_validator(workspace, name):
+    """SPEC §7: the entry holds exactly the relevant clients (int64, here in relevant_clients.npy's
+    order), one float16 row each, and is made from all events: as of one second after the last event,
+    so not the stage's input-only embedding."""
+    root, params = workspace
+    assert name in profile_names(params)
+    sh(root, "python", "-m", "ubp", "submit", name, "--out", f"entry_{name}")
+    assert "valid entry" in sh(root, "python", "-m", "ubp", "validate", f"entry_{name}")
+    entry = root / f"entry_{name}"
+    ids, emb = np.load(entry / "client_ids.npy"), np.load(entry / "embeddings.npy")
+    assert ids.dtype == np.int64 and np.array_equal(ids, relevant_clients(root))
+    assert emb.dtype == np.float16 and emb.shape[0] == len(ids) and 1 <= emb.shape[1] <= 2048
+    meta = json.loads((entry / "meta.json").read_text())
+    cutoff = (last_event(root) + timedelta(seconds=1)).strftime(schema.TIMESTAMP_FORMAT)
+    assert (meta.get("events"), meta.get("cutoff")) == ("all", cutoff)
+    local = np.load(root / profile_dir(params, name) / "embeddings.npy")
+    assert local.shape == emb.shape and not np.array_equal(local, emb)  # the target windows' events count
 
 
 def test_notebook_runs_headless_on_the_tiny_run(workspace):

@@ -18,14 +18,14 @@ from ubp.data.ingest import ingest
 from ubp.data.split import split
 from ubp.data.targets import build_targets
 
-CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance"
-pytestmark = pytest.mark.skipif(not (CONFORMANCE / "raw").is_dir(),
-                                reason=f"conformance suite not found at {CONFORMANCE}")
+from tests.conftest import CONFORMANCE
+
 SUMMED = (S.SKU, S.URL, S.CATEGORY, S.PRICE)
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory) -> dict[str, Path]:
+def dirs(tmp_path_factory, conformance) -> dict[str, Path]:
+    """Every test here goes through this fixture: a missing suite fails in CI, skips elsewhere."""
     root = tmp_path_factory.mktemp("conformance")
     dirs = {name: root / name for name in ("canonical", "split", "targets")}
     ingest(CONFORMANCE / "raw", dirs["canonical"])

@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from tests.data.conftest import AFTER_END, BEFORE_TRAIN, END_DATE, TRAIN_START, VALIDATION_START, handmade_tables
+from tests.data.conftest import (AFTER_END, BEFORE_TRAIN, END_DATE, RELEVANT, TRAIN_START, VALIDATION_START,
+                                 handmade_tables, write_raw)
 from ubp import schema as S
 from ubp.data.split import split, split_dates
 from ubp.io import UbpError
@@ -77,9 +78,40 @@ def test_targets_windows_order_and_join(handmade_split):
         assert frame[S.CATEGORY].tolist() == props.loc[frame[S.SKU], S.CATEGORY].tolist()
         assert frame[S.PRICE].tolist() == props.loc[frame[S.SKU], S.PRICE].tolist()
         assert [v.tolist() for v in frame[S.NAME]] == [v.tolist() for v in props.loc[frame[S.SKU], S.NAME]]
-    for part in (S.TRAIN_TARGET, S.VALIDATION_TARGET):  # events after end_date are nowhere
-        assert not (read(split_dir / f"{part}.parquet")[S.TIMESTAMP] > pd.Timestamp(END_DATE)).any()
-    assert AFTER_END > END_DATE
+
+
+def split_of(tmp_path, tables: dict[str, pd.DataFrame]) -> tuple[dict, dict[str, pd.DataFrame]]:
+    from ubp.data.ingest import ingest
+
+    write_raw(tmp_path / "raw", tables, RELEVANT)
+    ingest(tmp_path / "raw", tmp_path / "canonical")
+    info = split(tmp_path / "canonical", tmp_path / "split")
+    parts = {f"input/{e}": read(tmp_path / "split" / "input" / f"{e}.parquet") for e in S.EVENT_TYPES}
+    parts |= {p: read(tmp_path / "split" / f"{p}.parquet") for p in (S.TRAIN_TARGET, S.VALIDATION_TARGET)}
+    return info, parts
+
+
+def test_end_date_is_the_latest_purchase_not_the_latest_event(tmp_path):
+    """Carts, visits and searches after the last purchase (the log's AFTER_END rows, and a page visit
+    a year later) move no window and reach no output; a later purchase moves all three dates."""
+    tables = handmade_tables()
+    late_visit = pd.DataFrame({S.CLIENT_ID: [104], S.TIMESTAMP: ["2023-03-30 12:00:00"], S.URL: [1004]})
+    tables[S.PAGE_VISIT] = pd.concat([tables[S.PAGE_VISIT], late_visit], ignore_index=True)
+    info, parts = split_of(tmp_path / "visit", tables)
+    assert (info["end_date"], info["train_target_start"], info["validation_target_start"]) == \
+        (END_DATE, TRAIN_START, VALIDATION_START)
+    stamps = {name: frame[S.TIMESTAMP].dt.strftime(S.TIMESTAMP_FORMAT).tolist() for name, frame in parts.items()}
+    assert not [(name, t) for name, ts in stamps.items() for t in ts if t in (AFTER_END, "2023-03-30 12:00:00")]
+
+    late_buy = pd.DataFrame({S.CLIENT_ID: [104], S.TIMESTAMP: ["2022-04-10 15:00:00"], S.SKU: [9]})
+    tables[S.PRODUCT_BUY] = pd.concat([tables[S.PRODUCT_BUY], late_buy], ignore_index=True)
+    info, parts = split_of(tmp_path / "buy", tables)
+    # 2022-04-10 15:00 - 27 days = 2022-03-14 15:00, truncated to midnight; + 14 days
+    assert (info["end_date"], info["train_target_start"], info["validation_target_start"]) == \
+        ("2022-04-10 15:00:00", "2022-03-14 00:00:00", "2022-03-28 00:00:00")
+    assert rows(parts[S.VALIDATION_TARGET], S.SKU) == [(103, END_DATE, 3), (104, "2022-04-10 15:00:00", 9)]
+    assert rows(parts[f"input/{S.ADD_TO_CART}"], S.SKU) == [  # AFTER_END (2022-04-01) is still after the cutoff
+        (900, "2022-02-01 10:00:00", 5), (104, BEFORE_TRAIN, 2), (104, TRAIN_START, 4)]
 
 
 def test_split_needs_ingest(tmp_path):

@@ -49,12 +49,63 @@ def test_writes_metrics(workdir):
     metrics = json.loads((workdir / schema.METRICS_DIR / "good.json").read_text())
     assert metrics["profile"] == "good" and metrics["eval_profile"] == "tiny"
     assert set(metrics["tasks"]) == set(schema.TASKS)
-    assert metrics["sum"] == pytest.approx(sum(t["score"] for t in metrics["tasks"].values()), abs=1e-9)
     churn, sku = metrics["tasks"][schema.CHURN], metrics["tasks"][schema.PROPENSITY_SKU]
     assert churn["n_clients"] == N_CLIENTS // 2 and churn["n_labels"] == 1 and "novelty" not in churn
     assert {"score", "auroc", "diversity", "novelty", "best_epoch", "n_clients", "n_labels",
             "labels_without_positive", "seconds"} <= set(sku)
     assert sku["n_clients"] == N_CLIENTS and sku["n_labels"] == N_LABELS and sku["best_epoch"] in (0, 1)
+
+
+# Per task, the three epochs' scores a stubbed network reports, and the entry expected from them by hand:
+# the first best epoch, its score rounded to 4 decimals.
+EPOCH_SCORES = {
+    schema.CHURN: ([0.61234, 0.70006, 0.69], 1, 0.7001),
+    schema.PROPENSITY_CATEGORY: ([0.8, 0.8, 0.75], 0, 0.8),  # a tie: the first maximum
+    schema.PROPENSITY_SKU: ([0.5, 0.6, 0.65004], 2, 0.65),
+    schema.CONVERSION: ([0.9, 0.95, 0.99], 2, 0.99),
+    schema.PROPENSITY_NEW_SKU: ([0.55556, 0.5, 0.5], 0, 0.5556),
+    schema.PROPENSITY_PRICE: ([0.7, 0.72, 0.71], 1, 0.72),
+}
+EXPECTED_SUM = 4.4157  # 0.7001 + 0.8 + 0.65 + 0.99 + 0.5556 + 0.72
+
+
+def test_scores_are_each_tasks_best_epoch_and_sum_adds_them(workdir, monkeypatch):
+    """The stage's numbers against a hand-made table: a stub network checks that it gets each task's
+    clients (churn: only the active ones) in the embedding's order with their own label rows, and
+    reports the table's per-epoch scores; the entries and the sum must be the ones worked out above."""
+    rng = np.random.default_rng(5)
+    ids = rng.permutation(np.arange(1000, 1000 + N_CLIENTS)).astype(np.int64)
+    emb = np.stack([ids - 1000, rng.normal(size=N_CLIENTS)], axis=1).astype(np.float16)  # ids exact in float16
+    write_embedding(workdir, "coded", ids, emb)
+    labels = {task: run.load_task_labels(workdir / schema.TARGETS_DIR, task) for task in schema.TASKS}
+    seen = []
+
+    def stub(task, x_fit, y_fit, x_score, y_score, popularity, config, progress=None):
+        fit = protocol.as_rows(x_fit).block(0, len(x_fit))
+        got_ids = fit[:, 0].astype(np.int64) + 1000
+        members = set(labels[task]["client_ids"].tolist())
+        want_ids = [i for i in ids.tolist() if i in members]
+        assert got_ids.tolist() == want_ids, task  # the task's clients, in the submitted order
+        assert np.array_equal(protocol.as_rows(x_score).block(0, len(x_score)), fit)  # scored on the same clients
+        row = {c: i for i, c in enumerate(labels[task]["client_ids"].tolist())}
+        for got, key in ((y_fit, "y_train"), (y_score, "y_validation")):
+            assert np.array_equal(got, labels[task][key][[row[c] for c in want_ids]]), (task, key)
+        seen.append(task)
+        return [{"score": s, "auroc": s - 0.01 * e, "diversity": None if task in schema.BINARY_TASKS else 0.1 * e,
+                 "novelty": None if task in schema.BINARY_TASKS else 0.2 * e}
+                for e, s in enumerate(EPOCH_SCORES[task][0])]
+
+    monkeypatch.setattr(protocol, "train_and_score", stub)
+    metrics = run.evaluate_profile("coded", {**EVAL_PARAMS, "epochs": 3, "workers": 1})
+    assert seen == list(schema.TASKS)
+    for task, (scores, best, score) in EPOCH_SCORES.items():
+        entry = metrics["tasks"][task]
+        assert (entry["best_epoch"], entry["score"]) == (best, score), task
+        assert entry["auroc"] == pytest.approx(scores[best] - 0.01 * best, abs=1e-9), task
+        if task not in schema.BINARY_TASKS:
+            assert (entry["diversity"], entry["novelty"]) == pytest.approx((0.1 * best, 0.2 * best), abs=1e-9)
+        assert entry["n_clients"] == (N_CLIENTS // 2 if task == schema.CHURN else N_CLIENTS)
+    assert metrics["sum"] == EXPECTED_SUM
 
 
 @pytest.mark.parametrize("threads", [1, 2])
