@@ -10,12 +10,11 @@ kernel depends on the CPU: the file was made where it sorts ties as AVX-512 does
 asks for equality; on AVX2 the same columns in another order (checked by running it with
 NPY_DISABLE_CPU_FEATURES=X86_V4,AVX512_ICL,AVX512_SPR); without AVX2 ties at the top-n cut change
 which columns exist, and it skips saying so.
-Without the suite this test skips, except under CI (env CI set), where it fails.
+Without the suite it skips, except under CI, where it fails (tests/conftest.py's `conformance`).
 """
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 
 import numpy as np
@@ -27,25 +26,19 @@ from ubp.data.split import split
 from ubp.models import aggregated
 from ubp.models.base import EmbedContext
 from ubp.params import load_params, model_config
-from tests.conftest import CONFORMANCE, REPO
-
-EXPECTED = CONFORMANCE / "expected" / "baseline"
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
-def official() -> tuple[np.ndarray, np.ndarray]:
-    if not EXPECTED.is_dir():
-        message = f"conformance suite not found at {CONFORMANCE} (clone the repository beside shared/)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return np.load(EXPECTED / "client_ids.npy"), np.load(EXPECTED / "embeddings.npy")
+def official(conformance) -> tuple[np.ndarray, np.ndarray]:
+    expected = conformance / "expected" / "baseline"
+    return np.load(expected / "client_ids.npy"), np.load(expected / "embeddings.npy")
 
 
 @pytest.fixture(scope="module")
-def ours(official, tmp_path_factory) -> tuple[EmbedContext, np.ndarray]:
+def ours(official, conformance, tmp_path_factory) -> tuple[EmbedContext, np.ndarray]:
     root = tmp_path_factory.mktemp("conformance_baseline")
-    ingest(CONFORMANCE / "raw", root / "canonical")
+    ingest(conformance / "raw", root / "canonical")
     info = split(root / "canonical", root / "split")
     ctx = EmbedContext(client_ids=np.load(root / "canonical" / schema.RELEVANT_CLIENTS_FILE),
                        events_dir=root / "split" / "input",
