@@ -145,8 +145,6 @@ def test_submit_names_a_profile_that_cannot_make_an_entry(repo):
     assert not (root / "entry").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="submit writes the entry, then validates it: a refused entry stays on disk "
-                   "looking like one (src/ubp/submission.py; validate before writing, or inside the atomic dir)")
 def test_a_refused_entry_leaves_no_directory(repo, tiny_dirs):
     root, params, _ = repo
     ids = np.load(tiny_dirs["canonical"] / schema.RELEVANT_CLIENTS_FILE)[1:]  # one relevant client short

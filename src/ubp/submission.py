@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ubp import schema
-from ubp.embed import compute, write_profile
+from ubp.embed import compute
 from ubp.features.build import connect_for
-from ubp.io import UbpError, load_npy
+from ubp.io import UbpError, atomic_dir, load_npy
 from ubp.models.base import EmbedContext, ProfileUnavailable
 from ubp.params import load_params, model_config, profile_dir
 
@@ -80,6 +81,12 @@ def full_context(cfg: dict, canonical_dir: Path = schema.CANONICAL_DIR, sequence
     )
 
 
+def write_profile_files(directory: Path, ids: np.ndarray, emb: np.ndarray, meta: dict) -> None:
+    np.save(directory / "client_ids.npy", np.asarray(ids, dtype=np.int64))
+    np.save(directory / "embeddings.npy", emb)
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
 def submit(name: str, out_dir: Path, params: dict, from_input: bool = False) -> None:
     relevant = load_npy(schema.CANONICAL_DIR / schema.RELEVANT_CLIENTS_FILE)
     if from_input:
@@ -98,8 +105,9 @@ def submit(name: str, out_dir: Path, params: dict, from_input: bool = False) -> 
             raise UbpError(f"profile '{name}' cannot make an entry: {exc}") from None
         ids = ctx.client_ids
         meta = {"profile": name, "events": "all", "cutoff": ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT)}
-    write_profile(Path(out_dir), ids, emb, meta)
-    validate(out_dir, relevant)
+    with atomic_dir(out_dir) as tmp:  # validated before it replaces out_dir: a refused entry leaves nothing
+        write_profile_files(tmp, ids, emb, meta)
+        validate(tmp, relevant)
     log.info("entry written to %s and validated: %d x %d", out_dir, *emb.shape)
 
 
