@@ -20,8 +20,9 @@ from ubp.io import UbpError
 
 C = TypeVar("C")
 
-# Keys that place a profile in the graph rather than configure its method.
-STRUCTURAL = ("method", "inherits")
+# Keys that place a profile in the graph (its method, the section it inherits, the data its stage
+# depends on) rather than configure its method.
+STRUCTURAL = ("method", "inherits", "reads")
 
 
 def build(cls: type[C], values: Mapping | None, where: str, origin: Mapping[str, str] | None = None) -> C:
