@@ -1,7 +1,7 @@
 """Shape of raw-layout datasets beside the real release's figures (SPEC §2), plus task signal.
 
     python benchmarks/data_stats.py [--raw-dir data/synthetic] [--generate] [--scale 0.01 0.1]
-                                    [--scale-dir /tmp/ubp_scale] [--out reports/data_stats.md]
+                                    [--scale-dir /tmp/ubp_scale] [--out reports/bench/data_stats.md]
 
 --generate (or a missing raw dir) first runs the generator with its DEFAULTS into --raw-dir and
 reports its wall time and peak RSS. Each --scale adds a column: the generator's `scale` preset
@@ -212,7 +212,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--generate", action="store_true", help="(re)generate the DEFAULTS config into --raw-dir first")
     ap.add_argument("--scale", type=float, nargs="*", default=[], help="also generate and describe the scale preset")
     ap.add_argument("--scale-dir", type=Path, default=Path("/tmp/ubp_scale"))
-    ap.add_argument("--out", type=Path, default=S.REPORTS_DIR / "data_stats.md")
+    ap.add_argument("--out", type=Path, default=S.BENCH_DIR / "data_stats.md")
     args = ap.parse_args(argv)
     parts = [f"# Data statistics: `{args.raw_dir}`" + "".join(f", `scale: {x}`" for x in args.scale) + "\n"]
     if args.generate or not (args.raw_dir / f"{S.PRODUCT_BUY}.parquet").exists():

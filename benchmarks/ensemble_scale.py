@@ -2,7 +2,7 @@
 it replaced), and the inner-split scorer's time per candidate on a client sample.
 
     python benchmarks/ensemble_scale.py [--clients 1000000] [--old-clients 100000 250000]
-        [--scorer-clients 5000 20000] [--workdir /tmp/ensemble_scale]   # -> reports/ensemble_scale.md
+        [--scorer-clients 5000 20000] [--workdir /tmp/ensemble_scale]   # -> reports/bench/ensemble_scale.md
 
 Sources are fake stored profiles in --workdir (client_ids.npy int64 + embeddings.npy + meta.json):
 `features` 400 float32 columns (norm none, not centred), `affinity` 200 float32 (l2) and a learned
@@ -41,7 +41,7 @@ SOURCES = {  # name: (columns, dtype, ensemble settings)
     "affinity": (200, np.float32, {"norm": "l2"}),
     "learned": (1024, np.float16, {"norm": "l2"}),
 }
-REPORT = schema.REPORTS_DIR / "ensemble_scale"
+REPORT = schema.BENCH_DIR / "ensemble_scale"
 ROWS_PER_WRITE = 50_000
 
 

@@ -1,9 +1,9 @@
 """Seed spread and ranking agreement of the downstream evaluator's network sizes.
 
     python benchmarks/eval_calibration.py --profiles random aggregated oracle \
-        --sizes default official --seeds 1278 1279 42 --out reports/eval_calibration.md
+        --sizes default official --seeds 1278 1279 42 --out reports/bench/eval_calibration.md
     python benchmarks/eval_calibration.py --profiles features ensemble --seeds 1278 1279 42 1 2 3 4 5 6 7 \
-        --paired ensemble features --out reports/ensemble_seeds.md
+        --paired ensemble features --out reports/bench/ensemble_seeds.md
 
 Run from a pipeline workspace (the repo root after `dvc repro`, or a copy with another data
 size): scores each embedding in `embeddings/` (or `combined/`: ensemble, stacked) with every size and evaluator seed, then reports
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="+", default=["random", "aggregated", "oracle"])
     parser.add_argument("--sizes", nargs="+", default=["default"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1278, 1279, 42])
-    parser.add_argument("--out", type=Path, default=schema.REPORTS_DIR / "eval_calibration.md")
+    parser.add_argument("--out", type=Path, default=schema.BENCH_DIR / "eval_calibration.md")
     parser.add_argument("--no-run", action="store_true", help="only report what the .json already holds")
     parser.add_argument("--paired", nargs=2, metavar=("A", "B"), default=None,
                         help="also report the per-seed difference A - B (mean, standard error, wins)")

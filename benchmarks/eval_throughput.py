@@ -9,7 +9,7 @@ the machine's measured matmul peak (a large torch.mm), and the training step spl
 backward and optimizer. Then the pieces that grow with the data: AUROC (+ diversity, novelty) over
 N x 100 labels, reading the float32 embedding file, and an estimate of one profile's evaluation.
 The machine is shared: every figure carries os.getloadavg() taken when it was measured.
-Writes reports/eval_throughput.md and .json.
+Writes reports/bench/eval_throughput.md and .json.
 """
 from __future__ import annotations
 
@@ -237,7 +237,7 @@ def main() -> None:
     parser.add_argument("--churn-share", type=float, default=0.5, help="churn's clients / all (estimate)")
     parser.add_argument("--end-to-end", type=int, nargs=3, metavar=("N", "WIDTH", "EPOCHS"), action="append",
                         default=[], help="also run evaluate_profile on a random profile (default network)")
-    parser.add_argument("--out", default=str(schema.REPORTS_DIR / "eval_throughput"))
+    parser.add_argument("--out", default=str(schema.BENCH_DIR / "eval_throughput"))
     args = parser.parse_args()
     if args.end_to_end and not args.networks:  # only the end-to-end runs
         print([end_to_end(n, w, e, args.churn_share) for n, w, e in args.end_to_end])

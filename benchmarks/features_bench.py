@@ -1,7 +1,7 @@
 """Wall time and peak RSS of the `features` stage's DuckDB code against plain pandas.
 
     python benchmarks/features_bench.py [--canonical-dir data/canonical] [--split-dir data/split]
-                                        [--threads 2] [--out reports/features_bench.md]
+                                        [--threads 2] [--out reports/bench/features_bench.md]
 
 Each measurement runs in a fresh process (so peak RSS is its own): (1) build_features with every
 family, (2) build_features with only the families pandas also computes, (3) those families in
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-dir", type=Path, default=schema.SPLIT_DIR)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-limit", help="DuckDB memory_limit, e.g. 1GB (default: DuckDB's, 80%% of RAM)")
-    parser.add_argument("--out", type=Path, default=schema.REPORTS_DIR / "features_bench.md")
+    parser.add_argument("--out", type=Path, default=schema.BENCH_DIR / "features_bench.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

@@ -1,7 +1,7 @@
 """Neural profiles fitted on a seeded sample of clients (`model.fit_clients`) vs on all of them.
 
     python benchmarks/fit_sample.py --profiles contrastive gru_ae_day dcn --samples all 4000 4000x3 \
-        --seeds 1278 1279 42 --timing rcae dcn gru_ae_day next_event contrastive --out reports/fit_sample.md
+        --seeds 1278 1279 42 --timing rcae dcn gru_ae_day next_event contrastive --out reports/bench/fit_sample.md
 
 Run from a pipeline workspace after `dvc repro features sequences`. For each profile and sample size
 (`4000x3`: 4,000 clients and three times the epochs, i.e. about as many optimizer steps as all 12,000)
@@ -238,10 +238,10 @@ def main() -> None:
     parser.add_argument("--timing", nargs="*", default=["rcae", "dcn", "gru_ae_day", "next_event", "contrastive"])
     parser.add_argument("--timing-clients", type=int, default=3000)
     parser.add_argument("--real-sample", type=int, default=100_000, help="the sample size a 1M-client run would fit on")
-    parser.add_argument("--costs", type=Path, default=Path("reports/repro_costs_s5b.md"),
+    parser.add_argument("--costs", type=Path, default=Path("reports/bench/repro_costs.md"),
                         help="a quiet repro_costs run (its .log and .json) to extrapolate from")
     parser.add_argument("--data-clients", type=int, default=12_000, help="clients of the data that run had")
-    parser.add_argument("--out", type=Path, default=Path("reports/fit_sample.md"))
+    parser.add_argument("--out", type=Path, default=Path("reports/bench/fit_sample.md"))
     parser.add_argument("--report-only", action="store_true", help="write the report from the .json, run nothing")
     args = parser.parse_args()
     if "all" in args.samples:  # the reference row first

@@ -8,7 +8,7 @@ relevant ones (as the real data: 1M of 18.7M), Zipf-distributed items, then runs
 `run` measures, each in a fresh process (so its peak RSS is its own): aggregated as of commit BEFORE
 (loaded from git) and as now, byte-compared; build_features without a limit and with each --limits
 entry, compared by a digest of the output, with the peak size of DuckDB's spill directory (sampled every 0.05 s).
-Writes reports/relational_scale.json and .md (with os.getloadavg() beside each timing).
+Writes reports/bench/relational_scale.json and .md (with os.getloadavg() beside each timing).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from ubp import schema
 from ubp.io import save_json, save_text
 
 BEFORE = "4fc2ba2"  # the last commit with aggregated's all-clients grouping
-REPORT = Path("reports/relational_scale")
+REPORT = Path("reports/bench/relational_scale")
 START, END = datetime(2022, 5, 1), datetime(2022, 11, 1)
 SHARES = {schema.PAGE_VISIT: 0.62, schema.ADD_TO_CART: 0.15, schema.PRODUCT_BUY: 0.06,
           schema.REMOVE_FROM_CART: 0.05, schema.SEARCH_QUERY: 0.12}  # of all events

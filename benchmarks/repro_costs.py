@@ -1,6 +1,6 @@
 """Total and per-stage wall time and peak memory of a real `dvc repro` (or `dvc exp run ...`).
 
-    python benchmarks/repro_costs.py [--workdir DIR] [--out reports/repro_costs.md] [-- dvc exp run -S model.hidden=512]
+    python benchmarks/repro_costs.py [--workdir DIR] [--out reports/bench/repro_costs.md] [-- dvc exp run -S model.hidden=512]
 
 Writes the table to --out, the same figures to its .json (what training_costs.py and
 width_costs.py read) and the command's output to its .log. Without --workdir, clones the current commit into a temporary directory (no DVC cache, no
@@ -91,7 +91,7 @@ def run(command: list[str], workdir: Path, log_path: Path) -> tuple[list[tuple[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, help="run in this checkout (default: a fresh clone of HEAD)")
-    parser.add_argument("--out", type=Path, default=Path("reports/repro_costs.md"))
+    parser.add_argument("--out", type=Path, default=Path("reports/bench/repro_costs.md"))
     parser.add_argument("command", nargs="*", help="default: dvc repro")
     args = parser.parse_args()
     command = args.command or ["dvc", "repro"]

@@ -5,10 +5,10 @@
 
 `run` keeps one checkout per scale (default /work/scale/<scale>, a clone of this commit), sets
 `data.synthetic.scale` and the --set params in its params.yaml, runs `dvc repro [targets]` there and
-merges the figures of every stage that ran into reports/scale.json, each with the commit it ran at
+merges the figures of every stage that ran into reports/bench/scale.json, each with the commit it ran at
 (so a real-scale run can be split over sessions: one target at a time, figures appended, the checkout
 pinned with --at to the commit the run began at).
-`report` writes reports/scale.md and scale.png from that JSON: one row per stage, one column per
+`report` writes reports/bench/scale.md and scale.png from that JSON: one row per stage, one column per
 scale, and the slope of cost against events on a log-log fit (1.0 = linear).
 Peak RSS is the summed RSS of the stage's whole process tree (sampled every 0.2 s); disk written
 is the growth of the checkout (outputs plus their copies in the DVC cache) during the stage.
@@ -32,7 +32,7 @@ from repro_costs import STAGE_LINE, Sampler  # noqa: E402
 
 from ubp.io import save_json, save_text  # noqa: E402
 
-REPORT = Path("reports/scale.json")
+REPORT = Path("reports/bench/scale.json")
 ROOT = Path("/work/scale")
 CORES = os.cpu_count() or 1
 REAL_EVENTS = 169_000_000  # SPEC §2: the scale 1.0 the generator's preset aims at
@@ -198,7 +198,7 @@ def report(args) -> None:
         "# Every stage at 1%, 10% and 100% of the real data's size",
         "",
         f"Made by `python benchmarks/scale.py` (report from commit {data['commit']}; each figure carries the commit "
-        f"it ran at in `reports/scale.json`). Machine: {data['machine']}. Data: the generator's real-shape preset "
+        f"it ran at in `reports/bench/scale.json`). Machine: {data['machine']}. Data: the generator's real-shape preset "
         "(`data.synthetic.scale`); 1.0 is the real dataset's size (SPEC §2).",
         "",
         f"| scale | {head} |",
@@ -306,7 +306,7 @@ def main() -> None:
                             "changed code would re-run the stages already measured)")
     p_run.add_argument("--cache-type", metavar="TYPE", help="the checkout's DVC cache.type (symlink at 100%%)")
     p_run.add_argument("targets", nargs="*")
-    p_rep = sub.add_parser("report", help="write reports/scale.md and .png from reports/scale.json")
+    p_rep = sub.add_parser("report", help="write reports/bench/scale.md and .png from reports/bench/scale.json")
     for p in (p_run, p_rep):
         p.add_argument("--report", type=Path, default=REPORT)
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Wall time and peak memory of every stage of the DVC graph, run one by one in graph order.
 
-    python benchmarks/stage_costs.py [--out reports/stage_costs.md] [--only embed evaluate]
+    python benchmarks/stage_costs.py [--out reports/bench/stage_costs.md] [--only embed evaluate]
 
 Runs each stage's command as dvc.yaml resolves it (not through `dvc repro`, so no hashing
 overhead is counted) in a fresh process, and reads that process tree's peak RSS.
@@ -52,7 +52,7 @@ def measure(cmd: str) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("reports/stage_costs.md"))
+    parser.add_argument("--out", type=Path, default=Path("reports/bench/stage_costs.md"))
     parser.add_argument("--only", nargs="*", help="stage name prefixes to run (default: all)")
     args = parser.parse_args()
     rows = []

@@ -1,6 +1,6 @@
 """Training cost of every trained profile: seconds per epoch, training samples per second, peak memory.
 
-    python benchmarks/training_costs.py [--costs reports/repro_costs.md] [--out reports/training_costs.md]
+    python benchmarks/training_costs.py [--costs reports/bench/repro_costs.md] [--out reports/bench/training_costs.md]
 
 Reads the log and the .json that `benchmarks/repro_costs.py` wrote (run that first, on an
 otherwise idle machine: the figures are those of that run): each embed stage's epoch lines
@@ -51,8 +51,8 @@ def stage_costs(path: Path) -> dict[str, tuple[float, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--costs", type=Path, default=Path("reports/repro_costs.md"))
-    parser.add_argument("--out", type=Path, default=Path("reports/training_costs.md"))
+    parser.add_argument("--costs", type=Path, default=Path("reports/bench/repro_costs.md"))
+    parser.add_argument("--out", type=Path, default=Path("reports/bench/training_costs.md"))
     args = parser.parse_args()
     params = load_params()
     costs = stage_costs(args.costs)

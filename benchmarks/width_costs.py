@@ -1,12 +1,12 @@
 """What `dvc exp run -S model.hidden=W` costs: one epoch of each neural profile at two widths.
 
-    python benchmarks/width_costs.py [--widths 128 512] [--out reports/width_costs.md]
+    python benchmarks/width_costs.py [--widths 128 512] [--out reports/bench/width_costs.md]
 
 Each neural profile of params.yaml (those inheriting `model:`) is embedded with its own settings
 but `hidden` = each width and 1 epoch, from the stored sequences and features of the default
 data (run `dvc repro` first; they hold every relevant client, so no subset), in this process, one
 after the other: wall time of that epoch plus the read-out of the clients. The ratio between widths,
-times the stage's time in reports/repro_costs.md, estimates the experiment's training time.
+times the stage's time in reports/bench/repro_costs.md, estimates the experiment's training time.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from ubp.params import load_params, model_config, profile_names
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[128, 512])
-    parser.add_argument("--costs", type=Path, default=Path("reports/repro_costs.md"))
-    parser.add_argument("--out", type=Path, default=Path("reports/width_costs.md"))
+    parser.add_argument("--costs", type=Path, default=Path("reports/bench/repro_costs.md"))
+    parser.add_argument("--out", type=Path, default=Path("reports/bench/width_costs.md"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     params = load_params()

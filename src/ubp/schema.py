@@ -81,6 +81,7 @@ EMBEDDINGS_DIR = Path("embeddings")  # <profile>/client_ids.npy + embeddings.npy
 COMBINED_DIR = Path("combined")  # the same, for profiles built from other profiles (ensembles, stacking)
 METRICS_DIR = Path("metrics")  # <profile>.json
 REPORTS_DIR = Path("reports")
+BENCH_DIR = REPORTS_DIR / "bench"  # what benchmarks/ scripts write, by hand
 
 ORACLE_SUBDIR = "oracle"  # inside the synthetic dir: client_ids.npy + state.npy + columns.json
 SPLIT_FILE = "split.json"

@@ -201,7 +201,7 @@ def scaled(tmp_path_factory) -> Path:
 
 
 def shape_stats(raw: Path) -> dict:
-    """The SPEC §2 shape statistics of a raw dataset (what reports/data_stats.md shows)."""
+    """The SPEC §2 shape statistics of a raw dataset (what reports/bench/data_stats.md shows)."""
     ev = {name: pd.read_parquet(raw / f"{name}.parquet", columns=[S.CLIENT_ID, S.TIMESTAMP]) for name in S.EVENT_TYPES}
     relevant = np.load(raw / S.RELEVANT_CLIENTS_FILE)
     n = {name: len(t) for name, t in ev.items()}

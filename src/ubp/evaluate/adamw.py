@@ -16,7 +16,7 @@ import torch
 ALIGN = 16  # each parameter starts on a 64-byte boundary of the buffer, like a tensor of its own
 # Elements per block: large enough that per-pass overhead is small and a step has few parallel
 # regions (a busy second core makes each one wait), small enough that the block's five buffers
-# stay in cache between the passes. Chosen by timing 16k..whole buffer (reports/eval_throughput.md).
+# stay in cache between the passes. Chosen by timing 16k..whole buffer (reports/bench/eval_throughput.md).
 BLOCK = 131072
 
 
