@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
+import dataclasses
 import json
 import logging
 import os
@@ -48,11 +48,9 @@ def embed_one(profile: str, sample: str, epochs: int | None, out: Path) -> None:
     params = load_params()
     cfg = model_config(params, profile)
     size, _, times = sample.partition("x")  # "4000x3": 4,000 clients, 3x the epochs (as many steps as all 12,000)
-    cfg["fit_clients"] = None if size == "all" else int(size)
-    cfg["epochs"] = epochs if epochs is not None else int(cfg.get("epochs", 20)) * int(times or 1)
-    ctx = local_context(cfg, sequence_settings=params.get("sequences"),
-                        **({"feature_settings": params.get("features")}
-                           if "feature_settings" in inspect.signature(local_context).parameters else {}))
+    cfg = dataclasses.replace(cfg, fit_clients=None if size == "all" else int(size),
+                              epochs=epochs if epochs is not None else cfg.epochs * int(times or 1))
+    ctx = local_context(sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     matrix = compute(profile, cfg, ctx)
@@ -60,7 +58,7 @@ def embed_one(profile: str, sample: str, epochs: int | None, out: Path) -> None:
     info = dict(ctx.info)
     curve = info.pop("curve", [])
     if out is not None:
-        write_profile(out, ctx.client_ids, matrix, {"profile": profile, "fit_clients": cfg["fit_clients"], **info}, curve)
+        write_profile(out, ctx.client_ids, matrix, {"profile": profile, "fit_clients": cfg.fit_clients, **info}, curve)
     fitted = int(info.get("n_train", 0)) + int(info.get("n_val", 0))
     train_seconds = sum(float(row["seconds"]) for row in curve)
     print(json.dumps({"seconds": round(seconds, 2), "train_seconds": round(train_seconds, 2),
@@ -184,7 +182,7 @@ def quiet_table(args) -> list[str]:
     """Epoch and stage costs of the last quiet fresh-clone run (repro_costs log/json, via training_costs.py),
     per 1,000 clients of its data, extrapolated to 1M clients fitted on all vs on the sample."""
     from training_costs import epoch_seconds, stage_costs  # benchmarks/ is on sys.path when run as a script
-    from ubp.params import load_params, model_config
+    from ubp.params import load_params, profile_method
 
     params = load_params()
     epochs, stages = epoch_seconds(args.costs.with_suffix(".log")), stage_costs(args.costs)
@@ -192,7 +190,7 @@ def quiet_table(args) -> list[str]:
              f"training at 1M, {args.real_sample:,} fitted (min) | rest of the stage at 1M (min, est.) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for profile, secs in epochs.items():
-        if profile not in stages or model_config(params, profile).get("method") not in FITTED_METHODS:
+        if profile not in stages or profile_method(params, profile) not in FITTED_METHODS:
             continue
         n_epochs, epoch = len(secs), float(np.mean(secs))
         per_k = epoch / (args.data_clients / 1000)

@@ -38,10 +38,10 @@ def main() -> None:
     rows = []
     for name in names:
         cfg = model_config(params, name)
-        ctx = E.local_context(cfg, sequence_settings=params.get("sequences"))
+        ctx = E.local_context(sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
         seconds = []
         for width in args.widths:
-            run_cfg = {**cfg, "hidden": width, "epochs": 1}
+            run_cfg = dataclasses.replace(cfg, hidden=width, epochs=1)
             start = time.perf_counter()
             E.compute(name, run_cfg, dataclasses.replace(ctx, info={}))
             seconds.append(time.perf_counter() - start)

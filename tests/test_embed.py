@@ -7,6 +7,7 @@ import pytest
 
 from ubp import embed as embed_stage
 from ubp.io import UbpError
+from ubp.models import random, rcae
 from ubp.models.base import EmbedContext, ProfileUnavailable
 
 CTX = EmbedContext(
@@ -40,28 +41,28 @@ class FakeMethod:
 def test_compute_rejects_bad_method_output(monkeypatch, matrix, message):
     monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(matrix))
     with pytest.raises(UbpError) as err:
-        embed_stage.compute("p", {}, CTX)
+        embed_stage.compute("p", random.Config(), CTX)
     assert message in str(err.value)
 
 
 def test_compute_returns_float16(monkeypatch):
     monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(np.ones((3, 2))))
-    out = embed_stage.compute("p", {}, CTX)
+    out = embed_stage.compute("p", random.Config(), CTX)
     assert out.dtype == np.float16 and out.shape == (3, 2)
 
 
 def test_standardize_setting_centres_and_scales_each_column(monkeypatch):
     raw = np.array([[1.0, 7.0, 0.5], [3.0, 7.0, 0.5], [5.0, 7.0, 2.0]])
     monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(raw))
-    out = embed_stage.compute("p", {"standardize": True}, CTX).astype(np.float64)
+    out = embed_stage.compute("p", rcae.Config(standardize=True), CTX).astype(np.float64)
     # column 0: mean 3, sd sqrt(8/3); column 1 constant -> only centred; column 2: mean 1, sd sqrt(0.5)
     a, b = 2 / np.sqrt(8 / 3), 0.5 / np.sqrt(0.5)
     expected = np.array([[-a, 0.0, -b], [0.0, 0.0, -b], [a, 0.0, 2 * b]])
     np.testing.assert_allclose(out, expected, atol=2e-3)
-    assert np.array_equal(embed_stage.compute("p", {"standardize": False}, CTX), raw.astype(np.float16))
+    assert np.array_equal(embed_stage.compute("p", rcae.Config(standardize=False), CTX), raw.astype(np.float16))
     with pytest.raises(UbpError, match="NaN or inf"):  # standardising never hides a bad value
         monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(np.array([[0.0, np.nan]] * 3)))
-        embed_stage.compute("p", {"standardize": True}, CTX)
+        embed_stage.compute("p", rcae.Config(standardize=True), CTX)
 
 
 def test_write_profile_replaces_whole_directory(tmp_path):
@@ -76,7 +77,7 @@ def test_write_profile_replaces_whole_directory(tmp_path):
 
 def test_unavailable_profile_is_skipped_not_failed(monkeypatch, tmp_path):
     monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(ProfileUnavailable("synthetic only")))
-    monkeypatch.setattr(embed_stage, "local_context", lambda cfg, **kw: CTX)
+    monkeypatch.setattr(embed_stage, "local_context", lambda **kw: CTX)
     params = {"embedding": {}, "models": {"oracle": {"method": "oracle", "inherits": "embedding"}}}
     embed_stage.run("oracle", params, out_dir=tmp_path / "oracle")
     assert (tmp_path / "oracle" / "SKIPPED.txt").read_text().strip() == "synthetic only"
@@ -100,8 +101,8 @@ def test_training_curve_and_info_are_saved(monkeypatch, tmp_path):
 
     ctx = EmbedContext(CTX.client_ids, CTX.events_dir, CTX.properties_path, CTX.cutoff)
     monkeypatch.setattr(embed_stage, "get_method", lambda name: Curved())
-    monkeypatch.setattr(embed_stage, "local_context", lambda cfg, **kw: ctx)
-    params = {"model": {}, "models": {"nn": {"method": "nn", "inherits": "model"}}}
+    monkeypatch.setattr(embed_stage, "local_context", lambda **kw: ctx)
+    params = {"model": {}, "models": {"nn": {"method": "dcn", "inherits": "model"}}}
     embed_stage.run("nn", params, out_dir=tmp_path / "nn")
     assert (tmp_path / "nn" / "training_curve.csv").read_text() == "epoch,train_loss\n1,0.5\n2,0.25\n"
     assert '"best_epoch": 2' in (tmp_path / "nn" / "meta.json").read_text()
@@ -111,14 +112,14 @@ def test_context_takes_params_features_and_sequences_sections(monkeypatch, tmp_p
     """Stored or recomputed, features and sequences follow their stages' params sections, not the profile's."""
     seen, real_context = {}, embed_stage.local_context
 
-    def context(cfg, **kw):
+    def context(**kw):
         seen.update(kw)
         return CTX
 
     monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(np.ones((3, 2))))
     monkeypatch.setattr(embed_stage, "local_context", context)
     params = {"features": {"windows": [7], "memory_limit": "1GB"}, "sequences": {"max_len": 8},
-              "embedding": {}, "models": {"p": {"method": "p", "inherits": "embedding", "windows": [1]}}}
+              "embedding": {}, "models": {"p": {"method": "random", "inherits": "embedding", "dim": 2}}}
     embed_stage.run("p", params, out_dir=tmp_path / "p")
     assert seen == {"sequence_settings": {"max_len": 8}, "feature_settings": {"windows": [7], "memory_limit": "1GB"}}
     split_dir, canonical_dir = tmp_path / "split", tmp_path / "canonical"
@@ -126,5 +127,35 @@ def test_context_takes_params_features_and_sequences_sections(monkeypatch, tmp_p
     (split_dir / "split.json").write_text('{"train_target_start": "2022-01-01 00:00:00"}')
     (canonical_dir / "input").mkdir()
     np.save(canonical_dir / "input" / "relevant_clients.npy", CTX.client_ids)
-    ctx = real_context({}, split_dir, canonical_dir, feature_settings=params["features"])
+    ctx = real_context(split_dir, canonical_dir, feature_settings=params["features"])
     assert ctx.feature_settings == params["features"] and ctx.feature_settings is not params["features"]
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"model": {"hiden": 512}}, r"unknown key 'model\.hiden'; did you mean 'hidden'"),
+    ({"model": {"hidden": "512"}}, r"model\.hidden must be an integer, got '512'"),
+    ({"model": {}, "models": {"dcn": {"method": "dcn", "inherits": "model", "hidden": 512, "dropuot": 0.1}}},
+     r"unknown key 'models\.dcn\.dropuot'"),
+])
+def test_a_typo_or_a_wrong_type_stops_the_stage_before_any_work(monkeypatch, tmp_path, params, message):
+    """`dvc exp run -S model.hiden=512` used to train every neural profile with the default width."""
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(embed_stage, "local_context", no_work)
+    monkeypatch.setattr(embed_stage, "get_method", no_work)
+    params = {"models": {"dcn": {"method": "dcn", "inherits": "model"}}, **params}
+    with pytest.raises(UbpError, match=message):
+        embed_stage.run("dcn", params, out_dir=tmp_path / "dcn")
+    assert not (tmp_path / "dcn").exists()
+
+
+def test_meta_records_the_method_and_every_setting_it_ran_with(monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setattr(embed_stage, "get_method", lambda name: FakeMethod(np.ones((3, 2))))
+    monkeypatch.setattr(embed_stage, "local_context", lambda **kw: CTX)
+    params = {"embedding": {"seed": 3}, "models": {"noise": {"method": "random", "inherits": "embedding"}}}
+    embed_stage.run("noise", params, out_dir=tmp_path / "noise")
+    meta = json.loads((tmp_path / "noise" / "meta.json").read_text())
+    assert meta["method"] == "random" and meta["config"] == {"seed": 3, "device": "cpu", "dim": random.Config().dim}

@@ -11,6 +11,7 @@ import yaml
 
 from ubp import ensemble as E
 from ubp import schema
+from ubp.config import as_dict
 from ubp.embed import compute, write_profile, write_skipped
 from ubp.io import UbpError
 from ubp.models.base import EmbedContext
@@ -251,12 +252,12 @@ def test_stored_and_computed_sources_give_the_same_ensemble(tiny_context, tmp_pa
     source_cfg = model_config(params, "aggregated")
     matrix = compute("aggregated", source_cfg, dataclasses.replace(tiny_context, info={}))
     store(tmp_path / "emb", "aggregated", tiny_context.client_ids, matrix, tiny_context, method="aggregated",
-          config=source_cfg)
+          config=as_dict(source_cfg))
     ctx = dataclasses.replace(tiny_context, info={})
     assert E.build(ctx, cfg).tobytes() == computed.tobytes()
     assert ctx.info["sources"]["aggregated"]["from"] == "stored"
     store(tmp_path / "emb", "aggregated", tiny_context.client_ids, np.zeros_like(matrix), tiny_context,
-          method="aggregated", config={**source_cfg, "top_n": 3})
+          method="aggregated", config={**as_dict(source_cfg), "top_n": 3})
     ctx = dataclasses.replace(tiny_context, info={})
     assert E.build(ctx, cfg).tobytes() == computed.tobytes()
     assert ctx.info["sources"]["aggregated"]["from"] == "computed"

@@ -7,6 +7,7 @@ import pytest
 from sklearn.decomposition import PCA
 
 from ubp import ensemble as E
+from ubp.config import build
 from ubp.models import features as features_model
 from ubp.models.features import quantile_normal
 from tests.test_ensemble import context, params_file, store
@@ -152,11 +153,11 @@ def test_the_stage_writes_the_profile_through_the_method_and_refuses_standardize
 
     ctx = context(tmp_path, range(5))
     store(tmp_path / "emb", "a", range(5), np.arange(10.0).reshape(5, 2), ctx)
-    cfg = {"sources": ["a"], "embeddings_dir": tmp_path / "emb", "params_file": params_file(tmp_path)}
-    assert method.write_embeddings(ctx, cfg, tmp_path / "a.npy") == (5, 2)
-    assert np.array_equal(np.load(tmp_path / "a.npy"), method.embed(context(tmp_path, range(5)), cfg))
-    with pytest.raises(E.UbpError, match="standardize"):
-        method.write_embeddings(ctx, {**cfg, "standardize": True}, tmp_path / "b.npy")
+    cfg = {"sources": ["a"], "embeddings_dir": str(tmp_path / "emb"), "params_file": str(params_file(tmp_path))}
+    assert method.write_embeddings(ctx, build(method.Config, cfg, "ensemble"), tmp_path / "a.npy") == (5, 2)
+    assert np.array_equal(np.load(tmp_path / "a.npy"), method.embed(context(tmp_path, range(5)), method.Config(**cfg)))
+    with pytest.raises(E.UbpError, match="unknown key 'ensemble.standardize'"):
+        build(method.Config, {**cfg, "standardize": True}, "ensemble")
 
 
 def test_the_embed_stage_output_is_what_it_was(tmp_path, monkeypatch):
@@ -169,7 +170,7 @@ def test_the_embed_stage_output_is_what_it_was(tmp_path, monkeypatch):
     ensemble = {"sources": {"a": {"norm": "standard"}}, "balance": "source", "embeddings_dir": str(tmp_path / "emb"),
                 "params_file": str(params_file(tmp_path))}
     params = {"ensemble": ensemble, "combined": {"ens": {"method": "ensemble", "inherits": "ensemble"}}, "models": {}}
-    monkeypatch.setattr(embed, "local_context", lambda cfg, **kw: context(tmp_path, [7, 3, 5, 1]))
+    monkeypatch.setattr(embed, "local_context", lambda **kw: context(tmp_path, [7, 3, 5, 1]))
     embed.run("ens", params, out_dir=tmp_path / "out")
     expected = E.build(context(tmp_path, [7, 3, 5, 1]), ensemble)
     np.save(tmp_path / "expected.npy", expected)

@@ -1,30 +1,58 @@
-"""A profile inherits its shared section and overrides it with its own entry."""
+"""A profile's settings: its shared section overridden by its own entry, typed by its method's Config."""
+import dataclasses
+
 import pytest
 
 from ubp.io import UbpError
-from ubp.params import model_config, profile_dir, profile_names
+from ubp.models import ensemble, gru_ae, svd
+from ubp.params import model_config, profile_dir, profile_method, profile_names, profile_reads
 
 PARAMS = {
     "model": {"hidden": 256, "seed": 0},
     "embedding": {"seed": 0},
     "models": {
         "gru": {"method": "gru_ae", "inherits": "model", "hidden": 128},
-        "svd": {"method": "svd", "inherits": "embedding", "dim": 32},
+        "svd": {"method": "svd", "inherits": "embedding", "dims": {"sku": 32}},
+        "features": {"method": "features", "inherits": "embedding"},
         "nomethod": {"inherits": "model"},
         "badsection": {"method": "x", "inherits": "model.hidden"},
     },
-    "combined": {"ens": {"method": "ensemble", "inherits": "embedding", "sources": ["svd"]}},
+    "combined": {"ens": {"method": "ensemble", "inherits": "embedding", "sources": ["svd", "features"]}},
 }
 
 
-def test_own_entry_overrides_inherited_defaults():
-    assert model_config(PARAMS, "gru") == {"hidden": 128, "seed": 0, "method": "gru_ae", "inherits": "model"}
-    assert model_config(PARAMS, "svd") == {"seed": 0, "method": "svd", "inherits": "embedding", "dim": 32}
+def with_entry(section: str, key: str, value, profile: str | None = None) -> dict:
+    params = {**PARAMS, "model": dict(PARAMS["model"]), "models": {k: dict(v) for k, v in PARAMS["models"].items()}}
+    (params["models"][profile] if profile else params[section])[key] = value
+    return params
 
 
-def test_inherited_defaults_are_not_shared_objects():
-    model_config(PARAMS, "gru")["seed"] = 5
-    assert PARAMS["model"]["seed"] == 0
+def test_own_entry_overrides_inherited_settings_and_the_rest_are_the_method_s_defaults():
+    gru = model_config(PARAMS, "gru")
+    assert type(gru) is gru_ae.Config and (gru.hidden, gru.seed, gru.layers) == (128, 0, gru_ae.Config().layers)
+    cfg = model_config(PARAMS, "svd")
+    assert type(cfg) is svd.Config and cfg.dims == svd.Dims(sku=32) and cfg.dims.url == svd.Dims().url
+    assert model_config(with_entry("model", "hidden", 64), "gru").hidden == 128  # the profile's own wins
+    assert model_config({**PARAMS, "models": {"gru": {"method": "gru_ae", "inherits": "model"}}}, "gru").hidden == 256
+
+
+def test_settings_are_frozen_and_independent_of_params():
+    cfg = model_config(PARAMS, "ens")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 5
+    assert cfg.sources == ("svd", "features") and PARAMS["combined"]["ens"]["sources"] == ["svd", "features"]
+
+
+@pytest.mark.parametrize("params, name, message", [
+    (with_entry("model", "hiden", 512), "gru", r"unknown key 'model\.hiden'; did you mean 'hidden'"),
+    (with_entry("models", "dropuot", 0.2, "gru"), "gru", r"unknown key 'models\.gru\.dropuot'; did you mean 'dropout'"),
+    (with_entry("model", "seed", "0"), "gru", r"model\.seed must be an integer, got '0'"),
+    (with_entry("models", "hidden", 1.5, "gru"), "gru", r"models\.gru\.hidden must be an integer"),
+    (with_entry("models", "fit_on", "everyone", "svd"), "svd", r"models\.svd\.fit_on must be one of 'all', 'relevant'"),
+])
+def test_a_typo_or_a_wrong_type_names_where_it_was_written(params, name, message):
+    with pytest.raises(UbpError, match=message):
+        model_config(params, name)
 
 
 @pytest.mark.parametrize("name, message", [
@@ -38,6 +66,12 @@ def test_bad_entries_are_named(name, message):
 
 
 def test_combined_profiles_are_profiles_with_their_own_directory():
-    assert profile_names(PARAMS) == ["gru", "svd", "nomethod", "badsection", "ens"]
-    assert model_config(PARAMS, "ens") == {"seed": 0, "method": "ensemble", "inherits": "embedding", "sources": ["svd"]}
+    assert profile_names(PARAMS) == ["gru", "svd", "features", "nomethod", "badsection", "ens"]
+    assert type(model_config(PARAMS, "ens")) is ensemble.Config and profile_method(PARAMS, "ens") == "ensemble"
     assert str(profile_dir(PARAMS, "svd")) == "embeddings/svd" and str(profile_dir(PARAMS, "ens")) == "combined/ens"
+
+
+def test_what_a_profile_reads_includes_its_sources_inputs():
+    assert profile_reads(PARAMS, "svd") == ("events", "properties")
+    assert profile_reads(PARAMS, "gru") == ("sequences",)
+    assert profile_reads(PARAMS, "ens") == ("embeddings", "events", "properties", "features")

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ubp import schema
+from ubp.config import as_dict
 from ubp.io import UbpError, atomic_dir, load_json, load_npy
-from ubp.models import get_method
+from ubp.models import get_method, method_of
 from ubp.models.base import EmbedContext, ProfileUnavailable
 from ubp.params import load_params, model_config, profile_dir
 
@@ -26,7 +27,7 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 CURVE_FILE = "training_curve.csv"
 
 
-def local_context(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
+def local_context(split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
                   synthetic_dir: Path = schema.SYNTHETIC_DIR, features_dir: Path = schema.FEATURES_DIR,
                   sequences_dir: Path = schema.SEQUENCES_DIR, sequence_settings: dict | None = None,
                   feature_settings: dict | None = None) -> EmbedContext:
@@ -44,8 +45,6 @@ def local_context(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: 
         feature_settings=dict(feature_settings or {}),
         sequences_dir=sequences_dir,
         sequence_settings=dict(sequence_settings or {}),
-        seed=int(cfg.get("seed", 0)),
-        device=str(cfg.get("device", "cpu")),
     )
 
 
@@ -56,18 +55,18 @@ def standardize(x: np.ndarray) -> np.ndarray:
     return ((x - x.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
 
 
-def compute(name: str, cfg: dict, ctx: EmbedContext) -> np.ndarray:
-    """Run the profile's method and check what it returns; float16, ready to save.
+def compute(name: str, cfg, ctx: EmbedContext) -> np.ndarray:
+    """Run the profile's method (the one whose `Config` cfg is) and check what it returns; float16,
+    ready to save.
 
-    `standardize: true` in the profile's settings (every neural profile inherits it from `model:`)
-    publishes each column centred and scaled over the embedded clients: an affine map that keeps
-    all the information, but the fixed downstream network is not scale-free. Network states sit in
-    narrow ranges (GRU states near ±1 differing by ~0.1); on the default data standardising lifted
-    gru_ae's six-task sum 3.75 -> 4.26, next_event's 4.29 -> 4.34, contrastive's 4.58 -> 4.64, and
-    dcn's propensity_sku AUROC 0.56 -> 0.69 (same weights, same evaluator)."""
-    method = get_method(str(cfg.get("method", name)))
-    matrix = np.asarray(method.embed(ctx, cfg))
-    if cfg.get("standardize", False) and matrix.ndim == 2 and len(matrix):
+    `standardize: true` (every neural profile inherits it from `model:`) publishes each column
+    centred and scaled over the embedded clients: an affine map that keeps all the information, but
+    the fixed downstream network is not scale-free. Network states sit in narrow ranges (GRU states
+    near ±1 differing by ~0.1); on the default data standardising lifted gru_ae's six-task sum
+    3.75 -> 4.26, next_event's 4.29 -> 4.34, contrastive's 4.58 -> 4.64, and dcn's propensity_sku
+    AUROC 0.56 -> 0.69 (same weights, same evaluator)."""
+    matrix = np.asarray(get_method(method_of(cfg)).embed(ctx, cfg))
+    if getattr(cfg, "standardize", False) and matrix.ndim == 2 and len(matrix):
         matrix = standardize(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != len(ctx.client_ids):
         raise UbpError(f"profile '{name}': method returned shape {matrix.shape}, expected ({len(ctx.client_ids)}, d)")
@@ -97,23 +96,29 @@ def write_skipped(out_dir: Path, reason: str) -> None:
         (tmp / "SKIPPED.txt").write_text(reason + "\n")
 
 
-def profile_meta(name: str, cfg: dict, ctx: EmbedContext, dim: int, seconds: float) -> dict:
+def config_record(cfg) -> dict:
+    """A Config as meta.json records it (the ensemble compares it to decide whether a stored source is stale)."""
+    return json.loads(json.dumps(as_dict(cfg)))
+
+
+def profile_meta(name: str, cfg, ctx: EmbedContext, dim: int, seconds: float) -> dict:
     # events + cutoff + config say what the embedding was made from: the ensemble reuses a stored
     # source only when all three match its own context and params (ubp.ensemble.load_source).
     info = {key: value for key, value in ctx.info.items() if key != "curve"}
-    return {"profile": name, "method": cfg.get("method", name), "dim": int(dim), "seconds": seconds,
+    return {"profile": name, "method": method_of(cfg), "dim": int(dim), "seconds": seconds,
             "events": str(ctx.events_dir), "cutoff": ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT),
-            "config": json.loads(json.dumps(cfg, default=str)), **info}
+            "config": config_record(cfg), **info}
 
 
 def run(name: str, params: dict, out_dir: Path | None = None) -> None:
-    """Embed one profile of `models` or `combined` into its directory (params.profile_dir)."""
+    """Embed one profile of `models` or `combined` into its directory (params.profile_dir). Its
+    settings are built (and checked) first: a typo in params.yaml fails before any work."""
     cfg = model_config(params, name)
     out_dir = Path(out_dir) if out_dir is not None else profile_dir(params, name)
-    ctx = local_context(cfg, sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
+    ctx = local_context(sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
     start = time.time()
-    log.info("profile %s: method %s, %d clients, cutoff %s", name, cfg.get("method", name), len(ctx.client_ids), ctx.cutoff)
-    writer = getattr(get_method(str(cfg.get("method", name))), "write_embeddings", None)
+    log.info("profile %s: method %s, %d clients, cutoff %s", name, method_of(cfg), len(ctx.client_ids), ctx.cutoff)
+    writer = getattr(get_method(method_of(cfg)), "write_embeddings", None)
     if writer is not None:  # too big to hold whole (the ensemble at 1M x 2,048): the method writes it in blocks
         with atomic_dir(out_dir) as tmp:
             rows, dim = writer(ctx, cfg, tmp / "embeddings.npy")

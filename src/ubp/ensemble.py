@@ -21,8 +21,8 @@ Per source, on its own (statistics over the clients the source has):
    handcrafted features through a quantile transform; we take the normal output so columns look
    like the learned ones, and standardise because a column with many ties — mostly zeros — comes
    out with a variance well below 1); `standard`: each column to mean 0, variance 1; `auto`:
-   `quantile` for the tabular methods (TABULAR_METHODS: the profile's `method` in params.yaml, or
-   in its meta.json), `l2` for every other method. A new tabular method is one more name there.
+   `quantile` for the tabular methods (the module of the profile's `method` in params.yaml, or in
+   its meta.json, says `TABULAR = True`), `l2` for every other method.
    `none`: the profile as published (e.g. `features`' own quantile-normal output, whose mostly-zero
    columns keep their wider spread instead of being brought to unit variance).
 2. `pca` (optional): the first k principal components (exact PCA, so deterministic; signs fixed
@@ -65,17 +65,17 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from ubp import schema
+from ubp.config import as_dict
 from ubp.io import UbpError, load_npy
+from ubp.models import available_methods, method_of, traits
 from ubp.models.base import EmbedContext, ProfileUnavailable
 from ubp.models.features import quantile_normal
-from ubp.params import PARAMS_FILE, load_params, model_config
+from ubp.params import PARAMS_FILE, load_params, model_config, profile_method
 
 log = logging.getLogger("ubp.ensemble")
 
 NORMS = ("auto", "l2", "quantile", "standard", "none")
 BALANCES = ("source", "dimension", "none")
-# Methods whose output is a table of handcrafted counts/rates rather than a learned embedding.
-TABULAR_METHODS = frozenset({"features", "aggregated"})
 DEFAULTS = {"sources": [], "max_dim": schema.MAX_EMBEDDING_DIM, "balance": "source", "seed": 0,
             "n_quantiles": 1000, "subsample": 200_000}
 SKIPPED_FILE = "SKIPPED.txt"
@@ -173,7 +173,7 @@ def parse_sources(spec) -> list[Source]:
 def resolve_norm(norm: str, method: str) -> str:
     if norm != "auto":
         return norm
-    return "quantile" if method in TABULAR_METHODS else "l2"
+    return "quantile" if method in available_methods() and traits(method).tabular else "l2"
 
 
 # --- one source's block --------------------------------------------------------------------------
@@ -358,7 +358,8 @@ def load_source(source: Source, ctx: EmbedContext, params: dict, embeddings_dir:
     name, profile_dir = source.name, Path(embeddings_dir) / source.name
     models = params.get("models") or {}
     cfg = model_config(params, name) if name in models else None
-    if name in (params.get("combined") or {}) or (cfg is not None and cfg.get("method", name) == "ensemble"):
+    method = profile_method(params, name) if cfg is not None else None
+    if name in (params.get("combined") or {}) or (method is not None and traits(method).combined):
         raise UbpError(f"ensemble: source '{name}' is a combined profile; list base profiles (models) only")
     if profile_dir.is_dir() and made_for(profile_dir, ctx):
         if (profile_dir / SKIPPED_FILE).is_file():
@@ -366,10 +367,10 @@ def load_source(source: Source, ctx: EmbedContext, params: dict, embeddings_dir:
             return None
         meta_path = profile_dir / META_FILE
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        stale = cfg is not None and "config" in meta and meta["config"] != json.loads(json.dumps(cfg, default=str))
+        stale = cfg is not None and "config" in meta and meta["config"] != json.loads(json.dumps(as_dict(cfg)))
         if not stale:
             x, rows, present = stored(profile_dir, ctx.client_ids)
-            method = cfg.get("method", name) if cfg is not None else str(meta.get("method", name))
+            method = method or str(meta.get("method", name))
             if not present.any():
                 log.warning("ensemble: source %s has none of the clients to embed: skipped", name)
                 return None
@@ -385,7 +386,7 @@ def load_source(source: Source, ctx: EmbedContext, params: dict, embeddings_dir:
     except ProfileUnavailable as exc:
         log.warning("ensemble: source %s skipped (%s)", name, exc)
         return None
-    return Loaded(source, str(cfg.get("method", name)), x, np.ones(len(ctx.client_ids), bool), "computed")
+    return Loaded(source, method, x, np.ones(len(ctx.client_ids), bool), "computed")
 
 
 # Sources computed in this process, by (profile, settings, context): computing the same profile for
@@ -394,19 +395,18 @@ def load_source(source: Source, ctx: EmbedContext, params: dict, embeddings_dir:
 _COMPUTED: dict[tuple, np.ndarray] = {}
 
 
-def computed_source(name: str, cfg: dict, ctx: EmbedContext) -> np.ndarray:
+def computed_source(name: str, cfg, ctx: EmbedContext) -> np.ndarray:
     from ubp.embed import compute  # here: ubp.embed imports the models package
 
-    key = (name, json.dumps(cfg, sort_keys=True, default=str), str(ctx.events_dir), str(ctx.properties_path),
+    key = (name, json.dumps(as_dict(cfg), sort_keys=True, default=str), str(ctx.events_dir),
+           str(ctx.properties_path),
            ctx.cutoff.isoformat(), str(ctx.synthetic_dir), str(ctx.features_path), str(ctx.sequences_dir),
            json.dumps(ctx.sequence_settings, sort_keys=True, default=str),
            hashlib.sha256(np.ascontiguousarray(ctx.client_ids, dtype=np.int64).tobytes()).hexdigest())
     if key not in _COMPUTED:
-        log.info("ensemble: computing source %s (method %s) for %d clients", name, cfg.get("method", name),
+        log.info("ensemble: computing source %s (method %s) for %d clients", name, method_of(cfg),
                  len(ctx.client_ids))
-        own = dataclasses.replace(ctx, seed=int(cfg.get("seed", 0)), device=str(cfg.get("device", ctx.device)),
-                                  info={})
-        _COMPUTED[key] = compute(name, cfg, own)
+        _COMPUTED[key] = compute(name, cfg, dataclasses.replace(ctx, info={}))
     return _COMPUTED[key]
 
 

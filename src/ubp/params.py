@@ -1,12 +1,12 @@
 """Read `params.yaml`; each stage reads only its own section."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import yaml
 
 from ubp import schema
+from ubp.config import STRUCTURAL, build
 from ubp.io import UbpError
 
 PARAMS_FILE = Path("params.yaml")
@@ -57,21 +57,51 @@ def profile_dir(params: dict, name: str) -> Path:
     return PROFILE_SECTIONS[profile_section(params, name)] / name
 
 
-def model_config(params: dict, name: str) -> dict:
-    """A profile's settings: the shared section it `inherits` (e.g. `model:` for neural profiles,
-    `embedding:` for the rest) overridden by its own `models.<name>` (or `combined.<name>`) entry.
+def _entry(params: dict, name: str) -> tuple[str, dict]:
+    """(section, own entry) of a profile, its structural keys checked."""
+    sec = profile_section(params, name)
+    own = params[sec][name] or {}
+    if not isinstance(own, dict):
+        raise UbpError(f"params.yaml: {sec}.{name} must be a mapping")
+    for key in STRUCTURAL:
+        if key not in own:
+            raise UbpError(f"params.yaml: {sec}.{name} needs '{key}:' (see the README's 'Adding a profile')")
+    return sec, own
+
+
+def profile_method(params: dict, name: str) -> str:
+    return str(_entry(params, name)[1]["method"])
+
+
+def model_config(params: dict, name: str):
+    """A profile's typed settings: its method's `Config` built from the shared section it `inherits`
+    (e.g. `model:` for neural profiles, `embedding:` for the rest) overridden by its own
+    `models.<name>` (or `combined.<name>`) entry. An unknown key or a wrong type is an error naming
+    where it was written (`model.hiden`, `models.dcn.dropuot`), before any work starts.
 
     dvc.yaml makes each profile's stage depend on exactly these two sections, so changing
     `model.hidden` re-runs the neural profiles and nothing else.
     """
-    sec = profile_section(params, name)
-    own = params[sec][name] or {}
-    for key in ("method", "inherits"):
-        if key not in own:
-            raise UbpError(f"params.yaml: {sec}.{name} needs '{key}:' (see the README's 'Adding a profile')")
-    shared = section(params, *str(own["inherits"]).split("."))
+    from ubp.models import config_class
+
+    sec, own = _entry(params, name)
+    inherits = str(own["inherits"])
+    shared = section(params, *inherits.split("."))
     if not isinstance(shared, dict):
-        raise UbpError(f"params.yaml: {sec}.{name}.inherits names '{own['inherits']}', which is not a section")
-    cfg = copy.deepcopy(shared)
-    cfg.update(own)
-    return cfg
+        raise UbpError(f"params.yaml: {sec}.{name}.inherits names '{inherits}', which is not a section")
+    origin = {key: inherits for key in shared if key not in own}
+    return build(config_class(str(own["method"])), {**shared, **own}, f"{sec}.{name}", origin)
+
+
+def profile_reads(params: dict, name: str) -> tuple[str, ...]:
+    """The inputs (names of ubp.models.base.INPUTS) a profile's stage may open: its method's READS,
+    and for a profile built from others (`sources`), what each source's method reads as well (a
+    source is computed when no stored embedding fits)."""
+    from ubp.models import traits
+
+    reads = list(traits(profile_method(params, name)).reads)
+    if "embeddings" in reads:
+        for source in getattr(model_config(params, name), "sources", ()) or ():
+            if source in (params.get("models") or {}):
+                reads += [r for r in profile_reads(params, source) if r not in reads]
+    return tuple(reads)

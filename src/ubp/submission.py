@@ -59,7 +59,7 @@ def validate(entry_dir: Path, relevant_clients: np.ndarray | None = None) -> Non
             )
 
 
-def full_context(cfg: dict, canonical_dir: Path = schema.CANONICAL_DIR, sequence_settings: dict | None = None,
+def full_context(canonical_dir: Path = schema.CANONICAL_DIR, sequence_settings: dict | None = None,
                  feature_settings: dict | None = None) -> EmbedContext:
     """Profiles for an entry: every event, as of just after the last one. No stored features or
     sequences (the stages' are as of the split): methods compute them with params.yaml's
@@ -76,8 +76,6 @@ def full_context(cfg: dict, canonical_dir: Path = schema.CANONICAL_DIR, sequence
         cutoff=last + timedelta(seconds=1),
         feature_settings=dict(feature_settings or {}),
         sequence_settings=dict(sequence_settings or {}),
-        seed=int(cfg.get("seed", 0)),
-        device=str(cfg.get("device", "cpu")),
     )
 
 
@@ -97,7 +95,7 @@ def submit(name: str, out_dir: Path, params: dict, from_input: bool = False) -> 
         meta = {"profile": name, "events": "input only (local evaluation)"}
     else:
         cfg = model_config(params, name)
-        ctx = full_context(cfg, sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
+        ctx = full_context(sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
         log.info("entry %s: embedding %d clients from all events up to %s", name, len(ctx.client_ids), ctx.cutoff)
         try:
             emb = compute(name, cfg, ctx)

@@ -120,18 +120,20 @@ def test_stage_honours_memory_limit_and_temp_directory(stage_dirs, table, tmp_pa
 def test_every_recompute_path_takes_the_context_settings(log_paths):
     """No stored table: the features are computed with ctx.feature_settings (params.yaml's features:),
     never with a model's own dict (rcae/dcn inherit `threads: 2` from model:)."""
+    from ubp.models import features, rcae
     from ubp.models._training import tabular_input
 
     ctx = replace(context(log_paths, CLIENTS), feature_settings={"windows": [3, 31]})
     table = load_or_build(ctx)
     assert "any_count_3d" in table.columns and "any_count_7d" not in table.columns
-    own = {"method": "features", "windows": [7], "threads": 2}
-    assert tabular_input(ctx, own).shape == (len(CLIENTS), table.shape[1] - 1)
-    assert compute("features", own, ctx).shape == (len(CLIENTS), table.shape[1] - 1)
+    assert tabular_input(ctx, rcae.Config()).shape == (len(CLIENTS), table.shape[1] - 1)
+    assert compute("features", features.Config(), ctx).shape == (len(CLIENTS), table.shape[1] - 1)
 
 
 def test_features_profile(stage_dirs, log_paths):
-    cfg = {"method": "features"}
+    from ubp.models.features import Config
+
+    cfg = Config()
     ctx = context(log_paths, CLIENTS)
     first = compute("features", cfg, ctx)
     assert first.shape[0] == len(CLIENTS) and first.shape[1] > 250 and np.isfinite(first).all()

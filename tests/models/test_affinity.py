@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ubp import schema
+from ubp.config import build
 from ubp.io import UbpError
 from ubp.models import affinity
 from ubp.models.base import EmbedContext
@@ -16,6 +17,11 @@ CLIENTS = np.array([3, 1, 2], dtype=np.int64)  # rows follow this order
 TARGET_SKUS = np.array([20, 10], dtype=np.int64)  # label 0 = sku 20, label 1 = sku 10
 TARGET_CATEGORIES = np.array([1, 2], dtype=np.int64)  # category = sku // 10
 HALF_LIFE = 14
+ALL_STATS = affinity.Config(stats=affinity.STATS)  # buy, add, recent per label
+
+
+def config(**over) -> affinity.Config:
+    return build(affinity.Config, over, "models.affinity")
 
 
 def write(root, events):
@@ -56,7 +62,7 @@ def ctx(tmp_path):
 
 
 def test_counts_and_recency_by_hand(ctx):
-    x = affinity.embed(ctx, {"half_life_days": HALF_LIFE})
+    x = affinity.embed(ctx, config(half_life_days=HALF_LIFE, stats=list(affinity.STATS)))
     assert x.shape == (3, 2 * 2 * 3) and x.dtype == np.float32
     sku = x[:, :6].reshape(3, 2, 3)  # (client row, label, buy/add/recent)
     cat = x[:, 6:].reshape(3, 2, 3)
@@ -79,25 +85,25 @@ def test_later_events_change_nothing(tmp_path, ctx):
     late[schema.PRODUCT_BUY] += [(2, -1, 20), (1, 0, 20)]
     late[schema.ADD_TO_CART] += [(3, -2, 10)]
     other = write(tmp_path / "late", late)
-    np.testing.assert_array_equal(affinity.embed(ctx, {}), affinity.embed(other, {}))
+    np.testing.assert_array_equal(affinity.embed(ctx, ALL_STATS), affinity.embed(other, ALL_STATS))
 
 
 def test_only_open_tasks_and_valid_label_sets(ctx):
     with pytest.raises(UbpError, match="only the open propensity tasks.*propensity_new_sku"):
-        affinity.embed(ctx, {"tasks": [schema.PROPENSITY_SKU, schema.PROPENSITY_NEW_SKU]})
+        config(tasks=[schema.PROPENSITY_SKU, schema.PROPENSITY_NEW_SKU])
     with pytest.raises(UbpError, match="half_life_days"):
-        affinity.embed(ctx, {"half_life_days": 0})
-    assert affinity.embed(ctx, {"tasks": [schema.PROPENSITY_CATEGORY]}).shape == (3, 6)
-    recent = affinity.embed(ctx, {"stats": ["recent"]})
-    np.testing.assert_array_equal(recent, affinity.embed(ctx, {})[:, 2::3])
+        config(half_life_days=0)
+    assert affinity.embed(ctx, config(tasks=[schema.PROPENSITY_CATEGORY], stats=list(affinity.STATS))).shape == (3, 6)
+    recent = affinity.embed(ctx, config())  # params.yaml's (and the default) stats: recent only
+    np.testing.assert_array_equal(recent, affinity.embed(ctx, ALL_STATS)[:, 2::3])
     with pytest.raises(UbpError, match="affinity.stats"):
-        affinity.embed(ctx, {"stats": ["buys"]})
+        config(stats=["buys"])
     np.save(ctx.targets_dir / f"{schema.PROPENSITY_SKU}.npy", np.array([10, 20, 10]))
     with pytest.raises(UbpError, match="propensity_sku.npy: duplicate sku ids"):
-        affinity.embed(ctx, {})
+        affinity.embed(ctx, config())
     np.save(ctx.targets_dir / f"{schema.PROPENSITY_SKU}.npy", np.array([1.5, 2.0]))
     with pytest.raises(UbpError, match="propensity_sku.npy: expected a 1-D integer array"):
-        affinity.embed(ctx, {})
+        affinity.embed(ctx, config())
     (ctx.targets_dir / f"{schema.PROPENSITY_SKU}.npy").unlink()
     with pytest.raises(UbpError, match="propensity_sku.npy: file not found"):
-        affinity.embed(ctx, {})
+        affinity.embed(ctx, config())

@@ -19,6 +19,10 @@ FAST = {"hidden": 32, "heads": 2, "layers": 1, "input_len": 32, "target_len": 16
 DAY = FIELDS.index("day")
 
 
+def config(**over) -> C.Config:
+    return C.Config(**{**FAST, **over})
+
+
 def hand_made(days_rows, width=10):
     """tokens whose `day` field holds the given ids (events in chronological order, PAD after)."""
     tokens = np.zeros((len(days_rows), width, len(FIELDS)), dtype=np.int16)
@@ -112,8 +116,7 @@ def tiny_sequences(stored_context):
 
 def test_training_brings_matching_windows_together(tiny_sequences):
     """On held-out clients, NT-Xent falls below chance and a client's own later window ranks higher."""
-    s = T.settings({**FAST, "hidden": 64, "projection": 32, "lr": 3e-3, "epochs": 6, "patience": 6,
-                    "val_fraction": 0.3}, C.DEFAULTS)
+    s = config(hidden=64, projection=32, lr=3e-3, epochs=6, patience=6, val_fraction=0.3)
     with T.deterministic(1):
         val = T.holdout_split(len(tiny_sequences.lengths), 0.3, 0)[1]
         torch.manual_seed(0)
@@ -132,21 +135,21 @@ def test_training_brings_matching_windows_together(tiny_sequences):
 
 @pytest.fixture(scope="module")
 def split_profile(stored_context):
-    return C.embed(dataclasses.replace(stored_context, info={}), FAST)
+    return C.embed(dataclasses.replace(stored_context, info={}), config())
 
 
 def test_profile_shape_and_determinism(split_profile, stored_context):
     assert split_profile.shape == (len(stored_context.client_ids), FAST["hidden"])
     assert split_profile.dtype == np.float32 and np.isfinite(split_profile).all()
-    assert np.array_equal(split_profile, C.embed(dataclasses.replace(stored_context, info={}), FAST))
-    assert not np.array_equal(split_profile, C.embed(dataclasses.replace(stored_context, info={}), {**FAST, "seed": 1}))
+    assert np.array_equal(split_profile, C.embed(dataclasses.replace(stored_context, info={}), config()))
+    assert not np.array_equal(split_profile, C.embed(dataclasses.replace(stored_context, info={}), config(seed=1)))
 
 
 def test_no_leak_from_events_after_the_cutoff(split_profile, tiny_context, tiny_dirs, tmp_path):
     """Reading ALL events (the target windows included) gives the same bytes as the split input, and
     so does a copy of all events whose post-cutoff part is rewritten (sequences built from them here)."""
     canonical = dataclasses.replace(tiny_context, events_dir=tiny_dirs["canonical"], info={})
-    assert np.array_equal(C.embed(canonical, FAST), split_profile)
+    assert np.array_equal(C.embed(canonical, config()), split_profile)
 
     cutoff = pd.Timestamp(tiny_context.cutoff)
     for event in schema.EVENT_TYPES:
@@ -160,11 +163,11 @@ def test_no_leak_from_events_after_the_cutoff(split_profile, tiny_context, tiny_
     shutil.copy(tiny_context.properties_path, tmp_path / "props.parquet")
     perturbed = dataclasses.replace(tiny_context, events_dir=tmp_path, properties_path=tmp_path / "props.parquet",
                                     info={})
-    assert np.array_equal(C.embed(perturbed, FAST), split_profile)
+    assert np.array_equal(C.embed(perturbed, config()), split_profile)
 
 
 @pytest.mark.parametrize("bad, message", [({"hidden": 30, "heads": 4}, "heads"), ({"shifts": [0, 175]}, "max_days"),
                                           ({"shifts": [-7]}, "shifts"), ({"input_fields": ["nope"]}, "fields")])
 def test_bad_settings_are_reported(stored_context, bad, message):
     with pytest.raises(UbpError, match=message):
-        C.embed(dataclasses.replace(stored_context, info={}), {**FAST, **bad})
+        C.embed(dataclasses.replace(stored_context, info={}), config(**bad))

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from ubp.config import build
 from ubp.embed import compute
+from ubp.io import UbpError
 from ubp.models import dcn
 from ubp.params import model_config
 from tests.models.test_models import PARAMS, bought, probe_auc  # noqa: F401  (bought is a fixture)
@@ -25,16 +27,25 @@ def test_cross_layer_is_dcn_v2():
 @pytest.mark.parametrize("structure", ["stacked", "parallel"])
 def test_profile_width_is_hidden_or_dim(structure):
     x = torch.randn(4, 10)
-    model = dcn.DCN(10, dcn.profile_width({"hidden": 512, "dim": None}), 3, 2, 128, structure).eval()
+    model = dcn.DCN(10, dcn.Config(hidden=512).width, 3, 2, 128, structure).eval()
     assert len(model.cross) == 3
     assert model.represent(x).shape == (4, 512) and model(x).shape == (4, 128)
-    assert dcn.profile_width({"hidden": 256, "dim": 96}) == 96
-    assert dcn.DEFAULTS["hidden"] == 256 and dcn.DEFAULTS["dim"] is None
+    assert dcn.Config(hidden=256, dim=96).width == 96
+
+
+def test_model_hidden_sets_the_profile_width(tmp_path):
+    """What the graph runs is what params.yaml says: `model.hidden` (there is no other default)."""
+    ctx = stub_context(tmp_path)
+    for hidden in (PARAMS["model"]["hidden"], 48):
+        params = {**PARAMS, "model": {**PARAMS["model"], "hidden": hidden, "epochs": 1, "threads": 1}}
+        assert dcn.embed(dataclasses.replace(ctx, info={}), model_config(params, "dcn")).shape == (20, hidden)
 
 
 def test_unknown_structure_is_an_error():
     with pytest.raises(ValueError, match="stacked"):
         dcn.DCN(10, 8, 1, 1, 4, "sideways")
+    with pytest.raises(UbpError, match="models.dcn.structure must be one of 'stacked', 'parallel'"):
+        build(dcn.Config, {"structure": "sideways"}, "models.dcn")
 
 
 def test_augment_masks_and_adds_noise():
@@ -47,8 +58,7 @@ def test_augment_masks_and_adds_noise():
 
 def test_loss_decreases_on_a_low_rank_matrix():
     info = {}
-    dcn.train(low_rank(), {"epochs": 8, "patience": 8, "threads": 1, "batch_size": 64, "hidden": 32,
-                           "projection": 16}, info)
+    dcn.train(low_rank(), dcn.Config(epochs=8, patience=8, threads=1, batch_size=64, hidden=32, projection=16), info)
     curve = info["curve"]
     assert len(curve) == 8 and info["n_val"] == 26
     assert curve[-1]["train_loss"] < 0.8 * curve[0]["train_loss"]
@@ -57,8 +67,8 @@ def test_loss_decreases_on_a_low_rank_matrix():
 
 def test_defaults_work_and_rows_follow_client_ids(tmp_path):
     ctx = stub_context(tmp_path)
-    out = dcn.embed(ctx, {"seed": 0, "epochs": 2, "threads": 1})
-    assert out.shape == (20, 256) and out.dtype == np.float32
+    out = dcn.embed(ctx, dcn.Config(seed=0, epochs=2, threads=1))
+    assert out.shape == (20, dcn.Config().hidden) and out.dtype == np.float32
     assert [row["epoch"] for row in ctx.info["curve"]] == [1, 2]
     far = np.linalg.norm(out - np.median(out, axis=0), axis=1).argmax()
     assert ctx.client_ids[far] == 7
@@ -66,13 +76,13 @@ def test_defaults_work_and_rows_follow_client_ids(tmp_path):
 
 @pytest.fixture(scope="module")
 def profiles(features_context):  # noqa: F811
-    run = lambda seed: dcn.embed(dataclasses.replace(features_context, info={}), {**FAST, "seed": seed})
+    run = lambda seed: dcn.embed(dataclasses.replace(features_context, info={}), dcn.Config(**FAST, seed=seed))
     return run(0), run(0), run(1)
 
 
 def test_profile_shape_finite_deterministic(profiles, features_context):  # noqa: F811
     first, again, other_seed = profiles
-    assert first.dtype == np.float32 and first.shape == (len(features_context.client_ids), 256)
+    assert first.dtype == np.float32 and first.shape == (len(features_context.client_ids), dcn.Config().hidden)
     assert np.isfinite(first).all() and np.abs(first).max() < 1e3
     assert np.array_equal(first, again), "same cfg, same bytes"
     assert not np.allclose(first, other_seed)

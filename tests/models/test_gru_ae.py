@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ubp.config import build
 from ubp.io import UbpError
 from ubp.models import _sequence as S
 from ubp.models import gru_ae as G
@@ -65,13 +66,13 @@ def test_targets_end_with_end_and_rare_ids_fold_into_rare():
 
 def test_training_improves_reconstruction_on_held_out_clients(seqs, recent):
     tokens, lengths = recent
-    s = {**G.DEFAULTS, **FAST}
+    s = G.Config(**FAST)
     _, val_idx = G.T.holdout_split(len(lengths), 0.1, 0)
     torch.manual_seed(0)
-    untrained = G.GRUAutoencoder(seqs.sizes, S.resolve_fields(s["fields"]), 32, 2, 0.1, 50).eval()
+    untrained = G.GRUAutoencoder(seqs.sizes, S.resolve_fields(s.fields), 32, 2, 0.1, 50).eval()
     before, acc_before = G.reconstruction(untrained, tokens, lengths, val_idx, 256)
     info = {}
-    model = G.train(tokens, lengths, seqs.sizes, FAST, info)
+    model = G.train(tokens, lengths, seqs.sizes, s, info)
     after, acc_after = G.reconstruction(model, tokens, lengths, val_idx, 256)
     assert info["n_val"] == len(val_idx) and len(info["curve"]) >= 2
     assert after < 0.8 * before, f"val loss {before:.3f} -> {after:.3f}"
@@ -117,7 +118,7 @@ def test_an_empty_history_gets_a_finite_learned_profile(small_model, recent):
 
 @pytest.mark.parametrize("fields, hidden", [("week_all", 32), ("day_event_type", 24)])
 def test_both_variants_embed_deterministically(tiny_context, fields, hidden):
-    cfg = {**FAST, "fields": fields, "hidden": hidden, "epochs": 2}
+    cfg = G.Config(**{**FAST, "fields": fields, "hidden": hidden, "epochs": 2})
     run = lambda: G.embed(dataclasses.replace(tiny_context, info={}), cfg)
     first, again = run(), run()
     assert first.shape == (len(tiny_context.client_ids), hidden) and first.dtype == np.float32
@@ -125,8 +126,11 @@ def test_both_variants_embed_deterministically(tiny_context, fields, hidden):
     assert np.abs(first).max() <= 1.0  # GRU states (ubp.embed.compute standardizes them)
 
 
-@pytest.mark.parametrize("bad", [{"fields": ["event_type", "colour"]}, {"fields": "nope"}, {"hidden": 0},
-                                 {"layers": -1}, {"max_len": 0}, {"output_top": 0}, {"dropout": 1.0}])
-def test_bad_settings_are_clear_errors(tiny_context, bad):
-    with pytest.raises(UbpError):
-        G.embed(tiny_context, {**FAST, **bad})
+@pytest.mark.parametrize("bad, message", [
+    ({"fields": ["event_type", "colour"]}, "unknown sequence fields"), ({"fields": "nope"}, "fields must be one of"),
+    ({"hidden": 0}, "hidden=0"), ({"layers": -1}, "layers"), ({"max_len": 0}, "max_len"),
+    ({"output_top": 0}, "output_top"), ({"dropout": 1.0}, "dropout"), ({"max_len": 1.5}, "max_len must be an integer"),
+])
+def test_bad_settings_are_clear_errors_before_any_work(bad, message):
+    with pytest.raises(UbpError, match=message):
+        build(G.Config, {**FAST, **bad}, "models.gru_ae")

@@ -44,6 +44,6 @@ def test_tabular_input_equals_whole_matrix_standardisation(monkeypatch):
     frozen.flags.writeable = False  # what pandas' copy-on-write hands out
     monkeypatch.setattr("ubp.features.table.feature_matrix", lambda table: frozen)
     monkeypatch.setattr(F, "QUANTILE_COLUMNS", 4)
-    got = T.tabular_input(None, {"n_quantiles": 200, "subsample": 250, "seed": 0})
+    got = T.tabular_input(None, T.TabularConfig(n_quantiles=200, subsample=250, seed=0))
     assert got.dtype == np.float32 and np.array_equal(got, want)
     assert np.all(got[:, 0] == 0)  # a constant column is centred, not divided by ~0

@@ -34,7 +34,7 @@ def low_rank(n=256, d=24, rank=4, seed=0):
 
 
 def test_architecture_follows_the_paper():
-    model = rcae.RCAE(30, rcae.DEFAULTS["widths"], rcae.DEFAULTS["latent"])
+    model = rcae.RCAE(30, list(rcae.Config().widths), rcae.Config().latent)
     blocks = list(model.encoder)
     assert [b.linear.out_features for b in blocks] == [512, 256, 128, 64]
     assert all(isinstance(b.norm, nn.BatchNorm1d) and isinstance(b.act, nn.GELU) for b in blocks)
@@ -48,16 +48,34 @@ def test_architecture_follows_the_paper():
 
 
 def test_noise_is_annealed_linearly_from_010_to_002():
-    assert (rcae.DEFAULTS["noise_start"], rcae.DEFAULTS["noise_end"]) == (0.10, 0.02)
     sigmas = [rcae.noise_sigma(e, 5, 0.10, 0.02) for e in range(5)]
     assert sigmas[0] == pytest.approx(0.10) and sigmas[-1] == pytest.approx(0.02)
     np.testing.assert_allclose(np.diff(sigmas), -0.02, atol=1e-12)
 
 
+def test_training_views_carry_the_annealed_noise(monkeypatch):
+    """The noise the training views get, measured: sigma 0.10 at the first epoch down to 0.02 at the
+    last (the seed's curriculum), and the validation views at 0.02 throughout."""
+    seen = []
+    loss = rcae.rcae_loss
+
+    def spy(model, clean, view_a, view_b, cfg):
+        seen.append((model.training, float((view_a - clean).std()), float((view_b - clean).std())))
+        return loss(model, clean, view_a, view_b, cfg)
+
+    monkeypatch.setattr(rcae, "rcae_loss", spy)
+    rcae.train(low_rank(n=512), rcae.Config(epochs=5, patience=5, threads=1, batch_size=512, latent=4, widths=(8,)))
+    train = [a for training, a, _ in seen if training]
+    assert len(train) == 5  # one batch of the 461 training rows per epoch
+    np.testing.assert_allclose(train, [0.10, 0.08, 0.06, 0.04, 0.02], rtol=0.05)
+    val = [v for training, a, b in seen if not training for v in (a, b)]
+    np.testing.assert_allclose(val, 0.02, rtol=0.1)
+
+
 def test_loss_decreases_on_a_low_rank_matrix():
     info = {}
-    rcae.train(low_rank(), {"epochs": 8, "patience": 8, "threads": 1, "batch_size": 64, "latent": 8,
-                            "widths": [64, 32, 16]}, info)
+    rcae.train(low_rank(), rcae.Config(epochs=8, patience=8, threads=1, batch_size=64, latent=8, widths=(64, 32, 16)),
+               info)
     curve = info["curve"]
     assert len(curve) == 8 and info["n_val"] == 26 and info["n_train"] == 230
     assert curve[-1]["train_loss"] < 0.7 * curve[0]["train_loss"]
@@ -78,8 +96,8 @@ def stub_context(tmp_path, n=20, d=12, outlier=7):
 
 def test_defaults_work_and_rows_follow_client_ids(tmp_path):
     ctx = stub_context(tmp_path)
-    out = rcae.embed(ctx, {"seed": 0, "epochs": 2, "threads": 1})
-    assert out.shape == (20, rcae.DEFAULTS["latent"]) and out.dtype == np.float32
+    out = rcae.embed(ctx, rcae.Config(seed=0, epochs=2, threads=1))
+    assert out.shape == (20, rcae.Config().latent) and out.dtype == np.float32
     assert [row["epoch"] for row in ctx.info["curve"]] == [1, 2]
     far = np.linalg.norm(out - np.median(out, axis=0), axis=1).argmax()
     assert ctx.client_ids[far] == 7
@@ -87,7 +105,7 @@ def test_defaults_work_and_rows_follow_client_ids(tmp_path):
 
 @pytest.fixture(scope="module")
 def profiles(features_context):
-    run = lambda seed: rcae.embed(dataclasses.replace(features_context, info={}), {**FAST, "seed": seed})
+    run = lambda seed: rcae.embed(dataclasses.replace(features_context, info={}), rcae.Config(**FAST, seed=seed))
     return run(0), run(0), run(1)
 
 

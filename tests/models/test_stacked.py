@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+import yaml
 
 from ubp.io import UbpError
 from ubp.models import stacked
@@ -18,6 +19,7 @@ from tests.conftest import REPO
 from tests.features.conftest import CUTOFF, D, write_log
 
 CLIENTS = np.array([1, 2, 3, 4, 99], dtype=np.int64)
+PARAMS_FILE = str(REPO / "params.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +48,30 @@ def test_label_window_never_reaches_the_cutoff(log_ctx):
 
 
 def test_settings_that_would_leak_are_refused():
-    base = {**stacked.DEFAULTS, "params_file": REPO / "params.yaml"}
     with pytest.raises(UbpError, match="must be >= window_days"):
-        stacked.check_sources({**base, "shift_days": 7, "window_days": 14})
-    with pytest.raises(UbpError, match="cannot be computed as of an earlier date"):
-        stacked.check_sources({**base, "sources": ["features", "oracle"]})
+        stacked.Config(shift_days=7, window_days=14)
+    with pytest.raises(UbpError, match="source 'oracle' cannot be computed as of an earlier date"):
+        stacked.check_sources(stacked.Config(sources=("features", "oracle"), params_file=PARAMS_FILE))
+    stacked.check_sources(stacked.Config(sources=("features", "random"), params_file=PARAMS_FILE))
+
+
+def test_a_source_is_refused_by_its_method_s_trait_not_its_name(tmp_path, monkeypatch):
+    """`AS_OF` is read from the source's method module: a profile named anything, of method oracle,
+    is refused; once the oracle module says AS_OF, it is accepted."""
+    from ubp.models import oracle
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"embedding": {"seed": 0},
+                                    "models": {"truth": {"method": "oracle", "inherits": "embedding"}}}))
+    with pytest.raises(UbpError, match="source 'truth' cannot be computed"):
+        stacked.check_sources(stacked.Config(sources=("truth",), params_file=str(path)))
+    monkeypatch.setattr(oracle, "AS_OF", True)
+    stacked.check_sources(stacked.Config(sources=("truth",), params_file=str(path)))
 
 
 def test_training_fits_the_shifted_window_and_the_profile_reads_the_full_input(tiny_context):
-    cfg = {"sources": ["aggregated"], "hidden": 32, "dim": 16, "epochs": 6, "patience": 6, "batch_size": 64,
-           "seed": 0, "threads": 1, "params_file": REPO / "params.yaml"}
+    cfg = stacked.Config(sources=("aggregated",), hidden=32, dim=16, epochs=6, patience=6, batch_size=64, seed=0,
+                         threads=1, params_file=PARAMS_FILE)
     ctx = dataclasses.replace(tiny_context, info={})
     z = stacked.embed(ctx, cfg)
     assert z.shape == (len(ctx.client_ids), 16) and np.isfinite(z).all()
@@ -65,8 +81,8 @@ def test_training_fits_the_shifted_window_and_the_profile_reads_the_full_input(t
     assert ctx.info["n_active"] > 0 and ctx.info["window_buyers"] > 0
     # The same network on the sources as of the shifted date gives other vectors: inference reads the full input.
     past = dataclasses.replace(ctx, cutoff=ctx.cutoff - timedelta(days=14), info={})
-    x_past = stacked.source_matrix(past, {**stacked.DEFAULTS, **cfg})
-    x_now = stacked.source_matrix(ctx, {**stacked.DEFAULTS, **cfg})
+    x_past = stacked.source_matrix(past, cfg)
+    x_now = stacked.source_matrix(ctx, cfg)
     assert x_past.shape == x_now.shape and not np.allclose(x_past, x_now)
 
 
@@ -82,8 +98,8 @@ def test_sources_as_of_the_shifted_date_compute_their_features(monkeypatch, log_
     monkeypatch.setattr(stacked, "source_matrix", sources)
     ctx = dataclasses.replace(log_ctx, features_path=tmp_path / "features.parquet", feature_settings={"windows": [7]},
                               info={})
-    stacked.embed(ctx, {"sources": ["aggregated"], "hidden": 4, "dim": 2, "epochs": 1, "threads": 1,
-                        "params_file": REPO / "params.yaml"})
+    stacked.embed(ctx, stacked.Config(sources=("aggregated",), hidden=4, dim=2, epochs=1, threads=1,
+                                      params_file=PARAMS_FILE))
     assert [c.cutoff for c in seen] == [CUTOFF - 14 * D, CUTOFF]
     assert seen[0].features_path is None and seen[1].features_path == ctx.features_path
     assert all(c.feature_settings == {"windows": [7]} for c in seen)

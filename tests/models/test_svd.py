@@ -1,4 +1,5 @@
 """svd: hand-made events with a known answer, plus the shared contract on the tiny generated data."""
+import dataclasses
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -8,7 +9,9 @@ import pytest
 import scipy.sparse as sp
 
 from ubp import schema
+from ubp.config import as_dict, build
 from ubp.embed import compute
+from ubp.io import UbpError
 from ubp.models import svd
 from ubp.models.base import EmbedContext
 
@@ -34,10 +37,10 @@ def _table(rows, column, values_type):
                      column: pa.array([r[2] for r in rows], values_type)})
 
 
-def write_events(root, late=()):
-    """Canonical parquet files for BEHAVIOUR + OTHERS; `late` = extra (event, client, value) at the cutoff."""
+def write_events(root, late=(), others=OTHERS):
+    """Canonical parquet files for BEHAVIOUR + others; `late` = extra (event, client, value) at the cutoff."""
     events = {t: [] for t in schema.EVENT_TYPES}
-    for client, (bought, added, urls, queries) in {**BEHAVIOUR, **OTHERS}.items():
+    for client, (bought, added, urls, queries) in {**BEHAVIOUR, **others}.items():
         events[schema.PRODUCT_BUY] += [(client, BEFORE, s) for s in bought]
         events[schema.ADD_TO_CART] += [(client, BEFORE, s) for s in added + bought]
         events[schema.PAGE_VISIT] += [(client, BEFORE, u) for u in urls]
@@ -76,9 +79,13 @@ def ctx(tmp_path):
     return write_events(tmp_path / "events")
 
 
+def config(**over) -> svd.Config:
+    return build(svd.Config, {"seed": 0, "dims": DIMS, "min_df": 1, **over}, "models.svd")
+
+
 @pytest.fixture
 def cfg():
-    return {"seed": 0, "dims": DIMS, "min_df": 1}
+    return config()
 
 
 def row(client):
@@ -94,7 +101,7 @@ def test_shape_and_twins(ctx, cfg):
 
 def test_disjoint_clients_are_orthogonal_and_blocks_unit_norm(ctx, cfg):
     full = {"sku": 6, "category": 2, "price": 6, "url": 6, "query": 2}  # every item's direction kept
-    for name, b in blocks(svd.embed(ctx, {**cfg, "dims": full})).items():
+    for name, b in blocks(svd.embed(ctx, config(dims=full))).items():
         if name != "activity":
             assert abs(float(b[row(1)] @ b[row(3)])) < 1e-5, name
     for name, b in blocks(svd.embed(ctx, cfg)).items():
@@ -118,15 +125,23 @@ def test_events_at_or_after_cutoff_are_ignored(tmp_path, ctx, cfg):
     np.testing.assert_array_equal(svd.embed(ctx, cfg), svd.embed(with_late, cfg))
 
 
-def test_deterministic_and_fit_on_relevant(ctx, cfg):
+def test_fit_on_relevant_fits_the_factors_on_the_relevant_clients_only(tmp_path, ctx, cfg):
+    """`fit_on: relevant` gives exactly the profile of a log without the other clients (7 and 8),
+    which `fit_on: all` uses (they add co-occurrences, e.g. sku 10 with 21): so the two differ."""
     np.testing.assert_array_equal(svd.embed(ctx, cfg), svd.embed(ctx, cfg))
-    only = svd.embed(ctx, {**cfg, "fit_on": "relevant"})
-    assert only.shape == svd.embed(ctx, cfg).shape and np.isfinite(only).all()
+    only = svd.embed(ctx, config(fit_on="relevant"))
+    alone = write_events(tmp_path / "alone", others={})
+    np.testing.assert_array_equal(only, svd.embed(alone, cfg))
+    assert not np.allclose(only, svd.embed(ctx, cfg), atol=1e-3)
+    capped = config(max_fit_clients=len(RELEVANT))  # no room for others: the same as relevant only
+    np.testing.assert_array_equal(only, svd.embed(ctx, capped))
+    with pytest.raises(UbpError, match="models.svd.fit_on must be one of 'all', 'relevant'"):
+        config(fit_on="everyone")
 
 
 def test_more_components_than_items_is_zero_padded(ctx, cfg):
     big = {"sku": 50, "category": 10, "price": 0, "url": 40, "query": 5000}
-    m = svd.embed(ctx, {**cfg, "dims": big, "activity": False, "exact_max_cols": 0})
+    m = svd.embed(ctx, config(dims=big, activity=False, exact_max_cols=0))
     assert m.shape == (len(RELEVANT), 50 + 10 + 40 + 5000)
     sku = m[:, :50]
     assert not sku[:, 6:].any()  # 6 skus: at most 6 components
@@ -137,20 +152,33 @@ def test_sign_convention_largest_loading_positive(ctx, cfg):
     rng = np.random.default_rng(0)
     dense = rng.random((30, 8)) * (rng.random((30, 8)) < 0.4)
     for exact in (100, 0):
-        v, s = svd.item_factors(sp.csr_matrix(dense, dtype=np.float32), 3, {**svd.DEFAULTS, "exact_max_cols": exact})
+        v, s = svd.item_factors(sp.csr_matrix(dense, dtype=np.float32), 3, svd.Config(exact_max_cols=exact))
         assert v.shape == (8, 3) and np.all(np.diff(s) <= 1e-4)
         assert np.all(v[np.abs(v).argmax(axis=0), np.arange(3)] > 0)
         np.testing.assert_allclose(s, np.linalg.svd(dense, compute_uv=False)[:3], rtol=1e-3)
 
 
 def test_defaults_only(ctx):
-    m = svd.embed(ctx, {"seed": 0})
-    assert m.shape == (len(RELEVANT), sum(svd.DEFAULTS["dims"].values()) + len(schema.EVENT_TYPES))
+    m = svd.embed(ctx, svd.Config())
+    assert m.shape == (len(RELEVANT), sum(as_dict(svd.Config().dims).values()) + len(schema.EVENT_TYPES))
     assert np.isfinite(m).all()
 
 
+def test_a_partial_dims_mapping_keeps_the_other_blocks_and_a_typo_is_refused(ctx):
+    assert svd.embed(ctx, config(dims={"url": 0})).shape[1] == 64 + 32 + 16 + 16 + len(schema.EVENT_TYPES)
+    with pytest.raises(UbpError, match=r"unknown key 'models.svd.dims.skus'; did you mean 'sku'"):
+        config(dims={"skus": 4})
+    with pytest.raises(UbpError, match="unknown key 'models.svd.weights.buy'"):
+        config(weights={"buy": 4.0})
+
+
+def test_blocks_and_weights_are_named_as_the_code_reads_them():
+    assert [f.name for f in dataclasses.fields(svd.Dims)] == list(svd.BLOCKS)
+    assert [f.name for f in dataclasses.fields(svd.Weights)] == list(schema.EVENT_TYPES)
+
+
 def test_contract_on_tiny_data(tiny_context):
-    cfg = {"method": "svd", "seed": 0}
+    cfg = svd.Config()
     first = compute("svd", cfg, tiny_context)
     assert first.dtype == np.float16 and first.shape[0] == len(tiny_context.client_ids)
     assert np.isfinite(first).all() and first.any(axis=1).mean() > 0.5

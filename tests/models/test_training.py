@@ -4,8 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from ubp.config import build
 from ubp.io import UbpError
 from ubp.models import _training as T
+from ubp.models import traits
 
 
 def scripted_fit(val_losses, patience, epochs=None):
@@ -118,15 +120,14 @@ def test_unavailable_device_is_a_clear_error():
 # model.fit_clients: one shared split for every neural method.
 
 def test_fit_split_without_a_sample_is_the_holdout_split():
-    s = {"val_fraction": 0.1, "seed": 3}
     for fit_clients in (None, 1000, 5000):  # a sample as large as the clients is all of them
-        train, val = T.fit_split(1000, {**s, "fit_clients": fit_clients}, info := {})
+        train, val = T.fit_split(1000, T.TrainingConfig(val_fraction=0.1, seed=3, fit_clients=fit_clients), info := {})
         expected = T.holdout_split(1000, 0.1, 3)
         assert np.array_equal(train, expected[0]) and np.array_equal(val, expected[1]) and "fit_clients" not in info
 
 
 def test_fit_split_holds_out_inside_a_seeded_sample():
-    s = {"val_fraction": 0.1, "seed": 3, "fit_clients": 200}
+    s = T.TrainingConfig(val_fraction=0.1, seed=3, fit_clients=200)
     train, val = T.fit_split(1000, s, info := {})
     sample = T.fit_sample(1000, 200, 3)
     assert len(sample) == 200 and len(np.unique(sample)) == 200 and np.array_equal(sample, np.sort(sample))
@@ -140,7 +141,7 @@ def test_fit_split_holds_out_inside_a_seeded_sample():
 @pytest.mark.parametrize("bad", [0, -5, 1.5, True, "100"])
 def test_bad_fit_clients_is_a_clear_error(bad):
     with pytest.raises(UbpError, match="fit_clients"):
-        T.fit_split(100, {"val_fraction": 0.1, "seed": 0, "fit_clients": bad})
+        build(T.TrainingConfig, {"fit_clients": bad}, "model")
 
 
 TINY_CFGS = {  # 2 epochs of small networks on the tiny data
@@ -159,7 +160,7 @@ BEFORE = {
     "next_event": (18899.171, [1.25941, 1.0693, 0.62684]),
     "contrastive": (15983.285, [0.23675, -1.52006, 0.10551]),
 }
-SEQUENCE_METHODS = ("gru_ae", "next_event", "contrastive")
+SEQUENCE_METHODS = tuple(m for m in TINY_CFGS if "sequences" in traits(m).reads)
 
 
 def _method(name):
@@ -184,7 +185,8 @@ def test_all_clients_gives_the_profiles_of_before(tiny_context, monkeypatch, nam
 
     if memory:
         _in_memory(monkeypatch)
-    out = _method(name).embed(dataclasses.replace(tiny_context, info={}), {**TINY_CFGS[name], "fit_clients": None})
+    cfg = _method(name).Config(**TINY_CFGS[name], fit_clients=None)
+    out = _method(name).embed(dataclasses.replace(tiny_context, info={}), cfg)
     total, first = BEFORE[name]
     assert out.shape[0] == len(tiny_context.client_ids)
     assert float(np.abs(out.astype(np.float64)).sum()) == pytest.approx(total, rel=1e-4)
@@ -197,14 +199,14 @@ def _profiles_of(name, model, ctx, s, rows):
 
     m = _method(name)
     with torch.no_grad():
-        if name in ("rcae", "dcn"):
+        if "features" in traits(name).reads:
             x = torch.from_numpy(T.tabular_input(ctx, s)[rows])
             return (model.encode if name == "rcae" else model.represent)(x).numpy()
         seqs = S.load(ctx)
         if name == "gru_ae":
-            return m.profiles(model, np.asarray(seqs.tokens[rows]), seqs.lengths[rows], 64, "cpu", s["max_len"])
+            return m.profiles(model, np.asarray(seqs.tokens[rows]), seqs.lengths[rows], 64, "cpu", s.max_len)
         if name == "next_event":
-            return m.profile_rows(model, seqs, rows, s["context"], s["pool"]).numpy()
+            return m.profile_rows(model, seqs, rows, s.context, s.pool).numpy()
         return m.encode(model, m.Examples(seqs, s, "cpu"), rows, s, torch.device("cpu"))
 
 
@@ -225,8 +227,7 @@ def test_a_sample_fitted_network_embeds_every_client(tiny_context, monkeypatch, 
     monkeypatch.setattr(T, "fit_split", lambda *a, **k: (lambda r: (splits.append(r), r)[1])(fit_split(*a, **k)))
     n = len(tiny_context.client_ids)
     ctx = dataclasses.replace(tiny_context, info={})
-    s = _method(name).T.settings({"seed": 0, **TINY_CFGS[name], "epochs": 1, "fit_clients": 200},
-                                 _method(name).DEFAULTS)
+    s = dataclasses.replace(_method(name).Config(**TINY_CFGS[name]), seed=0, epochs=1, fit_clients=200)
     out = _method(name).embed(ctx, s)
 
     sample = set(T.fit_sample(n, 200, 0).tolist())

@@ -1,6 +1,7 @@
-"""What every neural embedding method shares: seeding, threads, device, the clients a network is
-fitted on (all, or a seeded sample of `fit_clients`) split into train and held-out rows, an
-early-stopping loop that records the training curve, and batched inference.
+"""What every neural embedding method shares: its settings (`TrainingConfig`, params.yaml's `model:`),
+seeding, threads, device, the clients a network is fitted on (all, or a seeded sample of
+`fit_clients`) split into train and held-out rows, an early-stopping loop that records the training
+curve, and batched inference.
 
 A method builds its model and two callables — one training epoch (returns the mean train loss) and
 one evaluation on the held-out clients (returns the validation loss) — and hands them to `fit`,
@@ -27,17 +28,39 @@ from torch import nn
 from tqdm import tqdm
 
 from ubp.io import UbpError
+from ubp.models.base import EmbeddingConfig
 
 log = logging.getLogger("ubp.models")
 
-# The settings every neural profile inherits from params.yaml's `model:` section.
-SHARED_DEFAULTS = {"epochs": 20, "batch_size": 256, "lr": 1e-3, "patience": 3, "val_fraction": 0.1,
-                   "threads": 2, "seed": 0, "device": "cpu", "fit_clients": None}
+@dataclass(frozen=True)
+class TrainingConfig(EmbeddingConfig):
+    """params.yaml's `model:` section, which every neural profile inherits; a method's Config adds its own."""
+    hidden: int = 128  # the network's width (most methods: the profile's width)
+    standardize: bool = True  # ubp.embed.compute publishes each column centred and scaled
+    fit_clients: int | None = None  # fit on a seeded sample of this many clients (None: all); all are embedded
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    patience: int = 3  # epochs without a better validation loss before stopping
+    val_fraction: float = 0.1  # held-out share of the fitted clients (early stopping)
+    threads: int = 2  # torch intra-op threads
+
+    def __post_init__(self):
+        positive = {k: getattr(self, k) for k in ("hidden", "epochs", "batch_size", "patience", "threads")}
+        bad = [f"{k}={v}" for k, v in positive.items() if v < 1]
+        if self.fit_clients is not None and self.fit_clients < 1:
+            bad.append(f"fit_clients={self.fit_clients} (a positive integer, or null for all clients)")
+        if not 0.0 <= self.val_fraction < 1.0 or not self.lr > 0:
+            bad.append(f"val_fraction={self.val_fraction}, lr={self.lr} (need 0 <= val_fraction < 1, lr > 0)")
+        if bad:
+            raise UbpError(f"params.yaml: training settings out of range: {'; '.join(bad)}")
 
 
-def settings(cfg: dict, defaults: dict) -> dict:
-    """cfg over the method's defaults over the shared ones (so `embed(ctx, {"seed": 0})` works)."""
-    return {**SHARED_DEFAULTS, **defaults, **(cfg or {})}
+@dataclass(frozen=True)
+class TabularConfig(TrainingConfig):
+    """A network over the handcrafted features (`tabular_input`): their quantile map's settings."""
+    n_quantiles: int = 1000
+    subsample: int = 200_000
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -79,28 +102,23 @@ def holdout_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def fit_sample(n: int, fit_clients, seed: int) -> np.ndarray | None:
+def fit_sample(n: int, fit_clients: int | None, seed: int) -> np.ndarray | None:
     """The sorted rows of a seeded sample of `fit_clients` of n clients, or None for all of them
     (fit_clients None or >= n). An epoch costs time per client fitted on, and a network learns its
     weights from far fewer clients than the real data's million; every client is still embedded."""
-    if fit_clients is None:
-        return None
-    if isinstance(fit_clients, bool) or not isinstance(fit_clients, (int, np.integer)) or fit_clients < 1:
-        raise UbpError(f"params.yaml: model.fit_clients must be a positive integer or null (all clients), "
-                       f"got {fit_clients!r}")
-    if int(fit_clients) >= n:
+    if fit_clients is None or fit_clients >= n:
         return None
     rng = np.random.default_rng([int(seed), 104729])  # own stream: the training draws stay as without a sample
     return np.sort(rng.choice(n, size=int(fit_clients), replace=False))
 
 
-def fit_split(n: int, s: dict, info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fit_split(n: int, cfg: TrainingConfig, info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) rows of n clients a network is fitted on: `holdout_split` of all rows, or of the
     `fit_clients` sample (the held-out share `val_fraction` is then taken inside the sample)."""
-    rows = fit_sample(n, s.get("fit_clients"), int(s["seed"]))
+    rows = fit_sample(n, cfg.fit_clients, cfg.seed)
     if rows is None:
-        return holdout_split(n, float(s["val_fraction"]), int(s["seed"]))
-    train, val = holdout_split(len(rows), float(s["val_fraction"]), int(s["seed"]))
+        return holdout_split(n, cfg.val_fraction, cfg.seed)
+    train, val = holdout_split(len(rows), cfg.val_fraction, cfg.seed)
     if info is not None:
         info["fit_clients"] = int(len(rows))
     return rows[train], rows[val]
@@ -209,15 +227,14 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target))
 
 
-def tabular_input(ctx, cfg: dict) -> np.ndarray:
+def tabular_input(ctx, cfg: TabularConfig) -> np.ndarray:
     """The handcrafted feature table (rows in ctx.client_ids order) as a network input: quantile-mapped
     to a normal (tames heavy tails, SPEC §8), then standardized, because the quantile map sends a
     column's ties — e.g. the many zero counts — to one extreme value, far from mean 0 / sd 1."""
     from ubp.features.table import feature_matrix, load_or_build
     from ubp.models.features import QUANTILE_COLUMNS, quantile_normal
 
-    x = quantile_normal(feature_matrix(load_or_build(ctx)), cfg.get("n_quantiles", 1000),
-                        cfg.get("subsample", 200_000), cfg.get("seed", 0))  # a new float32 array
+    x = quantile_normal(feature_matrix(load_or_build(ctx)), cfg.n_quantiles, cfg.subsample, cfg.seed)  # new float32
     for c in range(0, x.shape[1], QUANTILE_COLUMNS):  # float64 statistics, a block of columns at a time
         block = x[:, c:c + QUANTILE_COLUMNS].astype(np.float64)
         std = block.std(axis=0)
@@ -225,10 +242,9 @@ def tabular_input(ctx, cfg: dict) -> np.ndarray:
     return x
 
 
-def embed_tabular(ctx, cfg: dict, defaults: dict, train: Callable, represent: str) -> np.ndarray:
+def embed_tabular(ctx, cfg: TabularConfig, train: Callable, represent: str) -> np.ndarray:
     """The embed() of a model over the handcrafted features: train it, then read `model.<represent>`."""
-    s = settings({"seed": ctx.seed, "device": ctx.device, **(cfg or {})}, defaults)
-    with deterministic(s["threads"]):
-        x = tabular_input(ctx, s)
-        model = train(x, s, ctx.info)
-        return predict(getattr(model, represent), x, 4096, resolve_device(s["device"]))
+    with deterministic(cfg.threads):
+        x = tabular_input(ctx, cfg)
+        model = train(x, cfg, ctx.info)
+        return predict(getattr(model, represent), x, 4096, resolve_device(cfg.device))

@@ -10,9 +10,10 @@ the top teams built features on them. Per label and client, from the input event
   exp(-ln 2 x age / `half_life_days`), age in days before the cutoff (log1p of the sum): what the
   client touched lately.
 
-`stats` picks which of the three (default all, in that order): 3 x 100 columns per task, 600 for the
-two tasks (params.yaml keeps `recent` only: 200). Clients without any such event get zeros. Only the open tasks may be named: the hidden tasks' label sets (new SKUs, price buckets)
-are what the scoreboard uses to measure generalisation, and a profile that read them would game it.
+`stats` picks which of the three (in that order; default `recent` only): 100 columns per task and
+stat, 200 for the two tasks. Clients without any such event get zeros. Only the open tasks may be
+named: the hidden tasks' label sets (new SKUs, price buckets) are what the scoreboard uses to
+measure generalisation, and a profile that read them would game it.
 
 Why it exists: the features profile describes *how* a client shops, not *what*; on the default
 data the oracle's lead over it is largest on propensity_sku, and a synthetic client re-buys its
@@ -21,6 +22,7 @@ staple SKUs, as real clients re-buy theirs. As an ensemble source it adds what t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -28,28 +30,31 @@ import pyarrow as pa
 from ubp import schema
 from ubp.features.build import connect_for
 from ubp.io import UbpError, load_npy
-from ubp.models.base import EmbedContext
+from ubp.models.base import EmbedContext, EmbeddingConfig
 
+READS = ("events", "properties", "targets")
 ALLOWED_TASKS = (schema.PROPENSITY_SKU, schema.PROPENSITY_CATEGORY)
 STATS = ("buy", "add", "recent")
 KIND = {schema.PRODUCT_BUY: "buy", schema.ADD_TO_CART: "add", schema.REMOVE_FROM_CART: "remove"}
 
 
-def tasks_from(cfg: dict) -> list[str]:
-    tasks = list(cfg.get("tasks", ALLOWED_TASKS))
-    bad = [t for t in tasks if t not in ALLOWED_TASKS]
-    if bad or not tasks:
-        raise UbpError(f"params.yaml: affinity.tasks may name only the open propensity tasks "
-                       f"({', '.join(ALLOWED_TASKS)}); got {', '.join(map(str, bad)) or 'none'}")
-    return tasks
+@dataclass(frozen=True)
+class Config(EmbeddingConfig):
+    tasks: tuple[str, ...] = ALLOWED_TASKS
+    stats: tuple[str, ...] = ("recent",)  # kept in STATS' order
+    half_life_days: float = 14.0
+    threads: int = 2  # DuckDB threads
 
-
-def stats_from(cfg: dict) -> list[str]:
-    stats = list(cfg.get("stats", STATS))
-    bad = [s for s in stats if s not in STATS]
-    if bad or not stats or len(set(stats)) != len(stats):
-        raise UbpError(f"params.yaml: affinity.stats must be distinct names among {', '.join(STATS)}; got {stats}")
-    return [s for s in STATS if s in stats]
+    def __post_init__(self):
+        bad = [t for t in self.tasks if t not in ALLOWED_TASKS]
+        if bad or not self.tasks:
+            raise UbpError(f"params.yaml: affinity.tasks may name only the open propensity tasks "
+                           f"({', '.join(ALLOWED_TASKS)}); got {', '.join(map(str, bad)) or 'none'}")
+        if not self.stats or len(set(self.stats)) != len(self.stats) or not set(self.stats) <= set(STATS):
+            raise UbpError(f"params.yaml: affinity.stats must be distinct names among {', '.join(STATS)}; "
+                           f"got {list(self.stats)}")
+        if not self.half_life_days > 0:
+            raise UbpError(f"params.yaml: affinity.half_life_days must be positive, got {self.half_life_days}")
 
 
 def label_set(ctx: EmbedContext, task: str) -> np.ndarray:
@@ -92,15 +97,12 @@ def task_block(con, ctx: EmbedContext, task: str, half_life_days: float, stats: 
     return np.log1p(out.reshape(len(ctx.client_ids), -1)).astype(np.float32)
 
 
-def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    half_life = float(cfg.get("half_life_days", 14))
-    if not half_life > 0:
-        raise UbpError(f"params.yaml: affinity.half_life_days must be positive, got {half_life}")
-    tasks, stats = tasks_from(cfg), stats_from(cfg)
-    with connect_for(ctx.feature_settings, threads=int(cfg.get("threads", 2))) as con:
+def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
+    tasks, stats = list(cfg.tasks), [s for s in STATS if s in cfg.stats]
+    with connect_for(ctx.feature_settings, threads=cfg.threads) as con:
         con.register("clients", pa.table({"client_id": ctx.client_ids, "row": np.arange(len(ctx.client_ids))}))
         con.execute(f"CREATE TEMP TABLE events AS {_product_events_sql(ctx)}")
-        blocks = [task_block(con, ctx, task, half_life, stats) for task in tasks]
+        blocks = [task_block(con, ctx, task, cfg.half_life_days, stats) for task in tasks]
     k = len(stats)
     ctx.info["layout"] = (f"per task ({', '.join(tasks)}): label j's {', '.join(stats)} at columns "
                           + ", ".join(f"{k}j+{i}" if i else f"{k}j" for i in range(k)))

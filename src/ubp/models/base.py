@@ -1,4 +1,15 @@
-"""What every embedding method receives, and the one way a method says it cannot run here."""
+"""What every embedding method receives and declares.
+
+A method module `ubp.models.<method>` has `embed(ctx, cfg) -> np.ndarray`, a frozen dataclass
+`Config` (extending `EmbeddingConfig`, or `_training.TrainingConfig` for a network: its fields and
+defaults are the method's only settings, built from params.yaml by `ubp.params.model_config`), and
+optional traits read through `ubp.models.traits` (defaults below, so a new method edits no list):
+
+* `READS` — the inputs it opens, names of `INPUTS` (the embed stage's exact DVC deps come from it);
+* `TABULAR` — its output is a table of handcrafted counts/rates (the ensemble quantile-maps it);
+* `AS_OF` — it describes clients from the events before `ctx.cutoff` only, so it can be computed
+  as of an earlier date (stacking's shifted sources); the oracle cannot.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,9 +20,31 @@ import numpy as np
 
 from ubp import schema
 
+# What a method may read, each one field of EmbedContext (or, for `embeddings`, other profiles).
+INPUTS = {
+    "events": "ctx.events_dir: the five event files before the cutoff",
+    "properties": "ctx.properties_path: product_properties (category, price, name of each sku)",
+    "features": "ctx.features_path: the features stage's table",
+    "sequences": "ctx.sequences_dir: the sequences stage's output",
+    "targets": "ctx.targets_dir: the open tasks' label sets",
+    "synthetic": "ctx.synthetic_dir: the generator's latent state (synthetic data only)",
+    "embeddings": "other profiles' embeddings (and, when one must be computed, what its method reads)",
+}
+# Trait defaults: a method that declares nothing is assumed to read every input but other profiles.
+READS = ("events", "properties", "features", "sequences", "targets", "synthetic")
+TABULAR = False
+AS_OF = True
+
 
 class ProfileUnavailable(Exception):
     """The method cannot run on this data (e.g. the oracle on real data); the stage records why."""
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """params.yaml's `embedding:` section, which every non-neural profile inherits."""
+    seed: int = 0
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -28,8 +61,6 @@ class EmbedContext:
     feature_settings: dict = field(default_factory=dict)
     sequences_dir: Path | None = None  # the sequences stage's output (ubp.sequences.load_or_build checks it fits)
     sequence_settings: dict = field(default_factory=dict)  # params.yaml's `sequences:` (to build them when needed)
-    seed: int = 0
-    device: str = "cpu"
     # Filled by the method for the record: "curve" (a list of per-epoch dicts, saved as
     # training_curve.csv beside the embedding) and any scalar facts worth keeping in meta.json.
     info: dict = field(default_factory=dict)

@@ -46,6 +46,8 @@ layer, input_len 64, target_len 32, no dropout (its random masks cost ~25% of a 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -57,27 +59,41 @@ from ubp.models import _training as T
 from ubp.models.base import EmbedContext
 from ubp.sequences import FIELDS, FIRST_VALUE, PAD, Sequences
 
-DEFAULTS = {
-    "hidden": 128,  # tower width = the profile's dimension (params.yaml: model.hidden)
-    "layers": 2,
-    "target_layers": 1,
-    "heads": 4,
-    "ff_mult": 2,  # feed-forward width = ff_mult * hidden (torch's default 2048 is too slow here)
-    "dropout": 0.0,  # its random masks cost ~25% of a CPU step; early stopping guards instead
-    "input_fields": "week_all",
-    "target_fields": "all",
-    "input_len": 64,
-    "target_len": 32,
-    "window_days": 14,
-    "shifts": [0, 7, 14],
-    "projection": 128,
-    "temperature": 0.1,
-    "lambda_bce": 1.0,
-    "top_categories": 20,
-    "price_bins": 10,
-    "weight_decay": 0.01,
-    "epochs": 5,
-}
+READS = ("sequences",)
+
+
+@dataclass(frozen=True)
+class Config(T.TrainingConfig):
+    # hidden (model.hidden): tower width = the profile's dimension
+    layers: int = 2
+    target_layers: int = 1
+    heads: int = 4
+    ff_mult: int = 2  # feed-forward width = ff_mult * hidden (torch's default 2048 is too slow here)
+    dropout: float = 0.0  # its random masks cost ~25% of a CPU step; early stopping guards instead
+    input_fields: str | tuple[str, ...] = "week_all"
+    target_fields: str | tuple[str, ...] = "all"
+    input_len: int = 64
+    target_len: int = 32
+    window_days: int = 14
+    shifts: tuple[int, ...] = (0, 7, 14)
+    projection: int = 128
+    temperature: float = 0.1
+    lambda_bce: float = 1.0
+    top_categories: int = 20
+    price_bins: int = 10
+    weight_decay: float = 0.01
+
+    def __post_init__(self):
+        super().__post_init__()
+        S.resolve_fields(self.input_fields)
+        S.resolve_fields(self.target_fields)
+        if self.hidden % self.heads:
+            raise UbpError(f"contrastive: hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        if not self.shifts or min(self.shifts) < 0 or self.window_days <= 0:
+            raise UbpError(f"contrastive: shifts must be >= 0 and window_days > 0, got {list(self.shifts)}, "
+                           f"{self.window_days}")
+
+
 DAY, WEEK = FIELDS.index("day"), FIELDS.index("week")
 EVENT_TYPE, CATEGORY, PRICE = FIELDS.index("event_type"), FIELDS.index("category"), FIELDS.index("price")
 BUY, CART = schema.EVENT_TYPES.index(schema.PRODUCT_BUY) + 1, schema.EVENT_TYPES.index(schema.ADD_TO_CART) + 1
@@ -185,17 +201,15 @@ def projection(dim: int, out: int) -> nn.Sequential:
 
 
 class TwoTower(nn.Module):
-    def __init__(self, sizes: dict, s: dict, n_labels: int):
+    def __init__(self, sizes: dict, cfg: Config, n_labels: int):
         super().__init__()
-        dim, ff, heads = int(s["hidden"]), int(s["ff_mult"]) * int(s["hidden"]), int(s["heads"])
-        if dim % heads:
-            raise UbpError(f"contrastive: hidden ({dim}) must be a multiple of heads ({heads})")
-        self.input_tower = Tower(sizes, S.resolve_fields(s["input_fields"]), dim, int(s["layers"]), heads, ff,
-                                 float(s["dropout"]), int(s["input_len"]), positions=True)
-        self.target_tower = Tower(sizes, S.resolve_fields(s["target_fields"]), dim, int(s["target_layers"]),
-                                  heads, ff, float(s["dropout"]), int(s["target_len"]), positions=False)
-        self.input_proj = projection(dim, int(s["projection"]))
-        self.target_proj = projection(dim, int(s["projection"]))
+        dim, ff = cfg.hidden, cfg.ff_mult * cfg.hidden
+        self.input_tower = Tower(sizes, S.resolve_fields(cfg.input_fields), dim, cfg.layers, cfg.heads, ff,
+                                 cfg.dropout, cfg.input_len, positions=True)
+        self.target_tower = Tower(sizes, S.resolve_fields(cfg.target_fields), dim, cfg.target_layers, cfg.heads, ff,
+                                  cfg.dropout, cfg.target_len, positions=False)
+        self.input_proj = projection(dim, cfg.projection)
+        self.target_proj = projection(dim, cfg.projection)
         self.head = nn.Linear(dim, n_labels)
 
     def profile(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -208,30 +222,30 @@ class TwoTower(nn.Module):
 class Examples:
     """Builds the tensors of a batch of (client row, shift) pairs from the sequences."""
 
-    def __init__(self, seqs: Sequences, s: dict, device: torch.device):
+    def __init__(self, seqs: Sequences, cfg: Config, device: torch.device):
         self.tokens = seqs.tokens  # may be memory-mapped: a batch gathers only its rows
         self.days = self.tokens[..., DAY]  # a view, not a copy
         self.max_len = int(seqs.max_len)
         self.lengths = np.asarray(seqs.lengths, dtype=np.int64)
-        self.s, self.device = s, device
+        self.cfg, self.device = cfg, device
         self.n_prices = int(seqs.sizes["price"]) - 2
-        self.top_categories = min(int(s["top_categories"]), max(int(seqs.sizes["category"]) - FIRST_VALUE, 0))
-        self.n_labels = len(schema.EVENT_TYPES) + self.top_categories + int(s["price_bins"])
+        self.top_categories = min(cfg.top_categories, max(int(seqs.sizes["category"]) - FIRST_VALUE, 0))
+        self.n_labels = len(schema.EVENT_TYPES) + self.top_categories + cfg.price_bins
 
     def batch(self, rows: np.ndarray, shifts: np.ndarray) -> dict:
-        s, w = self.s, int(self.s["window_days"])
+        cfg, w = self.cfg, self.cfg.window_days
         early_end, late_end = window_bounds(self.days[rows], shifts, w)
         zero = np.zeros_like(early_end)
-        early, early_len = slice_tokens(self.tokens, rows, zero, early_end, int(s["input_len"]), shifts + w)
-        late, late_len = slice_tokens(self.tokens, rows, early_end, late_end, int(s["target_len"]), shifts)
+        early, early_len = slice_tokens(self.tokens, rows, zero, early_end, cfg.input_len, shifts + w)
+        late, late_len = slice_tokens(self.tokens, rows, early_end, late_end, cfg.target_len, shifts)
         labels = window_labels(self.tokens, rows, early_end, late_end, self.top_categories,
-                               int(s["price_bins"]), self.n_prices)
+                               cfg.price_bins, self.n_prices)
         as_t = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
         return {"early": as_t(early), "early_len": as_t(early_len), "late": as_t(late), "late_len": as_t(late_len),
                 "labels": as_t(labels), "pair": as_t((early_len > 0) & (late_len > 0))}
 
 
-def loss_terms(model: TwoTower, b: dict, s: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_terms(model: TwoTower, b: dict, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """(NT-Xent over the rows with both parts, BCE over all rows); NT-Xent is 0 with under 2 pairs."""
     h = model.input_tower(b["early"], b["early_len"])
     bce = nn.functional.binary_cross_entropy_with_logits(model.head(h), b["labels"])
@@ -239,7 +253,7 @@ def loss_terms(model: TwoTower, b: dict, s: dict) -> tuple[torch.Tensor, torch.T
     if int(pair.sum()) < 2:
         return h.sum() * 0.0, bce
     g = model.target_tower(b["late"][pair], b["late_len"][pair])
-    nce = T.info_nce(model.input_proj(h[pair]), model.target_proj(g), float(s["temperature"]))
+    nce = T.info_nce(model.input_proj(h[pair]), model.target_proj(g), cfg.temperature)
     return nce, bce
 
 
@@ -268,26 +282,24 @@ def first_usable(usable: np.ndarray) -> np.ndarray:
     return np.argmax(usable, axis=1)
 
 
-def train(seqs: Sequences, s: dict, info: dict, device: torch.device) -> tuple[TwoTower, Examples]:
-    rng = T.seed_everything(int(s["seed"]))
-    data = Examples(seqs, s, device)
-    shifts = np.asarray([int(x) for x in s["shifts"]], dtype=np.int64)
-    if len(shifts) == 0 or shifts.min() < 0 or int(s["window_days"]) <= 0:
-        raise UbpError(f"contrastive: shifts must be >= 0 and window_days > 0, got {list(shifts)}, {s['window_days']}")
-    if shifts.max() + int(s["window_days"]) > int(seqs.sizes["day"]) - 2:
-        raise UbpError(f"contrastive: the oldest window ({shifts.max()} + {s['window_days']} days) reaches past "
+def train(seqs: Sequences, cfg: Config, info: dict, device: torch.device) -> tuple[TwoTower, Examples]:
+    rng = T.seed_everything(cfg.seed)
+    data = Examples(seqs, cfg, device)
+    shifts = np.asarray(cfg.shifts, dtype=np.int64)
+    if shifts.max() + cfg.window_days > int(seqs.sizes["day"]) - 2:
+        raise UbpError(f"contrastive: the oldest window ({shifts.max()} + {cfg.window_days} days) reaches past "
                        f"sequences.max_days ({int(seqs.sizes['day']) - 2})")
-    train_idx, val_idx = T.fit_split(len(seqs.lengths), s, info)
+    train_idx, val_idx = T.fit_split(len(seqs.lengths), cfg, info)
     fitted = np.concatenate([train_idx, val_idx])
     usable = np.zeros((len(seqs.lengths), len(shifts)), dtype=bool)  # only the fitted rows' are computed
-    usable[fitted] = fitted_usable(data, fitted, shifts, int(s["window_days"]))
+    usable[fitted] = fitted_usable(data, fitted, shifts, cfg.window_days)
     train_idx, val_idx = train_idx[usable[train_idx].any(1)], val_idx[usable[val_idx].any(1)]
-    model = TwoTower(seqs.sizes, s, data.n_labels).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
-    lam, batch_size = float(s["lambda_bce"]), int(s["batch_size"])
+    model = TwoTower(seqs.sizes, cfg, data.n_labels).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lam, batch_size = cfg.lambda_bce, cfg.batch_size
 
     def step(rows: np.ndarray, shift: np.ndarray) -> torch.Tensor:
-        nce, bce = loss_terms(model, data.batch(rows, shift), s)
+        nce, bce = loss_terms(model, data.batch(rows, shift), cfg)
         return nce + lam * bce
 
     def train_epoch(epoch: int) -> float:
@@ -307,10 +319,10 @@ def train(seqs: Sequences, s: dict, info: dict, device: torch.device) -> tuple[T
 
     info.update(n_train=int(len(train_idx)), n_val=int(len(val_idx)), n_labels=int(data.n_labels),
                 untrained_clients=int((~usable[fitted].any(1)).sum()))
-    T.fit(model, train_epoch, val_loss, int(s["epochs"]), int(s["patience"]), info, desc="contrastive")
+    T.fit(model, train_epoch, val_loss, cfg.epochs, cfg.patience, info, desc="contrastive")
     if len(val_idx):  # the best model's terms on the held-out clients, for meta.json
         with torch.no_grad():  # one batch at a time: all held-out batches at once would not fit at scale
-            terms = np.array([[float(x) for x in loss_terms(model, b, s)] + [retrieval_accuracy(model, b)]
+            terms = np.array([[float(x) for x in loss_terms(model, b, cfg)] + [retrieval_accuracy(model, b)]
                               for b in (data.batch(val_idx[i], val_shift[i]) for i in val_parts)])
         weights = np.array([len(i) for i in val_parts], dtype=np.float64)
         nce, bce, top1 = (weights @ terms) / weights.sum()
@@ -318,23 +330,22 @@ def train(seqs: Sequences, s: dict, info: dict, device: torch.device) -> tuple[T
     return model, data
 
 
-def encode(model: TwoTower, data: Examples, rows: np.ndarray, s: dict, device: torch.device) -> np.ndarray:
+def encode(model: TwoTower, data: Examples, rows: np.ndarray, cfg: Config, device: torch.device) -> np.ndarray:
     """Profiles: the input tower over each client's whole history (its last input_len events)."""
     parts = []
     with torch.no_grad():
-        for idx in T.batches(rows, int(s["batch_size"]) * 2, min_size=1):
+        for idx in T.batches(rows, cfg.batch_size * 2, min_size=1):
             lengths = data.lengths[idx]
-            tokens, lengths = slice_tokens(data.tokens, idx, np.zeros_like(lengths), lengths, int(s["input_len"]),
+            tokens, lengths = slice_tokens(data.tokens, idx, np.zeros_like(lengths), lengths, cfg.input_len,
                                            np.zeros_like(lengths))
             parts.append(model.profile(torch.from_numpy(tokens).to(device),
                                        torch.from_numpy(lengths).to(device)).float().cpu().numpy())
-    return np.concatenate(parts) if parts else np.zeros((0, int(s["hidden"])), np.float32)
+    return np.concatenate(parts) if parts else np.zeros((0, cfg.hidden), np.float32)
 
 
-def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    s = T.settings({"seed": ctx.seed, "device": ctx.device, **(cfg or {})}, DEFAULTS)
-    device = T.resolve_device(s["device"])
-    with T.deterministic(s["threads"]):
+def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
+    device = T.resolve_device(cfg.device)
+    with T.deterministic(cfg.threads):
         seqs = S.load(ctx)
-        model, data = train(seqs, s, ctx.info, device)
-        return encode(model, data, np.arange(len(seqs.lengths)), s, device)
+        model, data = train(seqs, cfg, ctx.info, device)
+        return encode(model, data, np.arange(len(seqs.lengths)), cfg, device)

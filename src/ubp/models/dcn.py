@@ -2,7 +2,7 @@
 
 Cross layers model explicit feature interactions, x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l (full-rank
 W_l, as in DCN-v2), and a deep branch of Linear → BatchNorm → GELU layers of width `dim` (default:
-the shared `hidden`) models implicit ones. Two augmented views of each client (each feature zeroed
+the shared `model.hidden`) models implicit ones. Two augmented views of each client (each feature zeroed
 with probability `mask_rate`, then Gaussian noise `noise`) go through the network and a projection
 head; an in-batch InfoNCE loss (seed 003's L_SSL^CL, the other clients of the batch as negatives)
 pulls the views of one client together. The profile is the projection head's input — the
@@ -19,6 +19,9 @@ Where seed 003 is silent:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 import torch
 from torch import nn
@@ -26,18 +29,25 @@ from torch import nn
 from ubp.models import _training as T
 from ubp.models.base import EmbedContext
 
-DEFAULTS = {
-    "hidden": 256,
-    "dim": None,  # the profile width; None: `hidden` (what `-S model.hidden=512` changes)
-    "cross_layers": 3,
-    "deep_layers": 2,
-    "structure": "stacked",  # or "parallel"
-    "projection": 128,
-    "temperature": 0.2,
-    "mask_rate": 0.2,
-    "noise": 0.1,
-    "weight_decay": 1e-4,
-}
+READS = ("features",)
+
+
+@dataclass(frozen=True)
+class Config(T.TabularConfig):
+    dim: int | None = None  # the profile width; None: `hidden` (what `-S model.hidden=512` changes)
+    cross_layers: int = 3
+    deep_layers: int = 2
+    structure: Literal["stacked", "parallel"] = "stacked"
+    projection: int = 128
+    temperature: float = 0.2
+    mask_rate: float = 0.2
+    noise: float = 0.1
+    weight_decay: float = 1e-4
+
+    @property
+    def width(self) -> int:
+        """The profile's width."""
+        return self.dim or self.hidden
 
 
 class CrossLayer(nn.Module):
@@ -84,45 +94,40 @@ def augment(x: torch.Tensor, mask_rate: float, noise: float, generator: torch.Ge
     return x * keep + noise * torch.randn(x.shape, generator=generator, device=x.device)
 
 
-def profile_width(s: dict) -> int:
-    return int(s["dim"] if s.get("dim") else s["hidden"])
-
-
-def train(x: np.ndarray, cfg: dict, info: dict | None = None) -> DCN:
+def train(x: np.ndarray, cfg: Config, info: dict | None = None) -> DCN:
     """Fit a DCN on the rows of x (already transformed); returns the best model in eval mode."""
-    s = T.settings(cfg, DEFAULTS)
     info = {} if info is None else info
-    rng = T.seed_everything(s["seed"])
-    device = T.resolve_device(s["device"])
-    model = DCN(x.shape[1], profile_width(s), int(s["cross_layers"]), int(s["deep_layers"]),
-                int(s["projection"]), str(s["structure"])).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
-    train_idx, val_idx = T.fit_split(len(x), s, info)
+    rng = T.seed_everything(cfg.seed)
+    device = T.resolve_device(cfg.device)
+    model = DCN(x.shape[1], cfg.width, cfg.cross_layers, cfg.deep_layers, cfg.projection, cfg.structure).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_idx, val_idx = T.fit_split(len(x), cfg, info)
     data = torch.from_numpy(x).to(device)
-    mask_rate, noise, tau = float(s["mask_rate"]), float(s["noise"]), float(s["temperature"])
 
     def step(idx: np.ndarray) -> torch.Tensor:
         clean = data[idx]
-        return T.info_nce(model(augment(clean, mask_rate, noise)), model(augment(clean, mask_rate, noise)), tau)
+        first = model(augment(clean, cfg.mask_rate, cfg.noise))
+        return T.info_nce(first, model(augment(clean, cfg.mask_rate, cfg.noise)), cfg.temperature)
 
     def train_epoch(epoch: int) -> float:
-        return T.run_batches(step, T.batches(train_idx, int(s["batch_size"]), rng), optimizer)
+        return T.run_batches(step, T.batches(train_idx, cfg.batch_size, rng), optimizer)
 
     val_loss = None
     if len(val_idx):
-        generator = torch.Generator(device=device).manual_seed(int(s["seed"]) + 1)
+        generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         clean = data[val_idx]
-        views = [augment(clean, mask_rate, noise, generator) for _ in range(2)]
-        val_parts = T.batches(np.arange(len(val_idx)), int(s["batch_size"]))
+        views = [augment(clean, cfg.mask_rate, cfg.noise, generator) for _ in range(2)]
+        val_parts = T.batches(np.arange(len(val_idx)), cfg.batch_size)
 
         def val_loss(epoch: int) -> float:
-            return T.run_batches(lambda i: T.info_nce(model(views[0][i]), model(views[1][i]), tau), val_parts)
+            return T.run_batches(lambda i: T.info_nce(model(views[0][i]), model(views[1][i]), cfg.temperature),
+                                 val_parts)
 
     info.update(n_train=int(len(train_idx)), n_val=int(len(val_idx)), n_features=int(x.shape[1]))
-    with T.deterministic(s["threads"]):
-        T.fit(model, train_epoch, val_loss, int(s["epochs"]), int(s["patience"]), info, desc="dcn")
+    with T.deterministic(cfg.threads):
+        T.fit(model, train_epoch, val_loss, cfg.epochs, cfg.patience, info, desc="dcn")
     return model
 
 
-def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    return T.embed_tabular(ctx, cfg, DEFAULTS, train, "represent")
+def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
+    return T.embed_tabular(ctx, cfg, train, "represent")

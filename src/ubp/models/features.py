@@ -5,16 +5,27 @@ it also tames the heavy tails of counts and gaps.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.preprocessing import QuantileTransformer
 
 from ubp.features.table import feature_matrix, load_or_build
-from ubp.models.base import EmbedContext
+from ubp.models.base import EmbedContext, EmbeddingConfig
+
+READS = ("features",)
+TABULAR = True
 
 
 # Columns transformed per scikit-learn call: it works on a float64 copy, so one call over all
 # columns of a 1M x 400 table would hold ~6 GB of copies; a block of columns holds ~0.3 GB.
 QUANTILE_COLUMNS = 16
+
+
+@dataclass(frozen=True)
+class Config(EmbeddingConfig):
+    n_quantiles: int = 1000
+    subsample: int = 200_000  # rows each column's quantiles are estimated from (seeded)
 
 
 def quantile_normal(x: np.ndarray, n_quantiles: int = 1000, subsample: int = 200_000, seed: int = 0,
@@ -32,6 +43,5 @@ def quantile_normal(x: np.ndarray, n_quantiles: int = 1000, subsample: int = 200
     return out
 
 
-def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    x = feature_matrix(load_or_build(ctx))
-    return quantile_normal(x, cfg.get("n_quantiles", 1000), cfg.get("subsample", 200_000), cfg.get("seed", 0))
+def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
+    return quantile_normal(feature_matrix(load_or_build(ctx)), cfg.n_quantiles, cfg.subsample, cfg.seed)

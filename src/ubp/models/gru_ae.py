@@ -39,6 +39,8 @@ Our choices (where the paper is silent, or to fit ~3 minutes on 2 CPU cores):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -49,25 +51,30 @@ from ubp.models import _training as T
 from ubp.models.base import EmbedContext
 from ubp.sequences import FIELDS, FIRST_VALUE, RARE, TOP_K_FIELDS
 
-DEFAULTS = {
-    "fields": "week_all",
-    "hidden": 128,  # profile width = GRU width = event embedding width (params.yaml: model.hidden)
-    "layers": 2,
-    "dropout": 0.1,
-    "max_len": 32,  # last events used
-    "output_top": 300,  # classes of the category/sku/url heads (more frequent values); None: all
-    "infer_batch_size": 1024,
-}
+READS = ("sequences",)
 
 
-def check_settings(s: dict) -> None:
-    for key in ("hidden", "layers", "max_len", "batch_size", "infer_batch_size"):
-        if not isinstance(s[key], (int, np.integer)) or int(s[key]) <= 0:
-            raise UbpError(f"params.yaml: gru_ae {key} must be a positive integer, got {s[key]!r}")
-    if s["output_top"] is not None and (not isinstance(s["output_top"], (int, np.integer)) or s["output_top"] <= 0):
-        raise UbpError(f"params.yaml: gru_ae output_top must be a positive integer or null, got {s['output_top']!r}")
-    if not 0.0 <= float(s["dropout"]) < 1.0:
-        raise UbpError(f"params.yaml: gru_ae dropout must be in [0, 1), got {s['dropout']!r}")
+@dataclass(frozen=True)
+class Config(T.TrainingConfig):
+    # hidden (model.hidden): profile width = GRU width = event embedding width
+    fields: str | tuple[str, ...] = "week_all"  # a _sequence.FIELD_SETS name or a list of fields
+    layers: int = 2
+    dropout: float = 0.1
+    max_len: int = 32  # last events used
+    output_top: int | None = 300  # classes of the category/sku/url heads (more frequent values); None: all
+    infer_batch_size: int = 1024
+
+    def __post_init__(self):
+        super().__post_init__()
+        S.resolve_fields(self.fields)
+        for key in ("layers", "max_len", "infer_batch_size"):
+            if getattr(self, key) <= 0:
+                raise UbpError(f"params.yaml: gru_ae {key} must be a positive integer, got {getattr(self, key)!r}")
+        if self.output_top is not None and self.output_top <= 0:
+            raise UbpError(f"params.yaml: gru_ae output_top must be a positive integer or null, "
+                           f"got {self.output_top!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UbpError(f"params.yaml: gru_ae dropout must be in [0, 1), got {self.dropout!r}")
 
 
 def head_sizes(sizes: dict, fields: tuple[str, ...], output_top: int | None) -> dict:
@@ -196,39 +203,36 @@ def reconstruction(model: GRUAutoencoder, tokens: np.ndarray, lengths: np.ndarra
     return total / max(count, 1), {f: c / max(positions, 1) for f, c in correct.items()}
 
 
-def train(tokens: np.ndarray, lengths: np.ndarray, sizes: dict, cfg: dict, info: dict | None = None) -> GRUAutoencoder:
+def train(tokens: np.ndarray, lengths: np.ndarray, sizes: dict, cfg: Config,
+          info: dict | None = None) -> GRUAutoencoder:
     """Fit the autoencoder on the last `max_len` events of left-aligned sequences (int16 tokens of all
     FIELDS, possibly memory-mapped; a batch gathers its rows); best model, eval mode."""
-    s = T.settings(cfg, DEFAULTS)
-    check_settings(s)
     info = {} if info is None else info
-    fields = S.resolve_fields(s["fields"])
-    rng = T.seed_everything(s["seed"])
-    device = T.resolve_device(s["device"])
-    model = GRUAutoencoder(sizes, fields, int(s["hidden"]), int(s["layers"]), float(s["dropout"]),
-                           s["output_top"]).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(s["lr"]))
-    train_idx, val_idx = T.fit_split(len(lengths), s, info)
-    batch_size, max_len = int(s["batch_size"]), int(s["max_len"])
+    fields = S.resolve_fields(cfg.fields)
+    rng = T.seed_everything(cfg.seed)
+    device = T.resolve_device(cfg.device)
+    model = GRUAutoencoder(sizes, fields, cfg.hidden, cfg.layers, cfg.dropout, cfg.output_top).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    train_idx, val_idx = T.fit_split(len(lengths), cfg, info)
+    max_len = cfg.max_len
     kept = kept_lengths(lengths, max_len)  # batches group similar lengths of what is read
 
     def train_epoch(epoch: int) -> float:
         return T.run_batches(lambda idx: model.loss(*_batch(tokens, lengths, idx, device, max_len))[0],
-                             length_batches(train_idx, kept, batch_size, rng), optimizer)
+                             length_batches(train_idx, kept, cfg.batch_size, rng), optimizer)
 
-    val_parts = T.batches(val_idx[np.argsort(kept[val_idx], kind="stable")], int(s["infer_batch_size"]))
+    val_parts = T.batches(val_idx[np.argsort(kept[val_idx], kind="stable")], cfg.infer_batch_size)
 
     def val_loss(epoch: int) -> float:
         return T.run_batches(lambda idx: model.loss(*_batch(tokens, lengths, idx, device, max_len))[0],
                              val_parts)
 
     info.update(n_train=int(len(train_idx)), n_val=int(len(val_idx)), fields=",".join(fields),
-                hidden=int(s["hidden"]), layers=int(s["layers"]), max_len=min(max_len, int(tokens.shape[1])))
-    with T.deterministic(s["threads"]):
-        T.fit(model, train_epoch, val_loss if len(val_idx) else None, int(s["epochs"]), int(s["patience"]),
-              info, desc="gru_ae")
+                hidden=cfg.hidden, layers=cfg.layers, max_len=min(max_len, int(tokens.shape[1])))
+    with T.deterministic(cfg.threads):
+        T.fit(model, train_epoch, val_loss if len(val_idx) else None, cfg.epochs, cfg.patience, info, desc="gru_ae")
     if len(val_idx):
-        _, accuracy = reconstruction(model, tokens, lengths, val_idx, int(s["infer_batch_size"]), device, max_len)
+        _, accuracy = reconstruction(model, tokens, lengths, val_idx, cfg.infer_batch_size, device, max_len)
         info.update({f"val_accuracy_{f}": round(a, 4) for f, a in accuracy.items()})
     return model
 
@@ -247,13 +251,9 @@ def profiles(model: GRUAutoencoder, tokens: np.ndarray, lengths: np.ndarray, bat
     return out
 
 
-def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    s = T.settings({"seed": ctx.seed, "device": ctx.device, **(cfg or {})}, DEFAULTS)
-    check_settings(s)
-    S.resolve_fields(s["fields"])  # fail on a bad field list before loading anything
+def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
     seqs = S.load(ctx)  # tokens stay memory-mapped: each batch gathers the last max_len events of its rows
-    with T.deterministic(s["threads"]):
-        model = train(seqs.tokens, seqs.lengths, seqs.sizes, s, ctx.info)
-        out = profiles(model, seqs.tokens, seqs.lengths, int(s["infer_batch_size"]), T.resolve_device(s["device"]),
-                       int(s["max_len"]))
-    return out
+    with T.deterministic(cfg.threads):
+        model = train(seqs.tokens, seqs.lengths, seqs.sizes, cfg, ctx.info)
+        return profiles(model, seqs.tokens, seqs.lengths, cfg.infer_batch_size, T.resolve_device(cfg.device),
+                        cfg.max_len)

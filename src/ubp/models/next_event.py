@@ -43,6 +43,8 @@ Where the papers are silent, we decided:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -55,23 +57,41 @@ from ubp.models import _training as T
 from ubp.models.base import EmbedContext
 from ubp.sequences import FIELDS, FIRST_VALUE, MISSING, PAD, RARE, Sequences
 
-DEFAULTS = {
-    "hidden": 128,  # the width; params.yaml's model.hidden overrides it
-    "layers": 2,
-    "heads": 4,
-    "context": 64,  # events per window (the stored sequences keep up to 128)
-    "fields": "week_all",
-    "targets": ["event_type", "sku", "url", "category", "price", "gap"],
-    "item_vocab": 1000,  # output classes of the sku/url heads beyond the special ids (~80% of events)
-    "dropout": 0.0,
-    "weight_decay": 0.01,
-    "random_windows": True,
-    "pool": "mean",  # the profile: "last" state (the paper's), "mean" of the states, or "last_mean" (both)
-    "infer_batch_size": 512,
-}
 TARGETS = ("event_type", "sku", "url", "category", "price", "gap")
 POOLS = ("last", "mean", "last_mean")
 ITEM_FIELDS = ("sku", "url")
+READS = ("sequences",)
+
+
+@dataclass(frozen=True)
+class Config(T.TrainingConfig):
+    # hidden (model.hidden): the width
+    layers: int = 2
+    heads: int = 4
+    context: int = 64  # events per window (the stored sequences keep up to 128)
+    fields: str | tuple[str, ...] = "week_all"
+    targets: tuple[str, ...] = TARGETS
+    item_vocab: int = 1000  # output classes of the sku/url heads beyond the special ids (~80% of events)
+    dropout: float = 0.0
+    weight_decay: float = 0.01
+    random_windows: bool = True
+    pool: Literal["last", "mean", "last_mean"] = "mean"  # the profile: "last" state, "mean" of the states, or both
+    infer_batch_size: int = 512
+
+    def __post_init__(self):
+        super().__post_init__()
+        Q.resolve_fields(self.fields)
+        bad = [t for t in self.targets if t not in TARGETS]
+        if not self.targets or bad:
+            raise UbpError(f"params.yaml: next_event targets must be a non-empty list of {list(TARGETS)}, "
+                           f"got {list(self.targets)!r}")
+        for key in ("layers", "heads", "context", "item_vocab", "infer_batch_size"):
+            if getattr(self, key) <= 0:
+                raise UbpError(f"params.yaml: next_event {key} must be a positive integer, got {getattr(self, key)!r}")
+        if self.hidden % self.heads:
+            raise UbpError(f"params.yaml: next_event hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        if not 0 <= self.dropout < 1:
+            raise UbpError(f"params.yaml: next_event dropout must be in [0, 1), got {self.dropout!r}")
 
 
 class Block(nn.Module):
@@ -167,57 +187,35 @@ def windows(seqs: Sequences, idx: np.ndarray, context: int, rng: np.random.Gener
     return Q.last_events(seqs.tokens, seqs.lengths, idx, context, rng)
 
 
-def check(s: dict, sizes: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The fields and targets of the settings, with clear errors for bad sizes."""
-    fields = Q.resolve_fields(s["fields"])
-    targets = tuple(s["targets"] or ())
-    bad = [t for t in targets if t not in TARGETS]
-    if not targets or bad:
-        raise UbpError(f"params.yaml: next_event targets must be a non-empty list of {list(TARGETS)}, got {s['targets']!r}")
-    for key in ("hidden", "layers", "heads", "context", "item_vocab"):
-        if int(s[key]) <= 0:
-            raise UbpError(f"params.yaml: next_event {key} must be a positive integer, got {s[key]!r}")
-    if int(s["hidden"]) % int(s["heads"]):
-        raise UbpError(f"params.yaml: next_event hidden ({s['hidden']}) must be a multiple of heads ({s['heads']})")
-    if s["pool"] not in POOLS:
-        raise UbpError(f"params.yaml: next_event pool must be one of {list(POOLS)}, got {s['pool']!r}")
-    if not 0 <= float(s["dropout"]) < 1:
-        raise UbpError(f"params.yaml: next_event dropout must be in [0, 1), got {s['dropout']!r}")
-    missing = [f for f in set(fields) | set(targets) if f not in sizes]
+def build(seqs: Sequences, cfg: Config) -> NextEventModel:
+    missing = [f for f in set(Q.resolve_fields(cfg.fields)) | set(cfg.targets) if f not in seqs.sizes]
     if missing:
         raise UbpError(f"sequences: no vocabulary size for {missing}")
-    return fields, targets
+    return NextEventModel(seqs.sizes, Q.resolve_fields(cfg.fields), tuple(cfg.targets), cfg.hidden, cfg.layers,
+                          cfg.heads, cfg.context, cfg.item_vocab, cfg.dropout)
 
 
-def build(seqs: Sequences, s: dict) -> NextEventModel:
-    fields, targets = check(s, seqs.sizes)
-    return NextEventModel(seqs.sizes, fields, targets, int(s["hidden"]), int(s["layers"]), int(s["heads"]),
-                          int(s["context"]), int(s["item_vocab"]), float(s["dropout"]))
-
-
-def train(seqs: Sequences, cfg: dict, info: dict | None = None) -> NextEventModel:
+def train(seqs: Sequences, cfg: Config, info: dict | None = None) -> NextEventModel:
     """Fit the model on the sequences (held-out clients for early stopping); best model, eval mode."""
-    s = T.settings(cfg, DEFAULTS)
     info = {} if info is None else info
-    rng = T.seed_everything(s["seed"])
-    device = T.resolve_device(s["device"])
-    model = build(seqs, s).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
-    train_idx, val_idx = T.fit_split(len(seqs.lengths), s, info)
+    rng = T.seed_everything(cfg.seed)
+    device = T.resolve_device(cfg.device)
+    model = build(seqs, cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_idx, val_idx = T.fit_split(len(seqs.lengths), cfg, info)
     train_idx = train_idx[seqs.lengths[train_idx] > 0]  # an empty history has nothing to predict
-    context, batch_size = int(s["context"]), int(s["batch_size"])
-    draws = rng if s["random_windows"] else None
+    draws = rng if cfg.random_windows else None
 
     def step(idx: np.ndarray, sample: np.random.Generator | None = None) -> torch.Tensor:
-        tokens, _ = windows(seqs, idx, context, sample)
+        tokens, _ = windows(seqs, idx, cfg.context, sample)
         return model.loss(torch.from_numpy(tokens).to(device))
 
     def train_epoch(epoch: int) -> float:
-        return T.run_batches(lambda idx: step(idx, draws), T.batches(train_idx, batch_size, rng), optimizer)
+        return T.run_batches(lambda idx: step(idx, draws), T.batches(train_idx, cfg.batch_size, rng), optimizer)
 
     val_loss = None
     if len(val_idx):
-        val_parts = T.batches(val_idx[seqs.lengths[val_idx] > 0], batch_size)
+        val_parts = T.batches(val_idx[seqs.lengths[val_idx] > 0], cfg.batch_size)
 
         def val_loss(epoch: int) -> float:
             return T.run_batches(step, val_parts)
@@ -225,8 +223,8 @@ def train(seqs: Sequences, cfg: dict, info: dict | None = None) -> NextEventMode
     n_params = sum(p.numel() for p in model.parameters())
     info.update(n_train=int(len(train_idx)), n_val=int(len(val_idx)), n_params=int(n_params),
                 head_classes=dict(model.classes))
-    with T.deterministic(s["threads"]):
-        T.fit(model, train_epoch, val_loss, int(s["epochs"]), int(s["patience"]), info, desc="next_event")
+    with T.deterministic(cfg.threads):
+        T.fit(model, train_epoch, val_loss, cfg.epochs, cfg.patience, info, desc="next_event")
     return model
 
 
@@ -258,14 +256,12 @@ def profiles(model: NextEventModel, seqs: Sequences, context: int, batch_size: i
     return T.predict(rows, np.arange(len(seqs.lengths)), batch_size, device)
 
 
-def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    s = T.settings({"seed": ctx.seed, "device": ctx.device, **(cfg or {})}, DEFAULTS)
+def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
     seqs = Q.load(ctx)  # tokens stay memory-mapped: each batch gathers its own rows
-    with T.deterministic(s["threads"]):
-        model = train(seqs, s, ctx.info)
-        out = profiles(model, seqs, int(s["context"]), int(s["infer_batch_size"]), s["pool"],
-                       T.resolve_device(s["device"]))
-    ctx.info.update(context=int(s["context"]), empty_histories=int((seqs.lengths == 0).sum()))
+    with T.deterministic(cfg.threads):
+        model = train(seqs, cfg, ctx.info)
+        out = profiles(model, seqs, cfg.context, cfg.infer_batch_size, cfg.pool, T.resolve_device(cfg.device))
+    ctx.info.update(context=cfg.context, empty_histories=int((seqs.lengths == 0).sum()))
     if not math.isfinite(float(np.abs(out).max(initial=0.0))):
         raise UbpError("next_event: the profile has NaN or inf values")
     return out

@@ -9,16 +9,25 @@ at a small share of the column mean, so negligible expectations do not form a lo
 probabilities logits; every column is then standardised.
 """
 import json
+from dataclasses import dataclass
 
 import numpy as np
 
 from ubp import schema
 from ubp.io import UbpError, load_npy
-from ubp.models.base import EmbedContext, ProfileUnavailable
+from ubp.models.base import EmbedContext, EmbeddingConfig, ProfileUnavailable
+
+READS = ("synthetic",)
+AS_OF = False  # the generator's state at the split, whatever the context's cutoff
 
 COUNT_PREFIXES = ("buys_", "buy_sessions_")
 PROB_PREFIX = "p_none_"
 COUNT_FLOOR = 0.02  # log(count + COUNT_FLOOR x column mean)
+
+
+@dataclass(frozen=True)
+class Config(EmbeddingConfig):
+    """No settings of its own."""
 
 
 def transform(state: np.ndarray, columns: list[str]) -> np.ndarray:
@@ -35,7 +44,7 @@ def transform(state: np.ndarray, columns: list[str]) -> np.ndarray:
     return out
 
 
-def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
+def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
     oracle_dir = ctx.synthetic_dir / schema.ORACLE_SUBDIR
     if not (oracle_dir / "state.npy").exists():
         raise ProfileUnavailable(f"no latent state in {oracle_dir}: the oracle exists only for synthetic data")

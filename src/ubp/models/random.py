@@ -1,9 +1,18 @@
 """Noise: the floor every profile must clear."""
+from dataclasses import dataclass
+
 import numpy as np
 
-from ubp.models.base import EmbedContext
+from ubp.models.base import EmbedContext, EmbeddingConfig
+
+READS = ()
 
 
-def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    rng = np.random.default_rng(int(cfg.get("seed", ctx.seed)))
-    return rng.standard_normal((len(ctx.client_ids), int(cfg.get("dim", 64))), dtype=np.float32)
+@dataclass(frozen=True)
+class Config(EmbeddingConfig):
+    dim: int = 64
+
+
+def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
+    rng = np.random.default_rng(cfg.seed)
+    return rng.standard_normal((len(ctx.client_ids), cfg.dim), dtype=np.float32)

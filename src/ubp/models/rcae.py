@@ -21,6 +21,8 @@ Where the paper is silent:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -28,16 +30,19 @@ from torch import nn
 from ubp.models import _training as T
 from ubp.models.base import EmbedContext
 
-DEFAULTS = {
-    "latent": 64,
-    "widths": [512, 256, 128, 64],
-    "lambda_contrastive": 0.1,  # "light-weight" InfoNCE
-    "lambda_latent": 1e-3,
-    "temperature": 0.2,
-    "noise_start": 0.10,
-    "noise_end": 0.02,
-    "weight_decay": 1e-4,  # AdamW
-}
+READS = ("features",)
+
+
+@dataclass(frozen=True)
+class Config(T.TabularConfig):
+    latent: int = 64  # the profile's width
+    widths: tuple[int, ...] = (512, 256, 128, 64)
+    lambda_contrastive: float = 0.1  # "light-weight" InfoNCE
+    lambda_latent: float = 1e-3
+    temperature: float = 0.2
+    noise_start: float = 0.10
+    noise_end: float = 0.02
+    weight_decay: float = 1e-4  # AdamW
 
 
 class ResidualBlock(nn.Module):
@@ -80,52 +85,50 @@ def noise_sigma(epoch: int, epochs: int, start: float, end: float) -> float:
 
 
 def rcae_loss(model: RCAE, clean: torch.Tensor, view_a: torch.Tensor, view_b: torch.Tensor,
-              s: dict) -> torch.Tensor:
+              cfg: Config) -> torch.Tensor:
     z_a, rec_a = model(view_a)
     z_b = model.encode(view_b)  # the second view only feeds InfoNCE: decoding it too costs ~20% more time
     reconstruction = nn.functional.mse_loss(rec_a, clean)
-    contrastive = T.info_nce(z_a, z_b, s["temperature"])
+    contrastive = T.info_nce(z_a, z_b, cfg.temperature)
     latent = 0.5 * (z_a.pow(2).sum(1).mean() + z_b.pow(2).sum(1).mean())
-    return reconstruction + s["lambda_contrastive"] * contrastive + s["lambda_latent"] * latent
+    return reconstruction + cfg.lambda_contrastive * contrastive + cfg.lambda_latent * latent
 
 
-def train(x: np.ndarray, cfg: dict, info: dict | None = None) -> RCAE:
+def train(x: np.ndarray, cfg: Config, info: dict | None = None) -> RCAE:
     """Fit an RCAE on the rows of x (already transformed); returns the best model in eval mode."""
-    s = T.settings(cfg, DEFAULTS)
     info = {} if info is None else info
-    rng = T.seed_everything(s["seed"])
-    device = T.resolve_device(s["device"])
-    model = RCAE(x.shape[1], [int(w) for w in s["widths"]], int(s["latent"])).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
-    train_idx, val_idx = T.fit_split(len(x), s, info)
+    rng = T.seed_everything(cfg.seed)
+    device = T.resolve_device(cfg.device)
+    model = RCAE(x.shape[1], list(cfg.widths), cfg.latent).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_idx, val_idx = T.fit_split(len(x), cfg, info)
     data = torch.from_numpy(x).to(device)
-    epochs, batch_size = int(s["epochs"]), int(s["batch_size"])
 
     def train_epoch(epoch: int) -> float:
-        sigma = noise_sigma(epoch, epochs, float(s["noise_start"]), float(s["noise_end"]))
+        sigma = noise_sigma(epoch, cfg.epochs, cfg.noise_start, cfg.noise_end)
 
         def step(idx: np.ndarray) -> torch.Tensor:
             clean = data[idx]
             return rcae_loss(model, clean, clean + sigma * torch.randn_like(clean),
-                             clean + sigma * torch.randn_like(clean), s)
-        return T.run_batches(step, T.batches(train_idx, batch_size, rng), optimizer)
+                             clean + sigma * torch.randn_like(clean), cfg)
+        return T.run_batches(step, T.batches(train_idx, cfg.batch_size, rng), optimizer)
 
     val_loss = None
     if len(val_idx):
         # Fixed validation views at the final noise level, from their own generator.
-        draw = np.random.default_rng([int(s["seed"]), 1]).standard_normal((2, len(val_idx), x.shape[1]))
-        views = torch.from_numpy((x[val_idx][None] + float(s["noise_end"]) * draw).astype(np.float32)).to(device)
-        val_parts = T.batches(np.arange(len(val_idx)), batch_size)
+        draw = np.random.default_rng([cfg.seed, 1]).standard_normal((2, len(val_idx), x.shape[1]))
+        views = torch.from_numpy((x[val_idx][None] + cfg.noise_end * draw).astype(np.float32)).to(device)
+        val_parts = T.batches(np.arange(len(val_idx)), cfg.batch_size)
 
         def val_loss(epoch: int) -> float:
             clean = data[val_idx]
-            return T.run_batches(lambda i: rcae_loss(model, clean[i], views[0][i], views[1][i], s), val_parts)
+            return T.run_batches(lambda i: rcae_loss(model, clean[i], views[0][i], views[1][i], cfg), val_parts)
 
     info.update(n_train=int(len(train_idx)), n_val=int(len(val_idx)), n_features=int(x.shape[1]))
-    with T.deterministic(s["threads"]):
-        T.fit(model, train_epoch, val_loss, epochs, int(s["patience"]), info, desc="rcae")
+    with T.deterministic(cfg.threads):
+        T.fit(model, train_epoch, val_loss, cfg.epochs, cfg.patience, info, desc="rcae")
     return model
 
 
-def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    return T.embed_tabular(ctx, cfg, DEFAULTS, train, "encode")
+def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
+    return T.embed_tabular(ctx, cfg, train, "encode")

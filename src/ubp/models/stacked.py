@@ -18,13 +18,15 @@ clients) + weight × MSE; AdamW; early stopping on held-out clients (`_training.
 
 Where the write-up is silent: 14-day shift and window (the target windows' length); heads weighted
 equally; the profile is the pre-activation of the last hidden layer, so the heads are linear in it.
-The oracle cannot be a source: it is the generator's state at the split, not "as of" any date.
+A source whose method is not `AS_OF` (the oracle: the generator's state at the split) is refused.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -33,24 +35,37 @@ from torch import nn
 from torch.nn import functional as F
 
 from ubp import schema
+from ubp.config import as_dict
 from ubp.features.build import connect_for
 from ubp.io import UbpError
 from ubp.models import _training as T
 from ubp.models.base import EmbedContext
 
-DEFAULTS = {
-    "sources": ["features", "svd", "aggregated"],
-    "shift_days": 14,
-    "window_days": 14,
-    "n_labels": 100,
-    "dim": None,  # the profile width; None: `hidden`
-    "dropout": 0.1,
-    "reconstruction_weight": 0.0,
-    "weight_decay": 1e-4,
-    "balance": "source",
-}
 HEADS = ("churn", "category", "sku")
-NOT_AS_OF = {"oracle"}  # methods whose output does not depend on the context's cutoff
+READS = ("events", "properties", "embeddings")
+
+
+@dataclass(frozen=True)
+class Config(T.TrainingConfig):
+    sources: tuple[str, ...] | dict[str, dict | None] = ("features", "svd", "aggregated")  # as ensemble.sources
+    shift_days: int = 14
+    window_days: int = 14
+    n_labels: int = 100
+    dim: int | None = None  # the profile width; None: `hidden`
+    dropout: float = 0.1
+    reconstruction_weight: float = 0.0
+    weight_decay: float = 1e-4
+    balance: Literal["source", "dimension", "none"] = "source"  # how ubp.ensemble balances the sources
+    embeddings_dir: str | None = None  # where stored sources are (None: embeddings/), e.g. for tests
+    params_file: str | None = None  # where the sources' settings are (None: params.yaml), e.g. for tests
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.shift_days < self.window_days or self.window_days < 1:
+            raise UbpError(f"stacked: shift_days ({self.shift_days}) must be >= window_days ({self.window_days}) "
+                           ">= 1, so the label window ends before the profile's cutoff")
+
+
 log = logging.getLogger("ubp.stacked")
 
 
@@ -127,32 +142,29 @@ def stacking_loss(model: Stacker, x: torch.Tensor, y: dict, w_rec: float) -> tor
     return loss
 
 
-def train(x: np.ndarray, labels: WindowLabels, cfg: dict, info: dict | None = None) -> Stacker:
-    s = T.settings(cfg, DEFAULTS)
+def train(x: np.ndarray, labels: WindowLabels, cfg: Config, info: dict | None = None) -> Stacker:
     info = {} if info is None else info
-    rng = T.seed_everything(s["seed"])
-    device = T.resolve_device(s["device"])
-    dim = int(s["dim"] or s["hidden"])
-    model = Stacker(x.shape[1], int(s["hidden"]), dim, labels.category.shape[1], labels.sku.shape[1],
-                    float(s["dropout"]), float(s["reconstruction_weight"]) > 0).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
-    train_idx, val_idx = T.holdout_split(len(x), float(s["val_fraction"]), int(s["seed"]))
+    rng = T.seed_everything(cfg.seed)
+    device = T.resolve_device(cfg.device)
+    model = Stacker(x.shape[1], cfg.hidden, cfg.dim or cfg.hidden, labels.category.shape[1], labels.sku.shape[1],
+                    cfg.dropout, cfg.reconstruction_weight > 0).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_idx, val_idx = T.holdout_split(len(x), cfg.val_fraction, cfg.seed)
     data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
     targets = {"active": torch.from_numpy(labels.active.astype(np.float32)), "churn": torch.from_numpy(labels.churn),
                "category": torch.from_numpy(labels.category), "sku": torch.from_numpy(labels.sku)}
     targets = {k: v.to(device) for k, v in targets.items()}
-    w_rec = float(s["reconstruction_weight"])
 
     def step(idx: np.ndarray) -> torch.Tensor:
         index = torch.from_numpy(idx).to(device)
-        return stacking_loss(model, data[index], {k: v[index] for k, v in targets.items()}, w_rec)
+        return stacking_loss(model, data[index], {k: v[index] for k, v in targets.items()}, cfg.reconstruction_weight)
 
     def train_epoch(epoch: int) -> float:
-        return T.run_batches(step, T.batches(train_idx, int(s["batch_size"]), rng), optimizer)
+        return T.run_batches(step, T.batches(train_idx, cfg.batch_size, rng), optimizer)
 
     val_loss = None
     if len(val_idx):
-        val_parts = T.batches(val_idx, int(s["batch_size"]))
+        val_parts = T.batches(val_idx, cfg.batch_size)
 
         def val_loss(epoch: int) -> float:
             return T.run_batches(step, val_parts)
@@ -160,47 +172,45 @@ def train(x: np.ndarray, labels: WindowLabels, cfg: dict, info: dict | None = No
     info.update(n_train=int(len(train_idx)), n_val=int(len(val_idx)), n_inputs=int(x.shape[1]),
                 n_active=int(labels.active.sum()), window_buyers=int((labels.churn == 0).sum()),
                 n_category_labels=int(labels.category.shape[1]), n_sku_labels=int(labels.sku.shape[1]))
-    with T.deterministic(s["threads"]):
-        T.fit(model, train_epoch, val_loss, int(s["epochs"]), int(s["patience"]), info, desc="stacked")
+    with T.deterministic(cfg.threads):
+        T.fit(model, train_epoch, val_loss, cfg.epochs, cfg.patience, info, desc="stacked")
     return model
 
 
-def source_matrix(ctx: EmbedContext, s: dict) -> np.ndarray:
+def source_matrix(ctx: EmbedContext, cfg: Config) -> np.ndarray:
     """The normalised, concatenated sources for ctx (as of ctx.cutoff), float32."""
     from ubp.ensemble import build
 
-    ens_cfg = {k: s[k] for k in ("sources", "balance", "seed") if k in s}
-    ens_cfg.update({k: s[k] for k in ("embeddings_dir", "params_file") if k in s})
+    ens_cfg = {k: v for k, v in as_dict(cfg).items()
+               if k in ("sources", "balance", "seed", "embeddings_dir", "params_file") and v is not None}
     return np.asarray(build(dataclasses.replace(ctx, info={}), ens_cfg), dtype=np.float32)
 
 
-def check_sources(s: dict) -> None:
+def check_sources(cfg: Config) -> None:
+    """Every source must be computable as of an earlier date (its method's AS_OF trait)."""
     from ubp.ensemble import parse_sources
-    from ubp.params import PARAMS_FILE, load_params, model_config
+    from ubp.models import traits
+    from ubp.params import PARAMS_FILE, load_params, profile_method
 
-    params = load_params(s.get("params_file", PARAMS_FILE))
-    for source in parse_sources(s["sources"]):
-        if source.name in (params.get("models") or {}) and model_config(params, source.name)["method"] in NOT_AS_OF:
+    params = load_params(cfg.params_file or PARAMS_FILE)
+    for source in parse_sources(as_dict(cfg)["sources"]):
+        if source.name in (params.get("models") or {}) and not traits(profile_method(params, source.name)).as_of:
             raise UbpError(f"stacked: source '{source.name}' cannot be computed as of an earlier date "
-                           "(the oracle is the state at the split); remove it from the sources")
-    if int(s["shift_days"]) < int(s["window_days"]) or int(s["window_days"]) < 1:
-        raise UbpError(f"stacked: shift_days ({s['shift_days']}) must be >= window_days ({s['window_days']}) >= 1, "
-                       "so the label window ends before the profile's cutoff")
+                           f"(method {profile_method(params, source.name)}); remove it from the sources")
 
 
-def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    s = T.settings({"seed": ctx.seed, "device": ctx.device, **(cfg or {})}, DEFAULTS)
-    check_sources(s)
-    shifted = ctx.cutoff - timedelta(days=int(s["shift_days"]))
+def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
+    check_sources(cfg)
+    shifted = ctx.cutoff - timedelta(days=cfg.shift_days)
     # The stored features table is as of ctx.cutoff: the sources as of the shifted date compute
     # theirs (load_or_build would refuse the stored one).
     past = dataclasses.replace(ctx, cutoff=shifted, features_path=None, info={})
     log.info("stacked: sources as of %s (features computed for that date), labels from the %d days after",
-             shifted, int(s["window_days"]))
-    with T.deterministic(s["threads"]):
-        x_past = source_matrix(past, s)
-        labels = window_labels(ctx, shifted, int(s["window_days"]), int(s["n_labels"]))
-        x_now = source_matrix(ctx, s)
-        model = train(x_past, labels, s, ctx.info)
+             shifted, cfg.window_days)
+    with T.deterministic(cfg.threads):
+        x_past = source_matrix(past, cfg)
+        labels = window_labels(ctx, shifted, cfg.window_days, cfg.n_labels)
+        x_now = source_matrix(ctx, cfg)
+        model = train(x_past, labels, cfg, ctx.info)
         ctx.info.update(label_window_start=shifted.strftime(schema.TIMESTAMP_FORMAT))
-        return T.predict(model.represent, x_now, 4096, T.resolve_device(s["device"]))
+        return T.predict(model.represent, x_now, 4096, T.resolve_device(cfg.device))

@@ -34,6 +34,9 @@ A client with no (kept) events in a block gets a zero block; with no events at a
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
@@ -42,25 +45,49 @@ from sklearn.utils.extmath import randomized_svd
 
 from ubp import schema
 from ubp.features.build import connect_for
-from ubp.models.base import EmbedContext
+from ubp.models.base import EmbedContext, EmbeddingConfig
 
-DEFAULTS = {
-    "dims": {"sku": 64, "category": 32, "price": 16, "url": 64, "query": 16},  # 0 drops a block
-    "weights": {schema.PRODUCT_BUY: 3.0, schema.ADD_TO_CART: 2.0, schema.REMOVE_FROM_CART: 1.0,
-                schema.PAGE_VISIT: 1.0, schema.SEARCH_QUERY: 1.0},
-    "half_life_days": None,  # e.g. 30: an event `half_life_days` old counts half; None: no decay
-    "fit_on": "all",  # "all": relevant + other clients with events; "relevant": relevant only
-    "max_fit_clients": 4_000_000,
-    "min_df": 2,
-    "max_items": 1_000_000,
-    "exact_max_cols": 1024,
-    "n_iter": 5,  # power iterations of the randomized SVD
-    "n_oversamples": 10,
-    "sigma_power": 1.0,
-    "activity": True,
-    "threads": None,  # DuckDB threads; None: all cores
-    "seed": 0,  # random_state of the randomized SVD and of the fit sample (params: embedding.seed)
-}
+READS = ("events", "properties")
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Components per block; 0 drops the block."""
+    sku: int = 64
+    category: int = 32
+    price: int = 16
+    url: int = 64
+    query: int = 16
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Weight of one event of each type in its block's matrix cells."""
+    product_buy: float = 3.0
+    add_to_cart: float = 2.0
+    remove_from_cart: float = 1.0
+    page_visit: float = 1.0
+    search_query: float = 1.0
+
+
+@dataclass(frozen=True)
+class Config(EmbeddingConfig):
+    dims: Dims = Dims()
+    weights: Weights = Weights()
+    half_life_days: float | None = None  # e.g. 30: an event `half_life_days` old counts half; None: no decay
+    fit_on: Literal["all", "relevant"] = "all"  # "all": relevant + other clients with events
+    max_fit_clients: int = 4_000_000
+    min_df: int = 2
+    max_items: int = 1_000_000
+    exact_max_cols: int = 1024
+    n_iter: int = 5  # power iterations of the randomized SVD
+    n_oversamples: int = 10
+    sigma_power: float = 1.0
+    activity: bool = True
+    threads: int | None = None  # DuckDB threads; None: all cores
+    # seed (embedding.seed): random_state of the randomized SVD and of the fit sample
+
+
 WEIGHT_UNITS = 1000  # weights are summed as integers (units of 1/1000) so parallel sums are exact
 QUERY_VOCAB = schema.VECTOR_DIM * 256
 
@@ -74,27 +101,20 @@ BLOCKS = {
 }
 
 
-def config(cfg: dict) -> dict:
-    out = {**DEFAULTS, **{k: v for k, v in cfg.items() if k in DEFAULTS}}
-    out["dims"] = {**DEFAULTS["dims"], **(cfg.get("dims") or {})}
-    out["weights"] = {**DEFAULTS["weights"], **(cfg.get("weights") or {})}
-    return out
-
-
 def _cutoff(ctx: EmbedContext) -> str:
     return f"TIMESTAMP '{ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT)}'"
 
 
-def _weighted_events_sql(ctx: EmbedContext, block: str, cfg: dict) -> str:
+def _weighted_events_sql(ctx: EmbedContext, block: str, cfg: Config) -> str:
     """client_id, item, w: one row per (event, item) of the block, input events only."""
     event_types, item = BLOCKS[block]
     decay = "1.0"
-    if cfg["half_life_days"]:
+    if cfg.half_life_days:
         age_days = f"date_diff('second', e.timestamp, {_cutoff(ctx)}) / 86400.0"
-        decay = f"pow(0.5, {age_days} / {float(cfg['half_life_days'])})"
+        decay = f"pow(0.5, {age_days} / {float(cfg.half_life_days)})"
     parts = []
     for event_type in event_types:
-        weight = float(cfg["weights"][event_type])
+        weight = float(getattr(cfg.weights, event_type))
         if weight <= 0:
             continue
         source = f"read_parquet('{ctx.events(event_type)}') e"
@@ -111,26 +131,24 @@ def _weighted_events_sql(ctx: EmbedContext, block: str, cfg: dict) -> str:
     return " UNION ALL ".join(parts)
 
 
-def _fit_clients(con, ctx: EmbedContext, cfg: dict) -> int:
+def _fit_clients(con, ctx: EmbedContext, cfg: Config) -> int:
     """Table `fit(client_id, row)`: relevant clients first (rows 0..n-1, ctx order), then a sample."""
     n_rel = len(ctx.client_ids)
     con.execute("CREATE TEMP TABLE fit AS SELECT client_id, row FROM relevant")
-    extra = int(cfg["max_fit_clients"]) - n_rel
-    if cfg["fit_on"] == "all" and extra > 0:
+    extra = cfg.max_fit_clients - n_rel
+    if cfg.fit_on == "all" and extra > 0:
         active = " UNION ".join(
             f"SELECT client_id FROM read_parquet('{ctx.events(t)}') WHERE timestamp < {_cutoff(ctx)}"
             for t in schema.EVENT_TYPES)
         con.execute(
             f"INSERT INTO fit SELECT client_id, {n_rel - 1} + row_number() OVER "
-            f"(ORDER BY hash(client_id + {int(cfg['seed'])}), client_id) FROM ({active}) "
+            f"(ORDER BY hash(client_id + {cfg.seed}), client_id) FROM ({active}) "
             f"WHERE client_id NOT IN (SELECT client_id FROM relevant) "
-            f"ORDER BY hash(client_id + {int(cfg['seed'])}), client_id LIMIT {extra}")
-    elif cfg["fit_on"] not in ("all", "relevant"):
-        raise ValueError(f"svd: fit_on must be 'all' or 'relevant', not {cfg['fit_on']!r}")
+            f"ORDER BY hash(client_id + {cfg.seed}), client_id LIMIT {extra}")
     return con.execute("SELECT count(*) FROM fit").fetchone()[0]
 
 
-def tfidf_matrix(con, ctx: EmbedContext, block: str, cfg: dict, n_fit: int) -> sp.csr_matrix:
+def tfidf_matrix(con, ctx: EmbedContext, block: str, cfg: Config, n_fit: int) -> sp.csr_matrix:
     """fit rows × kept items, tf-idf weighted, rows L2-normalised, canonical CSR (sorted indices)."""
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE triples AS SELECT f.row, e.item, "
@@ -140,8 +158,8 @@ def tfidf_matrix(con, ctx: EmbedContext, block: str, cfg: dict, n_fit: int) -> s
         f"CREATE OR REPLACE TEMP TABLE vocab AS SELECT item, df, "
         f"row_number() OVER (ORDER BY df DESC, item) - 1 AS col FROM "
         f"(SELECT item, count(*) AS df FROM triples WHERE units > 0 GROUP BY item "
-        f"HAVING count(*) >= {int(cfg['min_df'])}) "
-        f"ORDER BY df DESC, item LIMIT {int(cfg['max_items'])}")
+        f"HAVING count(*) >= {cfg.min_df}) "
+        f"ORDER BY df DESC, item LIMIT {cfg.max_items}")
     df = con.execute("SELECT df FROM vocab ORDER BY col").fetchnumpy()["df"].astype(np.float64)
     t = con.execute(
         "SELECT t.row, v.col, CAST(t.units AS DOUBLE) AS units FROM triples t JOIN vocab v USING (item) "
@@ -155,19 +173,19 @@ def tfidf_matrix(con, ctx: EmbedContext, block: str, cfg: dict, n_fit: int) -> s
     return normalize(x, norm="l2", axis=1, copy=False)
 
 
-def item_factors(x: sp.csr_matrix, k: int, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+def item_factors(x: sp.csr_matrix, k: int, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     """The top-k right singular vectors V (items × k') and singular values s, k' = min(k, rank bound)."""
     k = min(k, *x.shape)
     if k == 0:
         return np.zeros((x.shape[1], 0), np.float32), np.zeros(0, np.float32)
-    if x.shape[1] <= int(cfg["exact_max_cols"]):
+    if x.shape[1] <= cfg.exact_max_cols:
         gram = (x.T @ x).toarray().astype(np.float64)
         eigval, eigvec = np.linalg.eigh(gram)
         order = np.argsort(-eigval, kind="stable")[:k]
         s, v = np.sqrt(np.clip(eigval[order], 0.0, None)), eigvec[:, order]
     else:
-        _, s, vt = randomized_svd(x, k, n_oversamples=int(cfg["n_oversamples"]), n_iter=int(cfg["n_iter"]),
-                                  random_state=int(cfg["seed"]), flip_sign=False)
+        _, s, vt = randomized_svd(x, k, n_oversamples=cfg.n_oversamples, n_iter=cfg.n_iter, random_state=cfg.seed,
+                                  flip_sign=False)
         v = vt.T
     biggest = np.abs(v).argmax(axis=0)
     v = v * np.where(v[biggest, np.arange(v.shape[1])] < 0, -1.0, 1.0)
@@ -197,22 +215,21 @@ def activity(con, ctx: EmbedContext) -> np.ndarray:
     return (logs / np.where(top > 0, top, 1.0)).astype(np.float32)
 
 
-def embed(ctx: EmbedContext, cfg: dict) -> np.ndarray:
-    cfg = config({"seed": ctx.seed, **cfg})
+def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
     n_rel = len(ctx.client_ids)
     blocks = []
-    with connect_for(ctx.feature_settings, threads=int(cfg["threads"]) if cfg["threads"] else None) as con:
+    with connect_for(ctx.feature_settings, threads=cfg.threads) as con:
         con.register("relevant_arrow", pa.table({"client_id": np.asarray(ctx.client_ids, np.int64),
                                                  "row": np.arange(n_rel, dtype=np.int64)}))
         con.execute("CREATE TEMP TABLE relevant AS SELECT * FROM relevant_arrow")
         n_fit = _fit_clients(con, ctx, cfg)
         for block in BLOCKS:
-            dim = int(cfg["dims"].get(block) or 0)
+            dim = getattr(cfg.dims, block)
             if dim <= 0:
                 continue
             x = tfidf_matrix(con, ctx, block, cfg, n_fit)
             v, s = item_factors(x, dim, cfg)
-            blocks.append(block_vectors(x[:n_rel], v, s, dim, float(cfg["sigma_power"])))
-        if cfg["activity"]:
+            blocks.append(block_vectors(x[:n_rel], v, s, dim, cfg.sigma_power))
+        if cfg.activity:
             blocks.append(activity(con, ctx))
     return np.concatenate(blocks, axis=1)
