@@ -128,7 +128,7 @@ def measure(what: str, data: Path, limit: str | None) -> dict:
             spec.loader.exec_module(module)
         else:
             from ubp.models import aggregated as module
-        out = module.embed(ctx, {"windows": [1, 7, 30], "top_n": 10, "threads": 2})
+        out = module.embed(ctx, module.Config(windows=(1, 7, 30), top_n=10, threads=2))
     else:
         from ubp.features import build_features
 

@@ -35,3 +35,18 @@ def test_sequence_profiles_do_not_depend_on_the_features_table(stages):
     assert sequence and all("data/features" not in stages[f"embed@{n}"]["deps"] for n in sequence)
     assert all("data/sequences" not in stages[f"embed@{n}"]["deps"]
                for n, e in models.items() if e["reads"] != "sequences")
+
+
+def test_reads_is_what_the_method_declares():
+    """params.yaml's `reads:` of every base profile agrees with its method's READS trait, and a wrong
+    one stops the stage before any work, naming the value to set."""
+    from ubp.io import UbpError
+    from ubp.params import model_config, stage_reads
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert {n: e["reads"] for n, e in params["models"].items()} == {
+        n: stage_reads(e["method"]) for n, e in params["models"].items()}
+    assert stage_reads("gru_ae") == "sequences" and stage_reads("aggregated") == "split"
+    params["models"]["dcn"]["reads"] = "sequences"
+    with pytest.raises(UbpError, match="models.dcn.reads is 'sequences'.*set `reads: features`"):
+        model_config(params, "dcn")

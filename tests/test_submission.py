@@ -1,15 +1,17 @@
 """Competition entries (SPEC §7): `submit` writes the relevant clients with their own rows, made from
 all events; the validator rejects every broken form with a message naming the file and the problem."""
+import importlib
 import json
+import sys
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ubp import embed, schema
+import ubp.models
+from ubp import schema
 from ubp.io import UbpError
-from ubp.models.base import ProfileUnavailable
 from ubp.submission import submit, validate
 
 RELEVANT = np.array([11, 22, 33, 44], dtype=np.int64)
@@ -78,29 +80,44 @@ def decoded(emb: np.ndarray) -> np.ndarray:
     return digits[:, 0] + 1000 * digits[:, 1] + 1_000_000 * digits[:, 2]
 
 
-class CodingMethod:
-    """A method whose row for a client is that client's id code; remembers the context it got."""
+CODED = '''"""A method whose row for a client is that client's id code; remembers the contexts it got."""
+from dataclasses import dataclass
 
-    def __init__(self):
-        self.contexts = []
+from ubp.models.base import EmbeddingConfig, ProfileUnavailable
+from tests.test_submission import id_code
 
-    def embed(self, ctx, cfg):
-        self.contexts.append(ctx)
-        if cfg.get("unavailable"):
-            raise ProfileUnavailable("synthetic only")
-        return id_code(ctx.client_ids)
+READS = ("events",)
+contexts = []
+
+
+@dataclass(frozen=True)
+class Config(EmbeddingConfig):
+    unavailable: bool = False
+
+
+def embed(ctx, cfg):
+    contexts.append(ctx)
+    if cfg.unavailable:
+        raise ProfileUnavailable("synthetic only")
+    return id_code(ctx.client_ids)
+'''
 
 
 @pytest.fixture
 def repo(tmp_path, monkeypatch, tiny_dirs):
-    """A cwd laid out like the repository: data/canonical (the tiny dataset's) and params for `coded`."""
+    """A cwd laid out like the repository: data/canonical (the tiny dataset's), and a method `coded`
+    dropped into ubp.models as a user would add one (a module file) with its params entry."""
     (tmp_path / schema.CANONICAL_DIR).parent.mkdir(parents=True)
     (tmp_path / schema.CANONICAL_DIR).symlink_to(tiny_dirs["canonical"])
     monkeypatch.chdir(tmp_path)
-    method = CodingMethod()
-    monkeypatch.setattr(embed, "get_method", lambda name: method)
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "coded.py").write_text(CODED)
+    monkeypatch.setattr(ubp.models, "__path__", [*ubp.models.__path__, str(tmp_path / "methods")])
     params = {"embedding": {}, "models": {"coded": {"method": "coded", "inherits": "embedding"}}}
-    return tmp_path, params, method
+    try:
+        yield tmp_path, params, importlib.import_module("ubp.models.coded")
+    finally:
+        sys.modules.pop("ubp.models.coded", None)
 
 
 def test_submit_writes_the_relevant_clients_with_their_rows_from_all_events(repo, tiny_dirs):

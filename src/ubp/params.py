@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from ubp import schema
-from ubp.config import STRUCTURAL, build
+from ubp.config import build
 from ubp.io import UbpError
 
 PARAMS_FILE = Path("params.yaml")
@@ -63,10 +63,39 @@ def _entry(params: dict, name: str) -> tuple[str, dict]:
     own = params[sec][name] or {}
     if not isinstance(own, dict):
         raise UbpError(f"params.yaml: {sec}.{name} must be a mapping")
-    for key in STRUCTURAL:
+    for key in REQUIRED:
         if key not in own:
             raise UbpError(f"params.yaml: {sec}.{name} needs '{key}:' (see the README's 'Adding a profile')")
     return sec, own
+
+
+# A base profile's `reads:` names its embed stage's one data dependency (data/<reads>) beyond what every
+# embed stage depends on: data/split (events before the cutoff, the cutoff) and data/canonical's relevant
+# clients and product properties. DVC cannot put a list into a foreach stage's deps, hence one name.
+# (dvc.yaml's embed stage needs it: DVC stops with "Could not find 'item.reads'" without it.)
+REQUIRED = ("method", "inherits")
+STAGE_DATA = {"features": "features", "sequences": "sequences", "targets": "targets", "synthetic": "synthetic"}
+
+
+def stage_reads(method: str) -> str:
+    """What `reads:` must be for a profile of `method`: the data directory its READS adds to the common ones."""
+    from ubp.models import traits
+
+    own = sorted({STAGE_DATA[r] for r in traits(method).reads if r in STAGE_DATA})
+    if len(own) > 1:
+        raise UbpError(f"embedding method '{method}' reads {' and '.join(own)}: an embed stage depends on one "
+                       f"data directory beyond data/split (declare READS in ubp.models.{method})")
+    return own[0] if own else "split"
+
+
+def check_reads(params: dict, name: str) -> None:
+    sec, own = _entry(params, name)
+    if sec != "models" or "reads" not in own:
+        return
+    want = stage_reads(str(own["method"]))
+    if own["reads"] != want:
+        raise UbpError(f"params.yaml: models.{name}.reads is {own['reads']!r}, but method '{own['method']}' reads "
+                       f"{want!r}: set `reads: {want}` (its embed stage then depends on data/{want})")
 
 
 def profile_method(params: dict, name: str) -> str:
@@ -85,6 +114,7 @@ def model_config(params: dict, name: str):
     from ubp.models import config_class
 
     sec, own = _entry(params, name)
+    check_reads(params, name)
     inherits = str(own["inherits"])
     shared = section(params, *inherits.split("."))
     if not isinstance(shared, dict):

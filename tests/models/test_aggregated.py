@@ -15,7 +15,9 @@ from ubp import schema
 from ubp.data.ingest import ingest
 from ubp.io import UbpError
 from ubp.models import aggregated
+from ubp.models.aggregated import Config
 from ubp.models.base import EmbedContext
+from ubp.params import model_config
 from tests.data.conftest import events, vector, write_raw
 
 A, B, C, X = 1, 2, 3, 9  # A, B, C asked for (C has no events); X is another client
@@ -57,7 +59,7 @@ def handmade(tmp_path_factory) -> EmbedContext:
 
 
 def test_handmade_log_gives_the_official_quirks(handmade):
-    got = aggregated.embed(handmade, {"windows": [1, 3], "top_n": 2, "threads": 1})
+    got = aggregated.embed(handmade, Config(windows=(1, 3), top_n=2, threads=1))
     # buy: 13 = count + 2 windows x (sku, category, price) x 2 top values; add, remove: only the
     # count (no event of A, B, C: no top values); visit: count + 2 x 1 url; search: 16
     assert got.dtype == np.float16 and got.shape == (3, 13 + 1 + 1 + 3 + 16)
@@ -77,8 +79,8 @@ def test_handmade_log_gives_the_official_quirks(handmade):
 
 
 def test_the_order_of_the_asked_for_clients_is_kept(handmade):
-    got = aggregated.embed(handmade, {"windows": [1, 3], "top_n": 2})
-    swapped = aggregated.embed(dataclasses.replace(handmade, client_ids=np.array([A, C, B])), {"windows": [1, 3], "top_n": 2})
+    got = aggregated.embed(handmade, Config(windows=(1, 3), top_n=2))
+    swapped = aggregated.embed(dataclasses.replace(handmade, client_ids=np.array([A, C, B])), Config(windows=(1, 3), top_n=2))
     assert np.array_equal(swapped, got[[2, 0, 1]])
 
 
@@ -142,7 +144,7 @@ def reference(ctx: EmbedContext, windows, top_n) -> np.ndarray:
 def test_same_bytes_as_the_official_rules(tiny_context, tmp_path, windows, top_n, shift):
     ctx = dataclasses.replace(shuffled(tiny_context, tmp_path), client_ids=tiny_context.client_ids[::-1].copy(),
                               cutoff=tiny_context.cutoff - timedelta(days=shift))
-    got = aggregated.embed(ctx, {"windows": windows, "top_n": top_n, "threads": 1})
+    got = aggregated.embed(ctx, Config(windows=tuple(windows), top_n=top_n, threads=1))
     expected = reference(ctx, windows, top_n)
     assert got.dtype == np.float16 and got.shape == expected.shape
     assert got.tobytes() == expected.tobytes()
@@ -151,14 +153,16 @@ def test_same_bytes_as_the_official_rules(tiny_context, tmp_path, windows, top_n
         assert got.shape[1] == 320
 
 
-def test_unknown_setting_is_refused(tiny_context):
+def test_unknown_setting_is_refused():
+    params = {"embedding": {"seed": 0}, "models": {"aggregated": {"method": "aggregated", "inherits": "embedding",
+                                                                  "reads": "split", "top_k": 5}}}
     with pytest.raises(UbpError, match="models.aggregated.top_k"):
-        aggregated.embed(tiny_context, {"top_k": 5})
+        model_config(params, "aggregated")
 
 
 def test_memory_limit_comes_from_the_feature_settings(tiny_context):
     ctx = dataclasses.replace(tiny_context, feature_settings={"memory_limit": "64MB"}, info={})
-    base = aggregated.embed(dataclasses.replace(tiny_context, info={}), {"windows": [7], "top_n": 3})
-    assert np.array_equal(aggregated.embed(ctx, {"windows": [7], "top_n": 3}), base)
+    base = aggregated.embed(dataclasses.replace(tiny_context, info={}), Config(windows=(7,), top_n=3))
+    assert np.array_equal(aggregated.embed(ctx, Config(windows=(7,), top_n=3)), base)
     with pytest.raises(UbpError, match="features.memory_limit"):
-        aggregated.embed(dataclasses.replace(ctx, feature_settings={"memory_limit": "a lot"}), {"windows": [7]})
+        aggregated.embed(dataclasses.replace(ctx, feature_settings={"memory_limit": "a lot"}), Config(windows=(7,)))

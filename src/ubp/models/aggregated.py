@@ -26,10 +26,9 @@ import numpy as np
 import pyarrow as pa
 
 from ubp import schema
-from ubp.config import build
 from ubp.db import sql_text
 from ubp.features.build import connect_for
-from ubp.models.base import EmbedContext
+from ubp.models.base import EmbedContext, EmbeddingConfig
 
 # event type -> the columns whose top values are counted, in the official order
 COUNTED_COLUMNS = {
@@ -41,17 +40,15 @@ COUNTED_COLUMNS = {
 BATCH_ROWS = 100_000  # client rows fetched at a time (bounds the int64 copies at 1M clients)
 
 
+READS = ("events", "properties")
+TABULAR = True
+
+
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(EmbeddingConfig):
     windows: tuple[int, ...] = (1, 7, 30)  # the official --num-days
     top_n: int = 10  # the official --top-n
     threads: int = 2  # DuckDB threads (no effect on the values)
-    seed: int = 0  # inherited from `embedding:`; the method draws nothing
-    device: str = "cpu"  # inherited from `embedding:`; unused
-
-
-def config(cfg: dict | Config | None) -> Config:
-    return cfg if isinstance(cfg, Config) else build(Config, cfg, "models.aggregated")
 
 
 def timestamp_sql(value: datetime) -> str:
@@ -145,9 +142,8 @@ def event_block(con, ctx: EmbedContext, event_type: str, cfg: Config) -> np.ndar
     return block
 
 
-def embed(ctx: EmbedContext, cfg: dict | Config | None = None) -> np.ndarray:
+def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
     """float16, one row per ctx.client_ids entry, the official columns (see the module docstring)."""
-    cfg = config(cfg)
     with connect_for(ctx.feature_settings, threads=cfg.threads) as con:
         con.register("clients_arrow", pa.table({schema.CLIENT_ID: np.asarray(ctx.client_ids, np.int64),
                                                 "row": np.arange(len(ctx.client_ids), dtype=np.int64)}))
