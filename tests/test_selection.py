@@ -1,16 +1,18 @@
 """Ensemble selection: the greedy search on a hand-made objective, and the whole selection on the tiny
 dataset where one source carries the open tasks' train-window labels and the other is noise; the
 objective is the three open tasks only, and no hidden-task or validation-window file is needed."""
+import json
 import shutil
 
 import numpy as np
 import pytest
+import yaml
 
 from ubp import schema
 from ubp.embed import write_profile
 from ubp.io import UbpError
 from ubp.inner_labels import open_train_labels
-from ubp.selection import InnerScorer, greedy, inner_scorer, markdown, select
+from ubp.selection import InnerScorer, greedy, inner_scorer, main, markdown, select
 
 EVAL = {"profile": "tiny", "sizes": {"tiny": {"thin": 16, "wide": 32}}, "seed": 0, "epochs": 3,
         "batch_size": 64, "lr": 0.01, "threads": 1, "device": "cpu"}
@@ -82,6 +84,18 @@ def test_the_signal_source_is_picked_first(clean):
     assert "| churn | category | sku | objective |" in text and "new_sku" not in text
 
 
+def test_the_report_sets_an_earlier_selection_beside_this_one(clean):
+    six = {t: 0.5 for t in schema.TASKS}
+    before = {"file": "old.json", "tasks": list(schema.TASKS), "selected": ["noise"], "objective": 3.0,
+              "scored": {"noise": {"objective": 3.0, "tasks": six}, "gone": {"objective": 2.0, "tasks": six}}}
+    text = markdown({**clean, "before": before})
+    now = clean["scored"]
+    assert "selected **noise** (objective 3.0)" in text
+    assert f"| noise | 3.0000 | 1.5000 | {now['noise']['objective']:.4f} |" in text  # 1.5: the three open tasks
+    assert f"| signal | — | — | {now['signal']['objective']:.4f} |" in text
+    assert "| gone | 2.0000 | 1.5000 | — |" in text
+
+
 def test_the_objective_is_the_sum_of_the_three_open_tasks_only(problem, clean, monkeypatch):
     assert result_tasks(clean) == {schema.CHURN, schema.PROPENSITY_CATEGORY, schema.PROPENSITY_SKU}
     for row in clean["scored"].values():
@@ -126,8 +140,11 @@ def test_selection_runs_and_chooses_alike_without_any_hidden_task_or_validation_
         path = tmp_path / "root" / "data" / name
         assert path.is_file(), f"the tiny dataset has no {name}: update this list"
         path.unlink()
-    monkeypatch.chdir(tmp_path / "root")  # the default paths (data/..., embeddings/) now lead to the pruned copy
-    result = select(params)
+    # sort_keys=False: the candidates keep their order, which is the order of the columns
+    (tmp_path / "root" / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(tmp_path / "root")  # `python -m ubp select`'s default paths now lead to the pruned copy
+    assert main(["--out", "reports/selection"]) == 0
+    result = json.loads((tmp_path / "root" / "reports" / "selection.json").read_text())
     assert result["selected"] == clean["selected"]
     assert result["scored"].keys() == clean["scored"].keys()
     assert all(result["scored"][k]["tasks"] == clean["scored"][k]["tasks"] for k in clean["scored"])

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -222,7 +224,7 @@ def select(params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR, canonical
     """Run the selection; returns everything the report shows. `threads` overrides eval.threads.
     Reads the stored profiles, the relevant clients (and shipped open label sets) of `canonical_dir`
     and the train window and input purchases of `split_dir`; nothing of the validation window."""
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     s = {**DEFAULTS, **(params.get("selection") or {})}
     ensemble_cfg = {**ENSEMBLE_DEFAULTS, **(params.get("ensemble") or {})}
     candidates = list(s["candidates"] or default_candidates(params, embeddings_dir, list(s["exclude"] or [])))
@@ -254,7 +256,8 @@ def select(params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR, canonical
             "objective": scored["+".join(chosen)]["objective"] if chosen else None,
             "settings": {**s, "candidates": candidates, "eval": dataclasses.asdict(config)},
             "steps": steps, "scored": scored, "n_scored": len(scored),
-            "seconds": round(time.perf_counter() - started, 1)}
+            "seconds": round(time.perf_counter() - started, 1),
+            "load": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cores": os.cpu_count()}
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -264,19 +267,52 @@ def sample_note(settings: dict) -> str:
     return "" if size is None else f"; a sample of {size} clients drawn with seed {settings['seed']}"
 
 
+def load_note(result: dict) -> str:
+    if "load" not in result:
+        return ""
+    return (f"; 1-minute load {result['load'][0]} at the start, {result['load'][1]} at the end, "
+            f"on {result['cores']} cores")
+
+
+def short(task: str) -> str:
+    return task.replace("propensity_", "")
+
+
+def comparison(result: dict) -> list[str]:
+    """Report lines setting `result` beside the earlier selection stored in result["before"] (e.g. one
+    made with another objective): per set, its objective, its scores of this run's tasks, and now."""
+    before, tasks = result["before"], result.get("tasks", schema.TASKS)
+    old_tasks = before.get("tasks", schema.TASKS)
+    lines = ["", "## Compared with an earlier selection", "",
+             f"`{before['file']}`: objective the sum of {', '.join(short(t) for t in old_tasks)}; selected "
+             f"**{', '.join(before['selected']) or '(none)'}** (objective {before['objective']}). Columns: its "
+             f"objective; its scores of {', '.join(short(t) for t in tasks)} summed; this run's objective "
+             "(— : not scored by that run).", "",
+             "| set | earlier objective | earlier, this run's tasks | now |", "|---|---:|---:|---:|"]
+    now = result["scored"]
+    names = sorted(set(now) | set(before["scored"]), key=lambda n: (-now[n]["objective"] if n in now else 0, n))
+    for name in names:
+        old, new = before["scored"].get(name), now.get(name)
+        same_tasks = old is not None and all(t in old["tasks"] for t in tasks)
+        cells = [f"{old['objective']:.4f}" if old else "—",
+                 f"{sum(old['tasks'][t] for t in tasks):.4f}" if same_tasks else "—",
+                 f"{new['objective']:.4f}" if new else "—"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     tasks = result.get("tasks", schema.TASKS)  # a report made before the hidden tasks stopped choosing: all six
-    short = {t: t.replace("propensity_", "") for t in tasks}
     s = result["settings"]
     lines = ["# Ensemble selection", "",
              f"Greedy forward selection then backward pruning over {len(result['candidates'])} candidates "
              f"({', '.join(result['candidates'])}), scored on an inner {s['folds']}-fold split of the train "
              f"window only (the validation window is never read{sample_note(s)}). Objective: the sum of the "
-             f"inner scores of {', '.join(short[t] for t in tasks)}"
+             f"inner scores of {', '.join(short(t) for t in tasks)}"
              + ("" if len(tasks) == len(schema.TASKS) else " (the open tasks; the hidden ones only measure)")
              + f"; a source is added only if it gains more than {s['min_gain']}. Made by `python -m ubp select`.",
              "", f"**Selected:** {', '.join(result['selected']) or '(none)'} — inner objective {result['objective']}",
-             f"({result['n_scored']} sets scored in {result['seconds']} s).", "",
+             f"({result['n_scored']} sets scored in {result['seconds']} s{load_note(result)}).", "",
              "## Steps", "", "| step | phase | from | tried | objective | gain | accepted |", "|---|---|---|---|---:|---:|---|"]
     for i, step in enumerate(result["steps"], 1):
         for name, value in sorted(step["tried"].items(), key=lambda kv: -kv[1]):
@@ -285,11 +321,13 @@ def markdown(result: dict) -> str:
             lines.append(f"| {i} | {step['phase']} | {'+'.join(step['base']) or '∅'} | {sign}{name} | "
                          f"{value:.4f} | {step['gain'] if picked and step['gain'] is not None else ''} | "
                          f"{('yes' if step['accepted'] else 'no') if picked else ''} |")
-    lines += ["", "## Every set scored", "", "| set | dim | " + " | ".join(short[t] for t in tasks)
+    lines += ["", "## Every set scored", "", "| set | dim | " + " | ".join(short(t) for t in tasks)
               + " | objective |", "|---|---:|" + "---:|" * (len(tasks) + 1)]
     for name, row in sorted(result["scored"].items(), key=lambda kv: -kv[1]["objective"]):
         lines.append(f"| {name} | {row['dim']} | " + " | ".join(f"{row['tasks'][t]:.4f}" for t in tasks)
                      + f" | {row['objective']:.4f} |")
+    if result.get("before"):
+        lines += comparison(result)
     return "\n".join(lines) + "\n"
 
 
@@ -301,8 +339,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--embeddings-dir", type=Path, default=schema.EMBEDDINGS_DIR)
     parser.add_argument("--canonical-dir", type=Path, default=schema.CANONICAL_DIR)
     parser.add_argument("--split-dir", type=Path, default=schema.SPLIT_DIR)
+    parser.add_argument("--before", type=Path, default=None,
+                        help="an earlier selection's .json to set beside this one in the report")
     args = parser.parse_args(argv)
+    before = None
+    if args.before is not None:
+        if not args.before.is_file():
+            raise UbpError(f"{args.before}: file not found (--before takes an earlier selection's .json)")
+        earlier = json.loads(args.before.read_text())
+        before = {"file": str(args.before), **{k: earlier.get(k) for k in ("tasks", "selected", "objective")},
+                  "scored": {n: {"objective": r["objective"], "tasks": r["tasks"]}
+                             for n, r in earlier["scored"].items()}}
+        if before["tasks"] is None:  # made before the result named its tasks: all six
+            before["tasks"] = list(schema.TASKS)
     result = select(load_params(), args.embeddings_dir, args.canonical_dir, args.split_dir, threads=args.threads)
+    result["before"] = before
     save_json(args.out.with_suffix(".json"), result)
     save_text(args.out.with_suffix(".md"), markdown(result))
     log.info("selected %s (inner objective %s) -> %s.md/.json", ", ".join(result["selected"]), result["objective"],
