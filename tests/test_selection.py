@@ -12,7 +12,7 @@ from ubp import schema
 from ubp.embed import write_profile
 from ubp.io import UbpError
 from ubp.inner_labels import open_train_labels
-from ubp.selection import InnerScorer, greedy, inner_scorer, main, markdown, select
+from ubp.selection import InnerScorer, earlier, greedy, inner_scorer, main, markdown, select
 
 EVAL = {"profile": "tiny", "sizes": {"tiny": {"thin": 16, "wide": 32}}, "seed": 0, "epochs": 3,
         "batch_size": 64, "lr": 0.01, "threads": 1, "device": "cpu"}
@@ -94,6 +94,15 @@ def test_the_report_sets_an_earlier_selection_beside_this_one(clean):
     assert f"| noise | 3.0000 | 1.5000 | {now['noise']['objective']:.4f} |" in text  # 1.5: the three open tasks
     assert f"| signal | — | — | {now['signal']['objective']:.4f} |" in text
     assert "| gone | 2.0000 | 1.5000 | — |" in text
+
+
+def test_an_earlier_report_without_tasks_scored_all_six(clean, tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({k: v for k, v in clean.items() if k != "tasks"}))  # as reports made before
+    assert earlier(path)["tasks"] == list(schema.TASKS)
+    assert earlier(path)["selected"] == clean["selected"]
+    with pytest.raises(UbpError, match="file not found"):
+        earlier(tmp_path / "nowhere.json")
 
 
 def test_the_objective_is_the_sum_of_the_three_open_tasks_only(problem, clean, monkeypatch):

@@ -310,7 +310,8 @@ def markdown(result: dict) -> str:
              f"window only (the validation window is never read{sample_note(s)}). Objective: the sum of the "
              f"inner scores of {', '.join(short(t) for t in tasks)}"
              + ("" if len(tasks) == len(schema.TASKS) else " (the open tasks; the hidden ones only measure)")
-             + f"; a source is added only if it gains more than {s['min_gain']}. Made by `python -m ubp select`.",
+             + f"; a source is added only if it gains more than {s['min_gain']}. Made by `python -m ubp select"
+             + (f" --before {result['before']['file']}" if result.get("before") else "") + "`.",
              "", f"**Selected:** {', '.join(result['selected']) or '(none)'} — inner objective {result['objective']}",
              f"({result['n_scored']} sets scored in {result['seconds']} s{load_note(result)}).", "",
              "## Steps", "", "| step | phase | from | tried | objective | gain | accepted |", "|---|---|---|---|---:|---:|---|"]
@@ -331,6 +332,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def earlier(path: Path) -> dict:
+    """What the report shows of an earlier selection's .json (`--before`)."""
+    if not Path(path).is_file():
+        raise UbpError(f"{path}: file not found (--before takes an earlier selection's .json)")
+    result = json.loads(Path(path).read_text())
+    return {"file": str(path), "tasks": result.get("tasks", list(schema.TASKS)),  # no "tasks": all six were scored
+            "selected": result["selected"], "objective": result["objective"],
+            "scored": {n: {"objective": r["objective"], "tasks": r["tasks"]} for n, r in result["scored"].items()}}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ubp select", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPORT, help="report path without suffix")
@@ -342,16 +353,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--before", type=Path, default=None,
                         help="an earlier selection's .json to set beside this one in the report")
     args = parser.parse_args(argv)
-    before = None
-    if args.before is not None:
-        if not args.before.is_file():
-            raise UbpError(f"{args.before}: file not found (--before takes an earlier selection's .json)")
-        earlier = json.loads(args.before.read_text())
-        before = {"file": str(args.before), **{k: earlier.get(k) for k in ("tasks", "selected", "objective")},
-                  "scored": {n: {"objective": r["objective"], "tasks": r["tasks"]}
-                             for n, r in earlier["scored"].items()}}
-        if before["tasks"] is None:  # made before the result named its tasks: all six
-            before["tasks"] = list(schema.TASKS)
+    before = None if args.before is None else earlier(args.before)  # read first: a wrong path fails at once
     result = select(load_params(), args.embeddings_dir, args.canonical_dir, args.split_dir, threads=args.threads)
     result["before"] = before
     save_json(args.out.with_suffix(".json"), result)
