@@ -123,7 +123,7 @@ def score_configs(params: dict, repeats: int, threads: int | None, configs: dict
 def markdown(result: dict) -> str:
     tasks = result.get("tasks", schema.TASKS)  # a result made before the hidden tasks stopped choosing: all six
     short = [t.replace("propensity_", "") for t in tasks]
-    ref = result["rows"][REFERENCE]
+    ref, before = result["rows"][REFERENCE], result.get("before")
     title = result.get("title", "Ensemble normalisation on the inner split")
     lines = [f"# {title}", "",
              f"Inner split of the train window ({result['folds']} folds x {result['repeats']} re-drawn splits; "
@@ -135,13 +135,21 @@ def markdown(result: dict) -> str:
              "difference from the first row. The first row is the `features` profile unchanged, i.e. "
              "`features: {norm: none, center: false}` alone with `balance: none`, up to float16. "
              f"Made by `python benchmarks/ensemble_norms.py{result.get('args', '')}`.", "",
-             "| configuration | balance | dim | " + " | ".join(short) + " | sum | vs first |",
-             "|---|---|---:|" + "---:|" * (len(short) + 2)]
+             "| configuration | balance | dim | " + " | ".join(short) + " | sum | vs first |"
+             + (" earlier sum | earlier, these tasks |" if before else ""),
+             "|---|---|---:|" + "---:|" * (len(short) + 2 + (2 if before else 0))]
     for name, row in result["rows"].items():
         balance = (row["config"] or {}).get("balance", BALANCE) if row["config"] else "—"
+        old = before["rows"].get(name) if before else None
+        extra = "" if not before else " — | — |" if old is None else (
+            f" {sum(old.values()):.4f} | {sum(old[t] for t in tasks):.4f} |")
         lines.append(f"| {name} | {balance} | {row['dim']} | "
                      + " | ".join(f"{row['tasks'][t]:.4f}" for t in tasks)
-                     + f" | {row['sum']:.4f} | {row['sum'] - ref['sum']:+.4f} |")
+                     + f" | {row['sum']:.4f} | {row['sum'] - ref['sum']:+.4f} |" + extra)
+    if before:
+        scored = ", ".join(t.replace("propensity_", "") for t in before["tasks"])
+        lines += ["", f"Earlier: `{before['file']}`, which scored {scored}; its sum, and its scores of this run's "
+                  "tasks summed (equal to this run's sum when the data, profiles and protocol are the same)."]
     return "\n".join(lines) + "\n"
 
 
@@ -157,10 +165,13 @@ def main() -> None:
     parser.add_argument("--sample-clients", type=int, default=None,
                         help="score on a seeded sample of this many clients (default: selection.sample_clients)")
     parser.add_argument("--no-run", action="store_true", help="only re-render the report from its .json")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="an earlier result's .json (e.g. from git history): its sums beside this run's")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the rows of the existing .json whose configuration is unchanged")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    old = json.loads(args.before.read_text()) if args.before else None  # read first: a wrong path fails at once
     if args.no_run:
         result = json.loads(args.out.with_suffix(".json").read_text())
     else:
@@ -179,6 +190,10 @@ def main() -> None:
             result["args"] = f" --configs {args.configs} --repeats {args.repeats} --out {args.out}"
         if args.sample_clients:
             result["args"] = result.get("args", "") + f" --sample-clients {args.sample_clients}"
+        if old is not None:
+            result["before"] = {"file": str(args.before), "tasks": old.get("tasks", list(schema.TASKS)),
+                                "rows": {name: row["tasks"] for name, row in old["rows"].items()}}
+            result["args"] = result.get("args", "") + f" --before {args.before}"
     save_json(args.out.with_suffix(".json"), result)
     save_text(args.out.with_suffix(".md"), markdown(result))
     print(markdown(result))
