@@ -7,8 +7,10 @@ Each configuration is an `ensemble:` section (sources with norm/weight/pca, bala
 built from the stored profiles exactly as the ensemble stage builds it (`ubp.selection.source_blocks`,
 i.e. `ubp.ensemble.block`) and scored by `ubp.selection.InnerScorer`: the downstream protocol trained
 on half the clients' train-window labels and scored on the other half's, averaged over the folds and
-`repeats` re-drawn splits. The validation window is never read (`load_train_labels`), so choosing
-the default from this table does not peek at the scores the leaderboard reports. The first row is
+`repeats` re-drawn splits, on the three open tasks (churn, category, SKU propensity) only, with labels
+built from the train window alone (`ubp.inner_labels`). Neither the validation window nor the hidden
+tasks are read, so choosing the default from this table does not peek at what the leaderboard
+measures. The first row is
 the `features` profile itself, unchanged (not centred, not rescaled), for reference. With
 `--sample-clients N` (default: params.yaml's `selection.sample_clients`) every row is scored on the
 same seeded sample of N clients, and only their rows of each profile are read.
@@ -29,7 +31,7 @@ import yaml
 from ubp import schema
 from ubp.io import save_json, save_text
 from ubp.params import load_params
-from ubp.selection import inner_scorer, source_blocks
+from ubp.selection import TASKS, inner_scorer, source_blocks
 from ubp.ensemble import stored
 
 log = logging.getLogger("benchmarks.ensemble_norms")
@@ -85,11 +87,11 @@ def score_configs(params: dict, repeats: int, threads: int | None, configs: dict
     scorer = inner_scorer(params, threads, folds=2, seed=0, repeats=repeats, sample_clients=sample_clients)
     config = scorer.config
     if previous and (previous.get("repeats") != repeats or previous.get("eval") != dataclasses.asdict(config)
-                     or previous.get("sample_clients") != sample_clients):
+                     or previous.get("sample_clients") != sample_clients or previous.get("tasks") != list(TASKS)):
         previous = None
     base = {**(params.get("ensemble") or {})}
     rows = {}
-    x, rows_of, present = stored(schema.EMBEDDINGS_DIR / "features", scorer.client_ids)
+    x, rows_of, present = stored(Path(embeddings_dir) / "features", scorer.client_ids)
     if not present.all():
         raise SystemExit("features profile lacks relevant clients")
     todo = {REFERENCE: np.asarray(x[rows_of], dtype=np.float32), **(CONFIGS if configs is None else configs)}
@@ -115,27 +117,39 @@ def score_configs(params: dict, repeats: int, threads: int | None, configs: dict
                       "sum": round(sum(tasks.values()), 4), "seconds": round(time.perf_counter() - started, 1)}
         log.info("%-55s sum %.4f (%.0f s)", name, rows[name]["sum"], rows[name]["seconds"])
     return {"repeats": repeats, "folds": 2, "eval": dataclasses.asdict(config), "sample_clients": sample_clients,
-            "rows": rows}
+            "tasks": list(TASKS), "rows": rows}
 
 
 def markdown(result: dict) -> str:
-    short = [t.replace("propensity_", "") for t in schema.TASKS]
-    ref = result["rows"][REFERENCE]
+    tasks = result.get("tasks", schema.TASKS)  # a result made before the hidden tasks stopped choosing: all six
+    short = [t.replace("propensity_", "") for t in tasks]
+    ref, before = result["rows"][REFERENCE], result.get("before")
     title = result.get("title", "Ensemble normalisation on the inner split")
     lines = [f"# {title}", "",
              f"Inner split of the train window ({result['folds']} folds x {result['repeats']} re-drawn splits; "
              + (f"a sample of {result['sample_clients']} clients, seed 0; " if result.get("sample_clients") else "")
-             + "the validation window is never read). Cells: mean inner score; last column: the sum's "
+             + "the validation window is never read), scored on "
+             + ("the open tasks only (the hidden ones only measure); sum = their sum. "
+                if len(tasks) < len(schema.TASKS) else "all six tasks. ")
+             + "Cells: mean inner score; last column: the sum's "
              "difference from the first row. The first row is the `features` profile unchanged, i.e. "
              "`features: {norm: none, center: false}` alone with `balance: none`, up to float16. "
              f"Made by `python benchmarks/ensemble_norms.py{result.get('args', '')}`.", "",
-             "| configuration | balance | dim | " + " | ".join(short) + " | sum | vs first |",
-             "|---|---|---:|" + "---:|" * (len(short) + 2)]
+             "| configuration | balance | dim | " + " | ".join(short) + " | sum | vs first |"
+             + (" earlier sum | earlier, these tasks |" if before else ""),
+             "|---|---|---:|" + "---:|" * (len(short) + 2 + (2 if before else 0))]
     for name, row in result["rows"].items():
         balance = (row["config"] or {}).get("balance", BALANCE) if row["config"] else "—"
+        old = before["rows"].get(name) if before else None
+        extra = "" if not before else " — | — |" if old is None else (
+            f" {sum(old.values()):.4f} | {sum(old[t] for t in tasks):.4f} |")
         lines.append(f"| {name} | {balance} | {row['dim']} | "
-                     + " | ".join(f"{row['tasks'][t]:.4f}" for t in schema.TASKS)
-                     + f" | {row['sum']:.4f} | {row['sum'] - ref['sum']:+.4f} |")
+                     + " | ".join(f"{row['tasks'][t]:.4f}" for t in tasks)
+                     + f" | {row['sum']:.4f} | {row['sum'] - ref['sum']:+.4f} |" + extra)
+    if before:
+        scored = ", ".join(t.replace("propensity_", "") for t in before["tasks"])
+        lines += ["", f"Earlier: `{before['file']}`, which scored {scored}; its sum, and its scores of this run's "
+                  "tasks summed (equal to this run's sum when the data, profiles and protocol are the same)."]
     return "\n".join(lines) + "\n"
 
 
@@ -151,10 +165,13 @@ def main() -> None:
     parser.add_argument("--sample-clients", type=int, default=None,
                         help="score on a seeded sample of this many clients (default: selection.sample_clients)")
     parser.add_argument("--no-run", action="store_true", help="only re-render the report from its .json")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="an earlier result's .json (e.g. from git history): its sums beside this run's")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the rows of the existing .json whose configuration is unchanged")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    old = json.loads(args.before.read_text()) if args.before else None  # read first: a wrong path fails at once
     if args.no_run:
         result = json.loads(args.out.with_suffix(".json").read_text())
     else:
@@ -173,6 +190,10 @@ def main() -> None:
             result["args"] = f" --configs {args.configs} --repeats {args.repeats} --out {args.out}"
         if args.sample_clients:
             result["args"] = result.get("args", "") + f" --sample-clients {args.sample_clients}"
+        if old is not None:
+            result["before"] = {"file": str(args.before), "tasks": old.get("tasks", list(schema.TASKS)),
+                                "rows": {name: row["tasks"] for name, row in old["rows"].items()}}
+            result["args"] = result.get("args", "") + f" --before {args.before}"
     save_json(args.out.with_suffix(".json"), result)
     save_text(args.out.with_suffix(".md"), markdown(result))
     print(markdown(result))

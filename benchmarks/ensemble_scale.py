@@ -122,7 +122,7 @@ def child_combine(root: Path, n: int, mode: str, out: Path) -> dict:
 def synthetic_labels(n: int, rng) -> dict:
     ids = np.arange(n, dtype=np.int64) + 10 ** 7
     labels = {}
-    for task in schema.TASKS:
+    for task in schema.OPEN_TASKS:  # what the inner split scores (ubp.selection.TASKS)
         if task in schema.BINARY_TASKS:
             rows = np.arange(n) if task == schema.CONVERSION else np.arange(0, n, 2)
             labels[task] = {"client_ids": ids[rows], "y_train": (rng.random((len(rows), 1)) < 0.3).astype(np.uint8)}

@@ -1,17 +1,19 @@
-"""Ensemble selection: the greedy search on a hand-made objective, and the whole selection on a tiny
-hand-made problem where one source carries the labels and the other is noise; y_validation unread."""
-import zipfile
-from pathlib import Path
+"""Ensemble selection: the greedy search on a hand-made objective, and the whole selection on the tiny
+dataset where one source carries the open tasks' train-window labels and the other is noise; the
+objective is the three open tasks only, and no hidden-task or validation-window file is needed."""
+import json
+import shutil
 
 import numpy as np
 import pytest
+import yaml
 
 from ubp import schema
 from ubp.embed import write_profile
 from ubp.io import UbpError
-from ubp.selection import greedy, load_train_labels, markdown, select
+from ubp.inner_labels import open_train_labels
+from ubp.selection import InnerScorer, earlier, greedy, inner_scorer, main, markdown, select
 
-N, N_LABELS = 320, 6
 EVAL = {"profile": "tiny", "sizes": {"tiny": {"thin": 16, "wide": 32}}, "seed": 0, "epochs": 3,
         "batch_size": 64, "lr": 0.01, "threads": 1, "device": "cpu"}
 
@@ -36,37 +38,29 @@ def test_greedy_adds_while_it_gains_then_prunes_what_became_redundant():
     assert greedy(["a", "b", "c"], table.__getitem__, max_sources=1)[0] == ("b",)
 
 
-def task_labels(z: np.ndarray, rng) -> dict[str, dict]:
-    """Every task's train-window labels are thresholds of the signal z (so z predicts them)."""
-    ids = np.arange(1000, 1000 + N, dtype=np.int64)
-    out = {}
-    for i, task in enumerate(schema.TASKS):
-        if task in schema.BINARY_TASKS:
-            rows = np.arange(N) if task == schema.CONVERSION else np.arange(0, N, 2)  # churn: "active" half
-            y = (z[rows, i % 4] > 0).astype(np.uint8)[:, None]
-            out[task] = {"client_ids": ids[rows], "y_train": y}
-        else:
-            logits = z[:, [(i + j) % 4 for j in range(N_LABELS)]] + 0.3 * rng.standard_normal((N, N_LABELS))
-            y = (logits > 0.8).astype(np.uint8)
-            out[task] = {"client_ids": ids, "y_train": y, "popularity": y.sum(0).astype(np.int64),
-                         "label_ids": np.arange(N_LABELS, dtype=np.int64)}
-    return out
+def signal_profile(labels: dict[str, dict], rng) -> np.ndarray:
+    """The open tasks' train-window labels side by side (churn 0.5 for inactive clients), plus noise."""
+    ids = labels[schema.PROPENSITY_CATEGORY]["client_ids"]  # every relevant client, in order
+    churn = np.full(len(ids), 0.5)
+    churn[np.isin(ids, labels[schema.CHURN]["client_ids"])] = labels[schema.CHURN]["y_train"][:, 0]
+    z = np.hstack([churn[:, None], labels[schema.PROPENSITY_CATEGORY]["y_train"],
+                   labels[schema.PROPENSITY_SKU]["y_train"]])
+    return z + 0.1 * rng.standard_normal(z.shape)
 
 
 @pytest.fixture(scope="module")
-def problem(tmp_path_factory):
-    """targets/labels/<task>.npz (y_validation = the train labels flipped: a selection that read them
-    would choose differently) and embeddings/{signal,noise}."""
+def problem(tiny_dirs, tmp_path_factory):
+    """A copy of the tiny dataset under root/data and two stored profiles under root/embeddings:
+    `signal` carries the open tasks' train-window labels, `noise` is noise."""
     root = tmp_path_factory.mktemp("selection")
+    for name in ("canonical", "split", "targets"):
+        shutil.copytree(tiny_dirs[name], root / "data" / name)
     rng = np.random.default_rng(0)
-    z = rng.standard_normal((N, 4))
-    labels = task_labels(z, rng)
-    (root / "targets" / schema.LABELS_SUBDIR).mkdir(parents=True)
-    for task, lab in labels.items():
-        np.savez(root / "targets" / schema.LABELS_SUBDIR / f"{task}.npz", y_validation=1 - lab["y_train"], **lab)
-    ids = labels[schema.CONVERSION]["client_ids"]
-    write_profile(root / "embeddings" / "noise", ids, rng.standard_normal((N, 8)).astype(np.float16), {})
-    write_profile(root / "embeddings" / "signal", ids[::-1], z[::-1].astype(np.float16), {})  # any row order
+    labels = open_train_labels(tiny_dirs["canonical"], tiny_dirs["split"])
+    ids = labels[schema.PROPENSITY_CATEGORY]["client_ids"]
+    write_profile(root / "embeddings" / "noise", ids, rng.standard_normal((len(ids), 8)).astype(np.float16), {})
+    signal = signal_profile(labels, rng).astype(np.float16)
+    write_profile(root / "embeddings" / "signal", ids[::-1], signal[::-1], {})  # any row order
     params = {"eval": EVAL, "models": {"signal": {"method": "svd"}, "noise": {"method": "rcae"}},
               "ensemble": {"max_dim": 2048}, "selection": {"folds": 2, "seed": 0}}
     return root, params
@@ -75,17 +69,7 @@ def problem(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clean(problem):
     root, params = problem
-    return select(params, root / "embeddings", root / "targets")
-
-
-def corrupt_validation(src: Path, dst: Path) -> None:
-    """A copy of the npz whose y_validation member is unreadable garbage."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for path in src.glob("*.npz"):
-        with zipfile.ZipFile(path) as zin, zipfile.ZipFile(dst / path.name, "w") as zout:
-            for item in zin.namelist():
-                data = b"\x93NUMPY\x01\x00garbage" if item == "y_validation.npy" else zin.read(item)
-                zout.writestr(item, data)
+    return select(params, root / "embeddings", root / "data" / "canonical", root / "data" / "split")
 
 
 def test_the_signal_source_is_picked_first(clean):
@@ -97,30 +81,82 @@ def test_the_signal_source_is_picked_first(clean):
     assert result["scored"]["signal"]["objective"] == result["steps"][0]["objective"]
     text = markdown(result)
     assert "**Selected:**" in text and "| signal |" in text
+    assert "| churn | category | sku | objective |" in text and "new_sku" not in text
 
 
-def test_the_validation_labels_are_never_read(problem, clean, tmp_path):
+def test_the_report_sets_an_earlier_selection_beside_this_one(clean):
+    six = {t: 0.5 for t in schema.TASKS}
+    before = {"file": "old.json", "tasks": list(schema.TASKS), "selected": ["noise"], "objective": 3.0,
+              "scored": {"noise": {"objective": 3.0, "tasks": six}, "gone": {"objective": 2.0, "tasks": six}}}
+    text = markdown({**clean, "before": before})
+    now = clean["scored"]
+    assert "selected **noise** (objective 3.0)" in text
+    assert f"| noise | 3.0000 | 1.5000 | {now['noise']['objective']:.4f} |" in text  # 1.5: the three open tasks
+    assert f"| signal | — | — | {now['signal']['objective']:.4f} |" in text
+    assert "| gone | 2.0000 | 1.5000 | — |" in text
+
+
+def test_an_earlier_report_without_tasks_scored_all_six(clean, tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({k: v for k, v in clean.items() if k != "tasks"}))  # as reports made before
+    assert earlier(path)["tasks"] == list(schema.TASKS)
+    assert earlier(path)["selected"] == clean["selected"]
+    with pytest.raises(UbpError, match="file not found"):
+        earlier(tmp_path / "nowhere.json")
+
+
+def test_the_objective_is_the_sum_of_the_three_open_tasks_only(problem, clean, monkeypatch):
+    assert result_tasks(clean) == {schema.CHURN, schema.PROPENSITY_CATEGORY, schema.PROPENSITY_SKU}
+    for row in clean["scored"].values():
+        assert tuple(row["tasks"]) == schema.OPEN_TASKS
+        assert row["objective"] == round(sum(row["tasks"].values()), 4)
     root, params = problem
-    corrupt_validation(root / "targets" / schema.LABELS_SUBDIR, tmp_path / schema.LABELS_SUBDIR)
-    with pytest.raises(Exception):  # the garbage really is unreadable
-        np.load(tmp_path / schema.LABELS_SUBDIR / f"{schema.CHURN}.npz")["y_validation"]
+    seen = spy_on_scoring(monkeypatch)
+    scorer = inner_scorer(params, canonical_dir=root / "data" / "canonical", split_dir=root / "data" / "split")
+    scorer.score(np.zeros((len(scorer.client_ids), 2)))
+    assert sorted({task for task, _, _ in seen}) == sorted(schema.OPEN_TASKS)  # no network for a hidden task
+    labels = open_train_labels(root / "data" / "canonical", root / "data" / "split")
+    hidden = {"client_ids": scorer.client_ids, "y_train": np.zeros((len(scorer.client_ids), 1), np.uint8)}
+    with pytest.raises(UbpError, match="hidden tasks only measure"):
+        InnerScorer({**labels, schema.CONVERSION: hidden}, scorer.config)
+    with pytest.raises(UbpError, match="exactly the open tasks"):
+        InnerScorer({t: lab for t, lab in labels.items() if t != schema.PROPENSITY_SKU}, scorer.config)
 
-    class NoValidation(dict):
-        def __getitem__(self, key):
-            if key == "y_validation":
-                raise AssertionError("y_validation was read")
-            return super().__getitem__(key)
 
-        def get(self, key, default=None):
-            return self[key] if key in self else default
+def result_tasks(result: dict) -> set[str]:
+    return set(result["tasks"]) | {t for row in result["scored"].values() for t in row["tasks"]}
 
-    def guarded(targets_dir, task):
-        return NoValidation(load_train_labels(targets_dir, task))
 
-    for result in (select(params, root / "embeddings", tmp_path), select(params, root / "embeddings", tmp_path, guarded)):
-        assert result["selected"] == clean["selected"]
-        assert result["scored"].keys() == clean["scored"].keys()
-        assert all(result["scored"][k]["tasks"] == clean["scored"][k]["tasks"] for k in clean["scored"])
+# Files of the tiny dataset that a selection blind to the hidden tasks and the validation window
+# does without (paths under data/; each is checked to exist before it is removed).
+HIDDEN_TASK_FILES = [f"targets/{name}" for task in (schema.PROPENSITY_NEW_SKU, schema.PROPENSITY_PRICE)
+                     for name in (schema.label_file(task), schema.popularity_file(task))] + [
+    f"targets/{schema.LABELS_SUBDIR}/{task}.npz" for task in (schema.CONVERSION, schema.PROPENSITY_NEW_SKU,
+                                                             schema.PROPENSITY_PRICE)]
+VALIDATION_WINDOW_FILES = [
+    f"split/{schema.VALIDATION_TARGET}.parquet",
+    *(f"targets/{schema.LABELS_SUBDIR}/{task}.npz" for task in schema.OPEN_TASKS),  # y_validation beside y_train
+    "targets/summary.json",  # counts of the validation window's positives
+    *(f"canonical/{event}.parquet" for event in schema.EVENT_TYPES),  # every event, after the split too
+]
+
+
+def test_selection_runs_and_chooses_alike_without_any_hidden_task_or_validation_window_file(
+        problem, clean, tmp_path, monkeypatch):
+    root, params = problem
+    shutil.copytree(root, tmp_path / "root")
+    for name in HIDDEN_TASK_FILES + VALIDATION_WINDOW_FILES:
+        path = tmp_path / "root" / "data" / name
+        assert path.is_file(), f"the tiny dataset has no {name}: update this list"
+        path.unlink()
+    # sort_keys=False: the candidates keep their order, which is the order of the columns
+    (tmp_path / "root" / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(tmp_path / "root")  # `python -m ubp select`'s default paths now lead to the pruned copy
+    assert main(["--out", "reports/selection"]) == 0
+    result = json.loads((tmp_path / "root" / "reports" / "selection.json").read_text())
+    assert result["selected"] == clean["selected"]
+    assert result["scored"].keys() == clean["scored"].keys()
+    assert all(result["scored"][k]["tasks"] == clean["scored"][k]["tasks"] for k in clean["scored"])
 
 
 def test_oracle_is_not_a_candidate_and_missing_candidates_are_named(problem, tmp_path):
@@ -129,7 +165,8 @@ def test_oracle_is_not_a_candidate_and_missing_candidates_are_named(problem, tmp
     from ubp.selection import default_candidates
     assert default_candidates({"models": {"oracle": {}, "x": {}}}, tmp_path, ["oracle"]) == []
     with pytest.raises(UbpError, match="'ghost' has no embedding"):
-        select({**params, "selection": {"candidates": ["ghost"]}}, root / "embeddings", root / "targets")
+        select({**params, "selection": {"candidates": ["ghost"]}}, root / "embeddings", root / "data" / "canonical",
+               root / "data" / "split")
 
 
 # --- scoring on a seeded sample of the clients -------------------------------------------------------
@@ -148,34 +185,36 @@ def spy_on_scoring(monkeypatch) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 
 def test_a_client_sample_is_all_the_scorer_sees_and_the_seed_fixes_it(problem, monkeypatch):
-    from ubp.selection import inner_scorer
     root, params = problem
+    dirs = {"canonical_dir": root / "data" / "canonical", "split_dir": root / "data" / "split"}
+    relevant = np.load(dirs["canonical_dir"] / schema.RELEVANT_CLIENTS_FILE)
     seen = spy_on_scoring(monkeypatch)
-    scorer = inner_scorer(params, targets_dir=root / "targets", seed=3, sample_clients=50)
+    scorer = inner_scorer(params, seed=3, sample_clients=50, **dirs)
     sample = scorer.client_ids
-    assert len(sample) == 50 and set(sample) < set(range(1000, 1000 + N))
+    assert len(sample) == 50 and set(sample) < set(relevant)
     scorer.score(sample[:, None].astype(np.float64))  # column 0 = the client id: each row names its client
-    assert {t for t, _, _ in seen} == set(schema.TASKS)
+    assert {t for t, _, _ in seen} == set(schema.OPEN_TASKS)
     for task, fit, score in seen:
         assert set(fit[:, 0]) | set(score[:, 0]) <= set(sample)
         assert not set(fit[:, 0]) & set(score[:, 0])  # the fold's clients are not trained on
-    assert set(np.concatenate([s[:, 0] for t, _, s in seen if t == schema.CONVERSION])) == set(sample)
-    again = inner_scorer(params, targets_dir=root / "targets", seed=3, sample_clients=50)
-    other = inner_scorer(params, targets_dir=root / "targets", seed=4, sample_clients=50)
+    category = [s[:, 0] for t, _, s in seen if t == schema.PROPENSITY_CATEGORY]  # a task of every relevant client
+    assert set(np.concatenate(category)) == set(sample)
+    again = inner_scorer(params, seed=3, sample_clients=50, **dirs)
+    other = inner_scorer(params, seed=4, sample_clients=50, **dirs)
     assert np.array_equal(again.client_ids, sample) and not np.array_equal(other.client_ids, sample)
-    for size in (N, N + 1, None):  # at least every client, or none asked: all of them
-        assert len(inner_scorer(params, targets_dir=root / "targets", sample_clients=size).client_ids) == N
+    for size in (len(relevant), len(relevant) + 1, None):  # at least every client, or none asked: all of them
+        assert len(inner_scorer(params, sample_clients=size, **dirs).client_ids) == len(relevant)
     for bad in (0, True, "50", 2.5):
         with pytest.raises(UbpError, match="sample_clients"):
-            inner_scorer(params, targets_dir=root / "targets", sample_clients=bad)
+            inner_scorer(params, sample_clients=bad, **dirs)
 
 
 def test_select_scores_every_set_on_the_same_sample(problem, monkeypatch):
     root, params = problem
     seen = spy_on_scoring(monkeypatch)
     result = select({**params, "selection": {**params["selection"], "sample_clients": 60}},
-                    root / "embeddings", root / "targets")
-    conversion = [(fit, score) for t, fit, score in seen if t == schema.CONVERSION]
-    assert len(conversion) == 2 * result["n_scored"]  # two folds per scored set
-    assert {len(fit) + len(score) for fit, score in conversion} == {60}
+                    root / "embeddings", root / "data" / "canonical", root / "data" / "split")
+    category = [(fit, score) for t, fit, score in seen if t == schema.PROPENSITY_CATEGORY]
+    assert len(category) == 2 * result["n_scored"]  # two folds per scored set
+    assert {len(fit) + len(score) for fit, score in category} == {60}
     assert "a sample of 60 clients drawn with seed 0" in markdown(result)

@@ -1,4 +1,4 @@
-"""`python -m ubp select`: which profiles the ensemble should combine, chosen on train-window labels only.
+"""`python -m ubp select`: which profiles the ensemble should combine, chosen on the train window's open tasks only.
 
     python -m ubp select [--threads 1]   # -> reports/ensemble_selection.md and .json
 
@@ -7,42 +7,34 @@ start from nothing; at each step add the candidate whose addition scores best, w
 the objective by more than `min_gain`; then, while dropping one chosen source scores at least as
 well as keeping it, drop the one whose removal scores best.
 
-A candidate set is scored by the downstream protocol itself (`ubp.evaluate.protocol`: the network,
-seed and training settings of params.yaml's `eval`) on an inner split of the TRAIN window: the
-relevant clients are split into `folds` seeded folds; for each fold and task, a fresh network is
-trained on the train-window labels (`y_train`) of the other folds' clients and scored on the
-train-window labels of the fold's clients; a task's inner score is the mean over the folds (and
-over `repeats` re-drawn splits, seeds seed, seed+1, ...), and the objective is the sum over the
-six tasks. The validation-window labels (`y_validation`) are never read (`load_train_labels` does
-not touch them), so the validation scores of the chosen ensemble stay an honest test. Every set
-uses the same folds and network seed: differences between sets are paired.
+A candidate set is scored by the downstream protocol itself (`ubp.evaluate.protocol`: params.yaml's
+`eval`) on an inner split of the TRAIN window, on the three open tasks (churn, category and SKU
+propensity) only: the relevant clients are split into `folds` seeded folds; per fold and task a
+fresh network is trained on the other folds' train-window labels and scored on the fold's; a task's
+inner score is the mean over folds (and `repeats` re-drawn splits, seeds seed, seed+1, ...), and the
+objective is their sum. The labels are built from the train window and input events alone
+(`ubp.inner_labels`): neither the validation window nor the hidden tasks (conversion, new SKU,
+price) choose anything, so they stay an honest measure of the chosen ensemble. Every set uses the
+same folds and network seed, so differences between sets are paired. The objective is noisy
+(`reports/ensemble_selection.md`): `min_gain` guards against noise, `repeats` averages it away.
 
-The objective is noisy: on the default data, features alone scored 4.493, 4.493 and 4.549 over
-three split seeds, and one source's gain over another swung by ~0.03 — hence `min_gain: 0.01`
-(raise `repeats` to average the noise away at proportional cost).
-
-Candidates are the stored profiles (`embeddings/<profile>/`, made by `python -m ubp embed`): by
-default every profile in params.yaml's `models` with an embedding, except `selection.exclude`
-(`oracle` by default: the generator's truth, a ceiling, not a method), skipped profiles and
-ensembles. Each source is normalised exactly as in the ensemble (`ubp.ensemble.block`, with its
-`ensemble.sources` settings when it is listed there, and `ensemble.balance`), once, and a set is its
-blocks side by side in candidate order. Sets wider than `ensemble.max_dim` are not tried.
-
-Cost: one scoring trains 6 tasks x `folds` x `repeats` networks on (folds-1)/folds of the clients:
-with 2 folds about one `python -m ubp evaluate` (~15-20 s on 2 idle cores with the default
-network and 12,000 clients; 60-110 s on the shared, loaded machine with 1 thread). Forward
-selection over C candidates scores at most C + (C-1) + ... sets (fewer when it stops; no set is
-scored twice), pruning at most k - 1 per removal: 6 candidates cost at most 21 + 5 scorings.
-`max_sources` bounds the forward steps. At the real data's million clients, `sample_clients: N`
-scores every set on the same seeded sample of N clients (drawn once with `seed`; null or at least
-the number of clients: all of them): the scoring cost is linear in the clients, and only the
-sample's rows of each candidate are read.
+Candidates: every stored profile of params.yaml's `models` (`embeddings/<profile>/`) except
+`selection.exclude` (`oracle`: the generator's truth, a ceiling, not a method), skipped profiles and
+ensembles; or `selection.candidates`. Each is normalised once exactly as in the ensemble
+(`ubp.ensemble.block`, with its `ensemble.sources` settings if listed there, and `ensemble.balance`);
+a set is its blocks side by side in candidate order; sets wider than `ensemble.max_dim` are not tried.
+Cost: a scoring trains 3 tasks x `folds` x `repeats` networks; forward selection over C candidates
+scores at most C + (C-1) + ... sets (no set twice), `max_sources` bounds its steps. At the real
+data's size, `sample_clients: N` scores every set on one seeded sample of N clients (the cost is
+linear in the clients; only the sample's rows of each candidate are read).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -53,7 +45,8 @@ from ubp import schema
 from ubp.ensemble import DEFAULTS as ENSEMBLE_DEFAULTS
 from ubp.ensemble import SKIPPED_FILE, Loaded, Source, block, parse_sources, stored
 from ubp.evaluate.protocol import SCORE_DECIMALS, ProtocolConfig, train_and_score
-from ubp.evaluate.run import labels_path
+from ubp.features.build import resources
+from ubp.inner_labels import open_train_labels
 from ubp.io import UbpError, save_json, save_text
 from ubp.params import load_params, section
 
@@ -62,20 +55,8 @@ log = logging.getLogger("ubp.selection")
 DEFAULTS = {"candidates": None, "exclude": ["oracle"], "folds": 2, "repeats": 1, "min_gain": 0.01, "max_sources": None,
             "seed": 0, "sample_clients": None}
 REPORT = schema.REPORTS_DIR / "ensemble_selection"
-
-
-def load_train_labels(targets_dir: Path, task: str) -> dict:
-    """A task's client ids, train-window labels and popularity; the validation window is not read."""
-    path = labels_path(targets_dir, task)
-    if not path.exists():
-        raise UbpError(f"{path}: file not found (run the targets stage first)")
-    with np.load(path, allow_pickle=False) as npz:  # arrays load lazily, by key
-        labels = {"client_ids": npz["client_ids"], "y_train": npz["y_train"]}
-        if task not in schema.BINARY_TASKS:
-            labels["popularity"] = npz["popularity"]
-    if labels["y_train"].ndim != 2 or len(labels["y_train"]) != len(labels["client_ids"]):
-        raise UbpError(f"{path}: y_train has shape {labels['y_train'].shape}, expected ({len(labels['client_ids'])}, n)")
-    return labels
+# What the inner split scores: the open tasks. The hidden ones (conversion, new SKU, price) only measure.
+TASKS = schema.OPEN_TASKS
 
 
 # --- one task, one fold ----------------------------------------------------------------------------
@@ -87,12 +68,20 @@ def fit_and_score(task: str, x_fit, y_fit, x_score, y_score, popularity, config:
 
 
 class InnerScorer:
-    """Scores an embedding of the relevant clients on the inner split of the train window."""
+    """Scores an embedding of the relevant clients on the inner split of the train window, on the
+    open tasks (`TASKS`) only: `labels` must hold exactly them ({task: {client_ids, y_train[, popularity]}})."""
 
     def __init__(self, labels: dict[str, dict], config: ProtocolConfig, folds: int = 2, seed: int = 0,
                  repeats: int = 1):
         if folds < 2 or repeats < 1:
             raise UbpError(f"params.yaml: selection needs folds >= 2 and repeats >= 1, got {folds} and {repeats}")
+        if set(labels) != set(TASKS):
+            raise UbpError(f"selection: the inner split scores exactly the open tasks ({', '.join(TASKS)}), got "
+                           f"{', '.join(labels) or 'none'}: the hidden tasks only measure, they never choose")
+        for task, lab in labels.items():
+            if lab["y_train"].ndim != 2 or len(lab["y_train"]) != len(lab["client_ids"]):
+                raise UbpError(f"selection: {task}'s y_train has shape {lab['y_train'].shape}, "
+                               f"expected ({len(lab['client_ids'])}, labels)")
         self.labels, self.config, self.folds = labels, config, int(folds)
         # Every non-churn task covers all relevant clients (churn only the active ones), as in evaluate.
         self.client_ids = np.unique(np.concatenate([lab["client_ids"] for lab in labels.values()]))
@@ -106,7 +95,7 @@ class InnerScorer:
     def score(self, x: np.ndarray) -> dict[str, float]:
         """Per task, the mean over repeats and folds of the inner score; one row of x per self.client_ids."""
         out = {}
-        for task in schema.TASKS:
+        for task in TASKS:
             lab, rows, y = self.labels[task], self.rows[task], self.labels[task]["y_train"]
             scores = [fit_and_score(task, x[rows[fold != k]], y[fold != k], x[rows[fold == k]], y[fold == k],
                                     lab.get("popularity"), self.config)
@@ -131,10 +120,11 @@ def sample_labels(labels: dict[str, dict], size: int | None, seed: int = 0) -> d
 
 
 def inner_scorer(params: dict, threads: int | None = None, folds: int = 2, seed: int = 0, repeats: int = 1,
-                 targets_dir: Path = schema.TARGETS_DIR,
-                 load_labels: Callable[[Path, str], dict] = load_train_labels,
+                 canonical_dir: Path = schema.CANONICAL_DIR, split_dir: Path = schema.SPLIT_DIR,
                  sample_clients: int | None = None) -> InnerScorer:
-    """The inner-split scorer for params.yaml's downstream protocol (`eval`), train-window labels only.
+    """The inner-split scorer for params.yaml's downstream protocol (`eval`), on the open tasks'
+    train-window labels built from `canonical_dir` and `split_dir`'s train window (`ubp.inner_labels`,
+    with params.yaml's `targets.n_labels`).
 
     `threads` overrides eval.threads (the scorer trains in this process: give it the cores).
     `sample_clients`: score on a sample of that many clients drawn with `seed` (see `sample_labels`);
@@ -142,7 +132,8 @@ def inner_scorer(params: dict, threads: int | None = None, folds: int = 2, seed:
     config = ProtocolConfig.from_params(section(params, "eval"))
     if threads:
         config = dataclasses.replace(config, threads=int(threads))
-    labels = {task: load_labels(targets_dir, task) for task in schema.TASKS}
+    n_labels = int((params.get("targets") or {}).get("n_labels", schema.N_TARGET_LABELS))
+    labels = open_train_labels(canonical_dir, split_dir, n_labels, **resources(params.get("features")))
     labels = sample_labels(labels, sample_clients, int(seed))
     return InnerScorer(labels, config, int(folds), int(seed), int(repeats))
 
@@ -228,16 +219,18 @@ def source_blocks(candidates: list[str], params: dict, client_ids: np.ndarray, e
     return blocks
 
 
-def select(params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR, targets_dir: Path = schema.TARGETS_DIR,
-           load_labels: Callable[[Path, str], dict] = load_train_labels, threads: int | None = None) -> dict:
-    """Run the selection; returns everything the report shows. `threads` overrides eval.threads."""
-    started = time.perf_counter()
+def select(params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
+           split_dir: Path = schema.SPLIT_DIR, threads: int | None = None) -> dict:
+    """Run the selection; returns everything the report shows. `threads` overrides eval.threads.
+    Reads the stored profiles, the relevant clients (and shipped open label sets) of `canonical_dir`
+    and the train window and input purchases of `split_dir`; nothing of the validation window."""
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     s = {**DEFAULTS, **(params.get("selection") or {})}
     ensemble_cfg = {**ENSEMBLE_DEFAULTS, **(params.get("ensemble") or {})}
     candidates = list(s["candidates"] or default_candidates(params, embeddings_dir, list(s["exclude"] or [])))
     if not candidates:
         raise UbpError("selection: no candidate profiles (embed some profiles first, or set selection.candidates)")
-    scorer = inner_scorer(params, threads, s["folds"], s["seed"], s["repeats"], targets_dir, load_labels,
+    scorer = inner_scorer(params, threads, s["folds"], s["seed"], s["repeats"], canonical_dir, split_dir,
                           s["sample_clients"])
     config = scorer.config
     blocks = source_blocks(candidates, params, scorer.client_ids, embeddings_dir, ensemble_cfg)
@@ -259,11 +252,12 @@ def select(params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR, targets_d
         return total
 
     chosen, steps = greedy(candidates, objective, float(s["min_gain"]), s["max_sources"])
-    return {"candidates": candidates, "selected": list(chosen),
+    return {"candidates": candidates, "tasks": list(TASKS), "selected": list(chosen),
             "objective": scored["+".join(chosen)]["objective"] if chosen else None,
             "settings": {**s, "candidates": candidates, "eval": dataclasses.asdict(config)},
             "steps": steps, "scored": scored, "n_scored": len(scored),
-            "seconds": round(time.perf_counter() - started, 1)}
+            "seconds": round(time.perf_counter() - started, 1),
+            "load": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cores": os.cpu_count()}
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -273,17 +267,53 @@ def sample_note(settings: dict) -> str:
     return "" if size is None else f"; a sample of {size} clients drawn with seed {settings['seed']}"
 
 
+def load_note(result: dict) -> str:
+    if "load" not in result:
+        return ""
+    return (f"; 1-minute load {result['load'][0]} at the start, {result['load'][1]} at the end, "
+            f"on {result['cores']} cores")
+
+
+def short(task: str) -> str:
+    return task.replace("propensity_", "")
+
+
+def comparison(result: dict) -> list[str]:
+    """Report lines setting `result` beside the earlier selection stored in result["before"] (e.g. one
+    made with another objective): per set, its objective, its scores of this run's tasks, and now."""
+    before, tasks = result["before"], result.get("tasks", schema.TASKS)
+    old_tasks = before.get("tasks", schema.TASKS)
+    lines = ["", "## Compared with an earlier selection", "",
+             f"`{before['file']}`: objective the sum of {', '.join(short(t) for t in old_tasks)}; selected "
+             f"**{', '.join(before['selected']) or '(none)'}** (objective {before['objective']}). Columns: its "
+             f"objective; its scores of {', '.join(short(t) for t in tasks)} summed; this run's objective "
+             "(— : not scored by that run).", "",
+             "| set | earlier objective | earlier, this run's tasks | now |", "|---|---:|---:|---:|"]
+    now = result["scored"]
+    names = sorted(set(now) | set(before["scored"]), key=lambda n: (-now[n]["objective"] if n in now else 0, n))
+    for name in names:
+        old, new = before["scored"].get(name), now.get(name)
+        same_tasks = old is not None and all(t in old["tasks"] for t in tasks)
+        cells = [f"{old['objective']:.4f}" if old else "—",
+                 f"{sum(old['tasks'][t] for t in tasks):.4f}" if same_tasks else "—",
+                 f"{new['objective']:.4f}" if new else "—"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(result: dict) -> str:
-    short = {t: t.replace("propensity_", "") for t in schema.TASKS}
+    tasks = result.get("tasks", schema.TASKS)  # a report made before the hidden tasks stopped choosing: all six
     s = result["settings"]
     lines = ["# Ensemble selection", "",
              f"Greedy forward selection then backward pruning over {len(result['candidates'])} candidates "
              f"({', '.join(result['candidates'])}), scored on an inner {s['folds']}-fold split of the train "
              f"window only (the validation window is never read{sample_note(s)}). Objective: the sum of the "
-             f"six tasks' inner scores; a source is added only if it gains more than {s['min_gain']}. "
-             "Made by `python -m ubp select`.",
+             f"inner scores of {', '.join(short(t) for t in tasks)}"
+             + ("" if len(tasks) == len(schema.TASKS) else " (the open tasks; the hidden ones only measure)")
+             + f"; a source is added only if it gains more than {s['min_gain']}. Made by `python -m ubp select"
+             + (f" --before {result['before']['file']}" if result.get("before") else "") + "`.",
              "", f"**Selected:** {', '.join(result['selected']) or '(none)'} — inner objective {result['objective']}",
-             f"({result['n_scored']} sets scored in {result['seconds']} s).", "",
+             f"({result['n_scored']} sets scored in {result['seconds']} s{load_note(result)}).", "",
              "## Steps", "", "| step | phase | from | tried | objective | gain | accepted |", "|---|---|---|---|---:|---:|---|"]
     for i, step in enumerate(result["steps"], 1):
         for name, value in sorted(step["tried"].items(), key=lambda kv: -kv[1]):
@@ -292,12 +322,24 @@ def markdown(result: dict) -> str:
             lines.append(f"| {i} | {step['phase']} | {'+'.join(step['base']) or '∅'} | {sign}{name} | "
                          f"{value:.4f} | {step['gain'] if picked and step['gain'] is not None else ''} | "
                          f"{('yes' if step['accepted'] else 'no') if picked else ''} |")
-    lines += ["", "## Every set scored", "", "| set | dim | " + " | ".join(short[t] for t in schema.TASKS)
-              + " | objective |", "|---|---:|" + "---:|" * (len(schema.TASKS) + 1)]
+    lines += ["", "## Every set scored", "", "| set | dim | " + " | ".join(short(t) for t in tasks)
+              + " | objective |", "|---|---:|" + "---:|" * (len(tasks) + 1)]
     for name, row in sorted(result["scored"].items(), key=lambda kv: -kv[1]["objective"]):
-        lines.append(f"| {name} | {row['dim']} | " + " | ".join(f"{row['tasks'][t]:.4f}" for t in schema.TASKS)
+        lines.append(f"| {name} | {row['dim']} | " + " | ".join(f"{row['tasks'][t]:.4f}" for t in tasks)
                      + f" | {row['objective']:.4f} |")
+    if result.get("before"):
+        lines += comparison(result)
     return "\n".join(lines) + "\n"
+
+
+def earlier(path: Path) -> dict:
+    """What the report shows of an earlier selection's .json (`--before`)."""
+    if not Path(path).is_file():
+        raise UbpError(f"{path}: file not found (--before takes an earlier selection's .json)")
+    result = json.loads(Path(path).read_text())
+    return {"file": str(path), "tasks": result.get("tasks", list(schema.TASKS)),  # no "tasks": all six were scored
+            "selected": result["selected"], "objective": result["objective"],
+            "scored": {n: {"objective": r["objective"], "tasks": r["tasks"]} for n, r in result["scored"].items()}}
 
 
 def main(argv: list[str]) -> int:
@@ -305,8 +347,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=REPORT, help="report path without suffix")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default eval.threads; 1 is much faster on a busy machine)")
+    parser.add_argument("--embeddings-dir", type=Path, default=schema.EMBEDDINGS_DIR)
+    parser.add_argument("--canonical-dir", type=Path, default=schema.CANONICAL_DIR)
+    parser.add_argument("--split-dir", type=Path, default=schema.SPLIT_DIR)
+    parser.add_argument("--before", type=Path, default=None,
+                        help="an earlier selection's .json to set beside this one in the report")
     args = parser.parse_args(argv)
-    result = select(load_params(), threads=args.threads)
+    before = None if args.before is None else earlier(args.before)  # read first: a wrong path fails at once
+    result = select(load_params(), args.embeddings_dir, args.canonical_dir, args.split_dir, threads=args.threads)
+    result["before"] = before
     save_json(args.out.with_suffix(".json"), result)
     save_text(args.out.with_suffix(".md"), markdown(result))
     log.info("selected %s (inner objective %s) -> %s.md/.json", ", ".join(result["selected"]), result["objective"],
