@@ -1,7 +1,7 @@
 """How the ensemble's per-source normalisation and weights score, on the train window's inner split only.
 
-    python benchmarks/ensemble_norms.py [--repeats 3] [--threads 2] [--out reports/ensemble_norms]
-    python benchmarks/ensemble_norms.py --configs benchmarks/ensemble_affinity.yaml --out reports/ensemble_affinity
+    python benchmarks/ensemble_norms.py [--repeats 3] [--threads 2] [--out reports/bench/ensemble_norms]
+    python benchmarks/ensemble_norms.py --configs benchmarks/ensemble_affinity.yaml --out reports/bench/ensemble_affinity
 
 Each configuration is an `ensemble:` section (sources with norm/weight/pca, balance). Its matrix is
 built from the stored profiles exactly as the ensemble stage builds it (`ubp.selection.source_blocks`,
@@ -157,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=schema.REPORTS_DIR / "ensemble_norms")
+    parser.add_argument("--out", type=Path, default=schema.BENCH_DIR / "ensemble_norms")
     parser.add_argument("--configs", type=Path, default=None,
                         help="YAML file: {configuration name: ensemble section} (default: the built-in CONFIGS); "
                              "an optional `profiles:` entry defines variants of base profiles ({name: models entry})")

@@ -1,6 +1,6 @@
 """`python -m ubp select`: which profiles the ensemble should combine, chosen on the train window's open tasks only.
 
-    python -m ubp select [--threads 1]   # -> reports/ensemble_selection.md and .json
+    python -m ubp select [--threads 1]   # -> reports/bench/ensemble_selection.md and .json
 
 Greedy forward selection, then backward pruning (ensemble selection as in Caruana et al. 2004):
 start from nothing; at each step add the candidate whose addition scores best, while that improves
@@ -16,7 +16,7 @@ objective is their sum. The labels are built from the train window and input eve
 (`ubp.inner_labels`): neither the validation window nor the hidden tasks (conversion, new SKU,
 price) choose anything, so they stay an honest measure of the chosen ensemble. Every set uses the
 same folds and network seed, so differences between sets are paired. The objective is noisy
-(`reports/ensemble_selection.md`): `min_gain` guards against noise, `repeats` averages it away.
+(`reports/bench/ensemble_selection.md`): `min_gain` guards against noise, `repeats` averages it away.
 
 Candidates: every stored profile of params.yaml's `models` (`embeddings/<profile>/`) except
 `selection.exclude` (`oracle`: the generator's truth, a ceiling, not a method), skipped profiles and
@@ -54,7 +54,7 @@ log = logging.getLogger("ubp.selection")
 
 DEFAULTS = {"candidates": None, "exclude": ["oracle"], "folds": 2, "repeats": 1, "min_gain": 0.01, "max_sources": None,
             "seed": 0, "sample_clients": None}
-REPORT = schema.REPORTS_DIR / "ensemble_selection"
+REPORT = schema.BENCH_DIR / "ensemble_selection"
 # What the inner split scores: the open tasks. The hidden ones (conversion, new SKU, price) only measure.
 TASKS = schema.OPEN_TASKS
 
