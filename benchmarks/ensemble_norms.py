@@ -184,10 +184,11 @@ def main() -> None:
             previous = json.loads(earlier.read_text()) if args.resume and earlier.exists() else None
             sample = args.sample_clients or (params.get("selection") or {}).get("sample_clients")
             result = score_configs(params, args.repeats, args.threads, configs, embeddings_dir, previous, sample)
-        if args.title:
-            result["title"] = args.title
         if args.configs:
             result["args"] = f" --configs {args.configs} --repeats {args.repeats} --out {args.out}"
+        if args.title:
+            result["title"] = args.title
+            result["args"] = result.get("args", "") + f' --title "{args.title}"'
         if args.sample_clients:
             result["args"] = result.get("args", "") + f" --sample-clients {args.sample_clients}"
         if old is not None:
