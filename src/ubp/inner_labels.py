@@ -20,7 +20,7 @@ import numpy as np
 
 from ubp import schema as S
 from ubp.data.ingest import check_id_array, connect, scan
-from ubp.data.targets import label_matrix, provided, top_labels
+from ubp.data.targets import compute_active_clients, label_matrix, label_set, provided, top_labels
 from ubp.io import UbpError, load_npy
 
 TARGET_SUBDIR = "target"  # inside the canonical directory: the label sets the data shipped
@@ -30,22 +30,6 @@ def required(path: Path) -> Path:
     if not path.is_file():
         raise UbpError(f"{path}: file not found (run `python -m ubp ingest` and `python -m ubp split` first)")
     return path
-
-
-def open_label_set(con, shipped_dir: Path, train: str, task: str, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
-    """(label ids, popularity) of an open propensity task: the shipped files, or the train window's
-    `n_labels` most purchased values (count desc, id asc) and their purchase counts."""
-    names = S.label_file(task), S.popularity_file(task)
-    labels, popularity = (provided(shipped_dir, name) for name in names)
-    if (labels is None) != (popularity is None):
-        raise UbpError(f"{shipped_dir}: {names[0]} and {names[1]} must be provided together")
-    if labels is None:
-        labels, popularity = top_labels(con, train, S.PROPENSITY_COLUMN[task], n_labels)
-        if labels.size == 0:
-            raise UbpError(f"{train}: no purchases in the train window to choose {task} labels from")
-    elif labels.size != popularity.size:
-        raise UbpError(f"{shipped_dir / names[1]}: {popularity.size} values for {labels.size} labels")
-    return labels, popularity
 
 
 def open_train_labels(canonical_dir: Path = S.CANONICAL_DIR, split_dir: Path = S.SPLIT_DIR,
@@ -62,13 +46,14 @@ def open_train_labels(canonical_dir: Path = S.CANONICAL_DIR, split_dir: Path = S
     out = {}
     with connect(memory_limit, temp_directory) as con:
         active = provided(shipped_dir, S.ACTIVE_CLIENTS_FILE)
-        if active is None:
-            active = con.execute(f"SELECT DISTINCT {S.CLIENT_ID} FROM {buys}").fetchnumpy()[S.CLIENT_ID]
-        churn_clients = relevant[np.isin(relevant, active)]
+        churn_clients = (compute_active_clients(con, buys, relevant) if active is None
+                         else relevant[np.isin(relevant, active)])
         out[S.CHURN] = {"client_ids": churn_clients,
                         "y_train": label_matrix(con, train, S.CHURN, churn_clients, None)}
         for task in (S.PROPENSITY_CATEGORY, S.PROPENSITY_SKU):
-            labels, popularity = open_label_set(con, shipped_dir, train, task, n_labels)
+            labels, popularity, _ = label_set(
+                shipped_dir, task, lambda: top_labels(con, train, S.PROPENSITY_COLUMN[task], n_labels),
+                split_dir / f"{S.TRAIN_TARGET}.parquet")
             out[task] = {"client_ids": relevant, "y_train": label_matrix(con, train, task, relevant, labels),
                          "label_ids": labels, "popularity": popularity}
     assert tuple(out) == S.OPEN_TASKS

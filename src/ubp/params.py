@@ -69,27 +69,27 @@ def _entry(params: dict, name: str) -> tuple[str, dict]:
     return sec, own
 
 
+REQUIRED = ("method", "inherits")
 # A base profile's `reads:` names its embed stage's one data dependency (data/<reads>) beyond what every
 # embed stage depends on: data/split (events before the cutoff, the cutoff) and data/canonical's relevant
-# clients and product properties. DVC cannot put a list into a foreach stage's deps, hence one name.
-# (dvc.yaml's embed stage needs it: DVC stops with "Could not find 'item.reads'" without it.)
-REQUIRED = ("method", "inherits")
-STAGE_DATA = {"features": "features", "sequences": "sequences", "targets": "targets", "synthetic": "synthetic"}
+# clients and product properties. DVC cannot put a list into a foreach stage's deps, hence one name
+# (not required here: dvc.yaml's embed stage stops with "Could not find 'item.reads'" without it).
+STAGE_DATA = ("features", "sequences", "targets", "synthetic")  # READS inputs that are a data/<name> stage
 
 
 def stage_reads(method: str) -> str:
     """What `reads:` must be for a profile of `method`: the data directory its READS adds to the common ones."""
     from ubp.models import traits
 
-    own = sorted({STAGE_DATA[r] for r in traits(method).reads if r in STAGE_DATA})
+    own = sorted(set(traits(method).reads) & set(STAGE_DATA))
     if len(own) > 1:
         raise UbpError(f"embedding method '{method}' reads {' and '.join(own)}: an embed stage depends on one "
                        f"data directory beyond data/split (declare READS in ubp.models.{method})")
     return own[0] if own else "split"
 
 
-def check_reads(params: dict, name: str) -> None:
-    sec, own = _entry(params, name)
+def check_reads(sec: str, name: str, own: dict) -> None:
+    """A base profile's `reads:` (when given) is what its method's READS says."""
     if sec != "models" or "reads" not in own:
         return
     want = stage_reads(str(own["method"]))
@@ -114,7 +114,7 @@ def model_config(params: dict, name: str):
     from ubp.models import config_class
 
     sec, own = _entry(params, name)
-    check_reads(params, name)
+    check_reads(sec, name, own)
     inherits = str(own["inherits"])
     shared = section(params, *inherits.split("."))
     if not isinstance(shared, dict):

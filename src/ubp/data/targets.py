@@ -65,9 +65,10 @@ def compute_label_set(con, w: Windows, task: str, n_labels: int) -> tuple[np.nda
     raise ValueError(task)
 
 
-def compute_active_clients(con, w: Windows, relevant: np.ndarray) -> np.ndarray:
-    """Relevant clients with >= 1 purchase before train_target_start, in relevant_clients order."""
-    buyers = con.execute(f"SELECT DISTINCT {S.CLIENT_ID} FROM {w.input(S.PRODUCT_BUY)}").fetchnumpy()[S.CLIENT_ID]
+def compute_active_clients(con, input_buys: str, relevant: np.ndarray) -> np.ndarray:
+    """Relevant clients with >= 1 purchase before train_target_start (`input_buys`: the input
+    purchases' SQL source), in relevant_clients order."""
+    buyers = con.execute(f"SELECT DISTINCT {S.CLIENT_ID} FROM {input_buys}").fetchnumpy()[S.CLIENT_ID]
     return relevant[np.isin(relevant, buyers)]
 
 
@@ -76,27 +77,36 @@ def provided(target_dir: Path, name: str) -> np.ndarray | None:
     return check_id_array(path, load_npy(path), "a target file") if path.is_file() else None
 
 
+def label_set(target_dir: Path, task: str, compute, where: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """(label ids, popularity, 'read'|'computed') of a propensity task: the files the data shipped in
+    `target_dir` (both or neither), else `compute()`, which must find a label in `where`'s purchases."""
+    names = S.label_file(task), S.popularity_file(task)
+    labels, popularity = (provided(target_dir, n) for n in names)
+    if (labels is None) != (popularity is None):
+        raise UbpError(f"{target_dir}: {names[0]} and {names[1]} must be provided together")
+    if labels is None:
+        labels, popularity = compute()
+        if labels.size == 0:
+            raise UbpError(f"{where}: no purchases to choose {task} labels from")
+        return labels, popularity, "computed"
+    if labels.size != popularity.size:
+        raise UbpError(f"{target_dir / names[1]}: {popularity.size} values for {labels.size} labels")
+    return labels, popularity, "read"
+
+
 def label_sets(con, w: Windows, target_dir: Path, relevant: np.ndarray, n_labels: int) -> tuple[dict, dict]:
     """({name: array} for the label, popularity and active-client files, {name: 'read'|'computed'})."""
     arrays, sources = {}, {}
     for task in S.PROPENSITY_TASKS:
-        names = S.label_file(task), S.popularity_file(task)
-        labels, popularity = (provided(target_dir, n) for n in names)
-        if (labels is None) != (popularity is None):
-            raise UbpError(f"{target_dir}: {names[0]} and {names[1]} must be provided together")
-        source = "computed" if labels is None else "read"
-        if labels is None:
-            labels, popularity = compute_label_set(con, w, task, n_labels)
-            if labels.size == 0:
-                raise UbpError(f"{w.split_dir}: no purchases to choose {task} labels from")
-        elif labels.size != popularity.size:
-            raise UbpError(f"{target_dir / names[1]}: {popularity.size} values for {labels.size} labels")
-        for name, array in zip(names, (labels, popularity)):
+        labels, popularity, source = label_set(target_dir, task, lambda: compute_label_set(con, w, task, n_labels),
+                                               w.split_dir)
+        for name, array in zip((S.label_file(task), S.popularity_file(task)), (labels, popularity)):
             arrays[name] = array
             sources[name] = source
     active = provided(target_dir, S.ACTIVE_CLIENTS_FILE)
     sources[S.ACTIVE_CLIENTS_FILE] = "computed" if active is None else "read"
-    arrays[S.ACTIVE_CLIENTS_FILE] = compute_active_clients(con, w, relevant) if active is None else active
+    arrays[S.ACTIVE_CLIENTS_FILE] = (compute_active_clients(con, w.input(S.PRODUCT_BUY), relevant)
+                                     if active is None else active)
     return arrays, sources
 
 
