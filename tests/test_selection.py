@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ubp import schema
-from ubp.embed import write_profile
+from ubp.profile_store import write as write_profile_dir
 from ubp.io import UbpError
 from ubp.inner_labels import open_train_labels
 from ubp.selection import InnerScorer, earlier, greedy, inner_scorer, main, markdown, select
@@ -58,9 +58,9 @@ def problem(tiny_dirs, tmp_path_factory):
     rng = np.random.default_rng(0)
     labels = open_train_labels(tiny_dirs["canonical"], tiny_dirs["split"])
     ids = labels[schema.PROPENSITY_CATEGORY]["client_ids"]
-    write_profile(root / "embeddings" / "noise", ids, rng.standard_normal((len(ids), 8)).astype(np.float16), {})
+    write_profile_dir(root / "embeddings" / "noise", ids, {}, rng.standard_normal((len(ids), 8)).astype(np.float16))
     signal = signal_profile(labels, rng).astype(np.float16)
-    write_profile(root / "embeddings" / "signal", ids[::-1], signal[::-1], {})  # any row order
+    write_profile_dir(root / "embeddings" / "signal", ids[::-1], {}, signal[::-1])  # any row order
     params = {"eval": EVAL, "models": {"signal": {"method": "svd"}, "noise": {"method": "rcae"}},
               "ensemble": {"max_dim": 2048}, "selection": {"folds": 2, "seed": 0}}
     return root, params
@@ -161,7 +161,7 @@ def test_selection_runs_and_chooses_alike_without_any_hidden_task_or_validation_
 
 def test_oracle_is_not_a_candidate_and_missing_candidates_are_named(problem, tmp_path):
     root, params = problem
-    write_profile(tmp_path / "oracle", np.arange(3, dtype=np.int64), np.zeros((3, 2), np.float16), {})
+    write_profile_dir(tmp_path / "oracle", np.arange(3, dtype=np.int64), {}, np.zeros((3, 2), np.float16))
     from ubp.selection import default_candidates
     assert default_candidates({"models": {"oracle": {}, "x": {}}}, tmp_path, ["oracle"]) == []
     with pytest.raises(UbpError, match="'ghost' has no embedding"):
