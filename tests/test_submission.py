@@ -61,10 +61,34 @@ def test_broken_entries_are_rejected(tmp_path, ids, emb, message):
     assert message in str(err.value)
 
 
-def test_corrupt_file_is_named(tmp_path):
+@pytest.mark.parametrize("target, content, message", [
+    ("embeddings.npy", b"not an array", "embeddings.npy: not a readable .npy array"),
+    ("embeddings.npy", b"", "embeddings.npy: not a readable .npy array"),  # an empty file
+    ("client_ids.npy", b"", "client_ids.npy: not a readable .npy array"),
+    ("client_ids.npy", b"11,22,33,44\n", "client_ids.npy: not a readable .npy array"),  # a CSV, not .npy
+])
+def test_unreadable_files_are_named(tmp_path, target, content, message):
     entry = write_entry(tmp_path / "e", RELEVANT, good_embeddings())
-    (entry / "embeddings.npy").write_bytes(b"not an array")
-    with pytest.raises(UbpError, match="embeddings.npy: not a readable .npy array"):
+    (entry / target).write_bytes(content)
+    with pytest.raises(UbpError, match=message):
+        validate(entry, RELEVANT)
+
+
+@pytest.mark.parametrize("ids, message", [
+    (RELEVANT.astype(np.float64), "expected a 1-D int64 array, got float64"),  # ids not integers
+    (np.array(["11", "22", "33", "44"]), "expected a 1-D int64 array, got <U2"),
+    (np.array([], dtype=np.int64), "4 rows for 0 client ids"),  # an empty id file
+])
+def test_ids_that_are_not_int64_clients_are_refused(tmp_path, ids, message):
+    entry = write_entry(tmp_path / "e", ids, good_embeddings())
+    with pytest.raises(UbpError, match=message):
+        validate(entry, RELEVANT)
+
+
+def test_object_arrays_are_refused_without_unpickling(tmp_path):
+    entry = write_entry(tmp_path / "e", RELEVANT, good_embeddings())
+    np.save(entry / "client_ids.npy", np.array([11, 22, 33, 44], dtype=object), allow_pickle=True)
+    with pytest.raises(UbpError, match="client_ids.npy: not a readable .npy array"):
         validate(entry, RELEVANT)
 
 
