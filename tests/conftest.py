@@ -41,12 +41,12 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     """generate(TINY) -> ingest -> split -> targets, in a session temp dir."""
     from ubp.data.ingest import ingest
     from ubp.data.split import split
-    from ubp.data.synthetic import TINY, generate
+    from ubp.data.synthetic import TINY, generate, synthetic_config
     from ubp.data.targets import build_targets
 
     root = tmp_path_factory.mktemp("tiny")
     dirs = {name: root / name for name in ("synthetic", "canonical", "split", "targets")}
-    generate(dirs["synthetic"], TINY)
+    generate(dirs["synthetic"], synthetic_config(TINY))
     ingest(dirs["synthetic"], dirs["canonical"])
     split(dirs["canonical"], dirs["split"])
     build_targets(dirs["canonical"], dirs["split"], dirs["targets"])

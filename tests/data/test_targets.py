@@ -15,7 +15,7 @@ from tests.data.conftest import RELEVANT, handmade_tables, write_raw
 from ubp import schema as S
 from ubp.data.ingest import ingest
 from ubp.data.split import split
-from ubp.data.targets import build_targets
+from ubp.data.targets import TargetsConfig, build_targets
 from ubp.io import UbpError
 
 N_LABELS = 3
@@ -46,7 +46,7 @@ EXPECTED = {
 @pytest.fixture
 def computed(tmp_path, handmade_split):
     out = tmp_path / "targets"
-    build_targets(handmade_split["canonical"], handmade_split["split"], out, n_labels=N_LABELS)
+    build_targets(handmade_split["canonical"], handmade_split["split"], out, TargetsConfig(n_labels=N_LABELS))
     return out
 
 
@@ -89,7 +89,7 @@ def test_provided_target_files_are_used_as_is(tmp_path):
     raw = write_raw(tmp_path / "raw", handmade_tables(), RELEVANT, target)
     ingest(raw, tmp_path / "canonical")
     split(tmp_path / "canonical", tmp_path / "split")
-    build_targets(tmp_path / "canonical", tmp_path / "split", tmp_path / "targets", n_labels=N_LABELS)
+    build_targets(tmp_path / "canonical", tmp_path / "split", tmp_path / "targets", TargetsConfig(n_labels=N_LABELS))
     out = tmp_path / "targets"
     category = np.load(out / "labels" / f"{S.PROPENSITY_CATEGORY}.npz")
     assert category["label_ids"].tolist() == [40, 10] and category["popularity"].tolist() == [8, 9]
