@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from ubp import schema
+from ubp.io import UbpError
 from ubp.models.base import EmbedContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +22,19 @@ CONFORMANCE = Path(os.environ.get("UBP_CONFORMANCE") or REPO.parent / "shared" /
 def in_ci() -> bool:
     """CI services set CI (GitHub Actions: CI=true; .ci/run is called as `CI=true bash .ci/run`)."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def refuses_before_any_work(main, argv: list[str], params: dict, match: str, cwd: Path, monkeypatch) -> None:
+    """A stage's `main(argv)` run in `cwd` with this params.yaml stops with a UbpError matching `match`
+    and leaves `cwd` as it was: it checks its settings before it reads or writes anything (with an
+    input missing, a stage that read first would fail on that input instead)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+    before = sorted(cwd.rglob("*"))
+    monkeypatch.chdir(cwd)
+    with pytest.raises(UbpError, match=match):
+        main(argv)
+    assert sorted(cwd.rglob("*")) == before
 
 
 @pytest.fixture(scope="session")

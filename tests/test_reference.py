@@ -10,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from ubp import reference, schema
 from ubp.io import UbpError
+from tests.conftest import refuses_before_any_work
 
 N_CLIENTS = 600
 N_FEATURES = 4
@@ -215,3 +216,12 @@ def test_shared_binning_gives_each_label_its_own_model():
         own, _ = reference.fit_label(x, y[:, j], cfg, seed=2 * 1_000 + j)
         np.testing.assert_allclose(shared[:, j], own, atol=1e-5)
     assert np.corrcoef(shared[:, 0], x[:, 0])[0, 1] > 0.5 and np.corrcoef(shared[:, 1], x[:, 1])[0, 1] > 0.5
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"num_leaf": 7}, r"unknown key 'reference\.num_leaf'; did you mean 'num_leaves'"),
+    ({"seed": True}, r"reference\.seed must be an integer, got True"),
+    ({"holdout_fraction": 1.5}, r"reference\.holdout_fraction must lie strictly between 0 and 1"),
+])
+def test_stage_refuses_bad_settings_before_any_work(tmp_path, monkeypatch, settings, match):
+    refuses_before_any_work(reference.main, [], {"reference": settings}, match, tmp_path, monkeypatch)

@@ -13,7 +13,8 @@ import pytest
 from ubp.io import UbpError
 from ubp.models.base import EmbedContext
 from ubp.sequences import (FIELDS, MISSING, PAD, RARE, SequencesConfig, build_sequences, gap_ids, load_or_build,
-                           load_sequences)
+                           load_sequences, main)
+from tests.conftest import refuses_before_any_work
 from tests.features.conftest import CUTOFF, D, write_log
 
 COL = {f: i for i, f in enumerate(FIELDS)}
@@ -149,3 +150,12 @@ def test_bad_settings_and_missing_files(log, tmp_path):
         build_sequences(tmp_path / "nowhere", log[1], ORDER, CUTOFF, tmp_path)
     with pytest.raises(UbpError, match="duplicate client ids"):
         build_sequences(*log, np.array([1, 1]), CUTOFF, tmp_path)
+
+
+@pytest.mark.parametrize("sequences, match", [
+    ({"max_lne": 64}, r"unknown key 'sequences\.max_lne'; did you mean 'max_len'"),
+    ({"top_k": 1.5}, r"sequences\.top_k must be an integer, got 1\.5"),
+    ({"memory_limit": "lots"}, r"sequences\.memory_limit: expected a size"),
+])
+def test_stage_refuses_bad_settings_before_any_work(tmp_path, monkeypatch, sequences, match):
+    refuses_before_any_work(main, [], {"sequences": sequences}, match, tmp_path, monkeypatch)

@@ -298,3 +298,16 @@ def test_oracle_of_a_blocked_dataset_describes_the_clients_that_were_sampled(sca
     bought = np.isin(ids, pd.read_parquet(scaled / f"{S.PRODUCT_BUY}.parquet")[S.CLIENT_ID])
     assert not (bought & ~buyer).any(), "a client the oracle calls a non-buyer bought"
     assert bought[buyer].mean() > 0.7  # relevant_first_buy: buyers buy at their first product view
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"synthetic": {"n_relevnat": 5}}, r"unknown key 'data\.synthetic\.n_relevnat'; did you mean 'n_relevant'"),
+    ({"sourse": "dir"}, r"unknown key 'data\.sourse'; did you mean 'source'"),
+    ({"source": "url"}, r"data\.source must be one of 'synthetic', 'dir', got 'url'"),
+    ({"synthetic": {"seed": "x"}}, r"data\.synthetic\.seed must be an integer, got 'x'"),
+    ({"synthetic": {"scale": 0}}, r"data\.synthetic\.scale: expected a number in \(0, 10\]"),
+])
+def test_generate_refuses_bad_settings_before_any_work(tmp_path, monkeypatch, data, match):
+    from tests.conftest import refuses_before_any_work
+
+    refuses_before_any_work(main, [], {"data": data}, match, tmp_path, monkeypatch)

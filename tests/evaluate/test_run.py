@@ -9,6 +9,7 @@ from ubp import schema
 from ubp.config import build
 from ubp.evaluate import protocol, run
 from ubp.io import UbpError
+from tests.conftest import refuses_before_any_work
 
 N_CLIENTS, N_LABELS, DIM = 300, 4, 8
 EVAL_PARAMS = {"profile": "tiny", "sizes": {"tiny": {"thin": 16, "wide": 32}}, "seed": 1278, "epochs": 2,
@@ -188,3 +189,14 @@ def test_missing_labels(workdir):
 def test_usage():
     with pytest.raises(UbpError, match="usage"):
         run.main([])
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"epoch": 5}, r"unknown key 'eval\.epoch'; did you mean 'epochs'"),
+    ({"lr": "fast"}, r"eval\.lr must be a number, got 'fast'"),
+    ({"profile": "huge"}, r"no network size 'huge' under eval\.sizes \(have: tiny\)"),
+    ({"sizes": {"tiny": {"thin": 16}}}, r"eval\.sizes\.tiny needs 'wide'"),
+])
+def test_stage_refuses_bad_settings_before_any_work(workdir, monkeypatch, bad, match):
+    """With the embedding and labels there, a typo or a wrong type in `eval` still stops the stage unwritten."""
+    refuses_before_any_work(run.main, ["good"], {"eval": {**EVAL_PARAMS, **bad}}, match, workdir, monkeypatch)

@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import refuses_before_any_work
 from tests.features.conftest import CLIENTS, CUTOFF
 from ubp import schema
 from ubp.embed import compute
 from ubp.features import load_features, load_or_build, write_catalogue
-from ubp.features.build import FEATURES_FILE, META_FILE, FeaturesConfig, run
+from ubp.features.build import FEATURES_FILE, META_FILE, FeaturesConfig, main, run
 from ubp.io import UbpError
 from ubp.models.base import EmbedContext
 
@@ -148,3 +149,17 @@ def test_quantile_transform_is_normal_and_deterministic():
     z = quantile_normal(x, subsample=1000, seed=0)
     assert z.dtype == np.float32 and abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.1
     assert np.array_equal(z, quantile_normal(x, subsample=1000, seed=0))
+
+
+@pytest.mark.parametrize("features, match", [
+    ({"windws": [7]}, r"unknown key 'features\.windws'; did you mean 'windows'"),
+    ({"threads": "2"}, r"features\.threads must be an integer, got '2'"),
+    ({"windows": [7, 7]}, r"features\.windows must be distinct positive day counts"),
+    ({"memory_limit": "lots"}, r"features\.memory_limit: expected a size"),
+])
+def test_stage_refuses_bad_settings_before_any_work(stage_dirs, tmp_path, monkeypatch, features, match):
+    """With its inputs all there, a typo or a wrong type in `features:` still stops the stage unwritten."""
+    out = tmp_path / "run"
+    argv = ["--split-dir", str(stage_dirs["split"]), "--canonical-dir", str(stage_dirs["canonical"]),
+            "--out-dir", str(out / "features"), "--catalogue", str(out / "features.md")]
+    refuses_before_any_work(main, argv, {"features": features}, match, out, monkeypatch)
