@@ -133,12 +133,12 @@ def synthetic_labels(n: int, rng) -> dict:
 
 
 def child_scorer(n: int, threads: int) -> dict:
-    from ubp.evaluate.protocol import ProtocolConfig
-    from ubp.params import load_params, section
+    from ubp.evaluate.protocol import EvalConfig
+    from ubp.params import load_params
     from ubp.selection import InnerScorer
 
     rng = np.random.default_rng(0)
-    config = dataclasses.replace(ProtocolConfig.from_params(section(load_params(), "eval")), threads=threads)
+    config = dataclasses.replace(EvalConfig.from_params(load_params()).protocol(), threads=threads)
     scorer = InnerScorer(synthetic_labels(n, rng), config, folds=2, seed=0)
     x = rng.standard_normal((n, 600), dtype=np.float32).astype(np.float16)
     started = time.perf_counter()

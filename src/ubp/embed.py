@@ -20,10 +20,12 @@ import numpy as np
 from ubp import schema
 from ubp.config import as_dict
 from ubp import profile_store as store
+from ubp.features.sources import FeaturesConfig
 from ubp.io import UbpError, load_json, load_npy, save_json
 from ubp.models import get_method, method_of
 from ubp.models.base import EmbedContext, ProfileUnavailable, standardize
 from ubp.params import load_params, model_config, profile_dir
+from ubp.sequences import SequencesConfig
 
 log = logging.getLogger("ubp.embed")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -32,8 +34,8 @@ EMBED_METRICS_SUBDIR = "embed"  # metrics/embed/<profile>.json: the embed stage'
 
 def local_context(split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
                   synthetic_dir: Path = schema.SYNTHETIC_DIR, features_dir: Path = schema.FEATURES_DIR,
-                  sequences_dir: Path = schema.SEQUENCES_DIR, sequence_settings: dict | None = None,
-                  feature_settings: dict | None = None) -> EmbedContext:
+                  sequences_dir: Path = schema.SEQUENCES_DIR, sequence_settings: SequencesConfig = SequencesConfig(),
+                  feature_settings: FeaturesConfig = FeaturesConfig()) -> EmbedContext:
     """Profiles for local evaluation: input events only, as of the train-target start. The settings
     are params.yaml's `sequences:` and `features:` sections (never a profile's own: a stored table
     must match the stage's settings, and one computed again must be computed the same way)."""
@@ -45,9 +47,9 @@ def local_context(split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = sche
         cutoff=datetime.strptime(split["train_target_start"], schema.TIMESTAMP_FORMAT),
         synthetic_dir=synthetic_dir,
         features_path=features_dir / "features.parquet",
-        feature_settings=dict(feature_settings or {}),
+        feature_settings=feature_settings,
         sequences_dir=sequences_dir,
-        sequence_settings=dict(sequence_settings or {}),
+        sequence_settings=sequence_settings,
     )
 
 
@@ -117,7 +119,8 @@ def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | Non
     params.yaml fails before any work."""
     cfg = model_config(params, name)
     out_dir = Path(out_dir) if out_dir is not None else profile_dir(params, name)
-    ctx = local_context(sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
+    ctx = local_context(sequence_settings=SequencesConfig.from_params(params),
+                        feature_settings=FeaturesConfig.from_params(params))
     start = time.time()
     log.info("profile %s: method %s, %d clients, cutoff %s", name, method_of(cfg), len(ctx.client_ids), ctx.cutoff)
     writer = getattr(get_method(method_of(cfg)), "write_embeddings", None)

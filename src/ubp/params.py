@@ -1,7 +1,9 @@
 """Read `params.yaml`; each stage reads only its own section."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -10,6 +12,7 @@ from ubp.config import build
 from ubp.io import UbpError
 
 PARAMS_FILE = Path("params.yaml")
+C = TypeVar("C")
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict:
@@ -31,6 +34,17 @@ def section(params: dict, *keys: str) -> dict:
             raise UbpError(f"params.yaml: missing section '{'.'.join(keys[: i + 1])}'")
         node = node[key]
     return node
+
+
+def section_config(params: Mapping, cls: type[C], *keys: str) -> C:
+    """The section params[k1][k2]... as the frozen dataclass `cls` (ubp.config.build: an unknown key or
+    a wrong type is refused naming it); an absent or empty section gives cls's defaults."""
+    node, where = params, ".".join(keys)
+    for key in keys:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    if node is not None and not isinstance(node, Mapping):
+        raise UbpError(f"params.yaml: {where} must be a mapping, got {node!r}")
+    return build(cls, node, where)
 
 
 # Profiles live in two sections: `models` (computed from events) and `combined` (built from other

@@ -42,10 +42,11 @@ from typing import Callable
 import numpy as np
 
 from ubp import schema
+from ubp.data.targets import TargetsConfig
 from ubp.ensemble import DEFAULTS as ENSEMBLE_DEFAULTS
 from ubp.ensemble import SKIPPED_FILE, Loaded, Source, block, parse_sources, stored
 from ubp.evaluate.protocol import SCORE_DECIMALS, ProtocolConfig, train_and_score
-from ubp.features.build import resources
+from ubp.features.build import FeaturesConfig
 from ubp.inner_labels import open_train_labels
 from ubp.io import UbpError, save_json, save_text
 from ubp.params import load_params, section
@@ -132,8 +133,8 @@ def inner_scorer(params: dict, threads: int | None = None, folds: int = 2, seed:
     config = ProtocolConfig.from_params(section(params, "eval"))
     if threads:
         config = dataclasses.replace(config, threads=int(threads))
-    n_labels = int((params.get("targets") or {}).get("n_labels", schema.N_TARGET_LABELS))
-    labels = open_train_labels(canonical_dir, split_dir, n_labels, **resources(params.get("features")))
+    n_labels = TargetsConfig.from_params(params).n_labels
+    labels = open_train_labels(canonical_dir, split_dir, n_labels, **FeaturesConfig.from_params(params).resources)
     labels = sample_labels(labels, sample_clients, int(seed))
     return InnerScorer(labels, config, int(folds), int(seed), int(repeats))
 

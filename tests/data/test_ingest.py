@@ -184,3 +184,19 @@ def test_datetime_timestamps_and_narrow_ints_accepted(tmp_path):
     assert got[S.TIMESTAMP].tolist() == pd.to_datetime(frame[S.TIMESTAMP]).tolist()
     assert got[S.URL].dtype == np.int64 and got[S.CLIENT_ID].dtype == np.int64
     assert got[S.CLIENT_ID].tolist() == frame[S.CLIENT_ID].tolist()
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"data": {"raw_dir": "raw", "raw_dri": "raw"}}, r"unknown key 'data\.raw_dri'; did you mean 'raw_dir'"),
+    ({"data": {"raw_dir": 5}}, r"data\.raw_dir must be a string, got 5"),
+    ({"data": {"raw_dir": "raw"}, "features": {"temp_directroy": "/tmp"}},
+     r"unknown key 'features\.temp_directroy'; did you mean 'temp_directory'"),
+])
+def test_stage_refuses_bad_settings_before_any_work(tmp_path, monkeypatch, params, match):
+    """With the raw data there, a typo in `data:` (or in `features:`, whose DuckDB resources it takes)
+    stops the stage unwritten."""
+    from tests.conftest import refuses_before_any_work
+    from ubp.data.ingest import main
+
+    write_raw(tmp_path / "run" / "raw", handmade_tables(), RELEVANT)
+    refuses_before_any_work(main, [], params, match, tmp_path / "run", monkeypatch)

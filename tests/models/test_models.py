@@ -46,14 +46,15 @@ def bought(tiny_dirs, tiny_context):
 @pytest.fixture(scope="module")
 def staged(tiny_dirs, tiny_context, tmp_path_factory):
     """tiny_context with params.yaml's features:/sequences: settings and those stages' outputs."""
-    from ubp.features.build import run as features_stage
-    from ubp.sequences import run as sequences_stage
+    from ubp.features.build import FeaturesConfig, run as features_stage
+    from ubp.sequences import SequencesConfig, run as sequences_stage
 
     out = tmp_path_factory.mktemp("stages")
-    features_stage(PARAMS["features"], tiny_dirs["split"], tiny_dirs["canonical"], out / "features")
-    sequences_stage(PARAMS["sequences"], tiny_dirs["split"], tiny_dirs["canonical"], out / "sequences")
+    features, sequences = FeaturesConfig.from_params(PARAMS), SequencesConfig.from_params(PARAMS)
+    features_stage(features, tiny_dirs["split"], tiny_dirs["canonical"], out / "features")
+    sequences_stage(sequences, tiny_dirs["split"], tiny_dirs["canonical"], out / "sequences")
     return replace(tiny_context, features_path=out / "features" / "features.parquet", sequences_dir=out / "sequences",
-                   feature_settings=dict(PARAMS["features"]), sequence_settings=dict(PARAMS["sequences"]), info={})
+                   feature_settings=features, sequence_settings=sequences, info={})
 
 
 def only(ctx, reads, nowhere):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from ubp.features.build import FeaturesConfig
 from ubp.io import UbpError
 from ubp.models import stacked
 from ubp.models.base import EmbedContext
@@ -96,10 +97,10 @@ def test_sources_as_of_the_shifted_date_compute_their_features(monkeypatch, log_
         return np.random.default_rng(0).standard_normal((len(ctx.client_ids), 3)).astype(np.float32)
 
     monkeypatch.setattr(stacked, "source_matrix", sources)
-    ctx = dataclasses.replace(log_ctx, features_path=tmp_path / "features.parquet", feature_settings={"windows": [7]},
-                              info={})
+    ctx = dataclasses.replace(log_ctx, features_path=tmp_path / "features.parquet",
+                              feature_settings=FeaturesConfig(windows=(7,)), info={})
     stacked.embed(ctx, stacked.Config(sources=("aggregated",), hidden=4, dim=2, epochs=1, threads=1,
                                       params_file=PARAMS_FILE))
     assert [c.cutoff for c in seen] == [CUTOFF - 14 * D, CUTOFF]
     assert seen[0].features_path is None and seen[1].features_path == ctx.features_path
-    assert all(c.feature_settings == {"windows": [7]} for c in seen)
+    assert all(c.feature_settings == FeaturesConfig(windows=(7,)) for c in seen)

@@ -21,7 +21,7 @@ from ubp import db
 from ubp.db import sql_text
 from ubp import schema as S
 from ubp.io import UbpError, atomic_dir, load_npy
-from ubp.params import PARAMS_FILE, load_params, section
+from ubp.params import PARAMS_FILE, load_params
 
 log = logging.getLogger("ubp.ingest")
 
@@ -57,10 +57,11 @@ def connect(memory_limit: str | None = None, temp_directory: str | Path | None =
 def resource_settings(params_file: Path = PARAMS_FILE) -> dict:
     """memory_limit / temp_directory for the data stages' DuckDB, from params.yaml's `features:`
     section (the one place for them; no params file: DuckDB's defaults). They change no output, so
-    no stage depends on them (dvc.yaml lists the features stage's other keys, not these)."""
-    from ubp.features.build import resources
+    no stage depends on them (dvc.yaml lists the features stage's other keys, not these). The whole
+    section is checked: a typo in it stops the stage before any work."""
+    from ubp.features.sources import FeaturesConfig
 
-    return resources(load_params(params_file).get("features")) if Path(params_file).exists() else {}
+    return FeaturesConfig.from_params(load_params(params_file)).resources if Path(params_file).exists() else {}
 
 
 
@@ -297,7 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-dir", type=Path, help="override params.yaml data.raw_dir")
     parser.add_argument("--out-dir", type=Path, default=S.CANONICAL_DIR)
     args = parser.parse_args(argv)
-    raw_dir = args.raw_dir or Path(section(load_params(), "data", "raw_dir"))
+    from ubp.data.synthetic import DataConfig  # data: is one section; the generator's module holds its Config
+    from ubp.features.sources import FeaturesConfig
+
+    params = load_params() if PARAMS_FILE.exists() or args.raw_dir is None else {}
+    data, features = DataConfig.from_params(params), FeaturesConfig.from_params(params)  # a typo stops here
+    raw_dir = args.raw_dir or Path(data.raw_dir)
     log.info("ingesting %s -> %s", raw_dir, args.out_dir)
-    ingest(raw_dir, args.out_dir, **resource_settings())
+    ingest(raw_dir, args.out_dir, **features.resources)
     return 0
