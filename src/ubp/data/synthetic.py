@@ -37,6 +37,7 @@ from ubp.data.synthetic_output import (
     write_oracle_state,
 )
 from ubp.data.synthetic_scale import preset
+from ubp.data.timestamps import TimestampsConfig
 from ubp.config import build
 from ubp.io import UbpError, atomic_dir, save_json, save_npy, save_text
 from ubp.params import load_params
@@ -120,6 +121,7 @@ class DataConfig:
     source: Literal["synthetic", "dir"] = "synthetic"  # dir: the user's data in raw_dir; nothing is generated
     raw_dir: str = str(S.SYNTHETIC_DIR)
     synthetic: SyntheticConfig = SyntheticConfig()
+    timestamps: TimestampsConfig = TimestampsConfig()  # the ingest stage's plausible range (ubp.data.timestamps)
 
     @classmethod
     def from_params(cls, params: Mapping, synthetic_overrides: Mapping | None = None) -> "DataConfig":
