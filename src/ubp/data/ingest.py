@@ -255,7 +255,7 @@ def ingest_relevant_clients(raw_dir: Path, out_dir: Path) -> int:
 TARGET_FILES = {S.ACTIVE_CLIENTS_FILE} | {name(task) for task in S.PROPENSITY_TASKS
                                           for name in (S.label_file, S.popularity_file)}
 RAW_NAMES = {f"{name}.parquet" for name in (*S.EVENT_TYPES, S.PROPERTIES)} | {
-    "input", "target", "oracle"}  # oracle/: the synthetic generator's latent states (the oracle profile's input)
+    "input", "target", S.ORACLE_SUBDIR}  # oracle/: the synthetic generator's latent states (the oracle profile's input)
 
 
 def log_unnamed(raw_dir: Path) -> None:
@@ -349,9 +349,12 @@ def ingest(raw_dir: Path, out_dir: Path = S.CANONICAL_DIR, memory_limit: str | N
                 counts[event] = ingest_table(con, raw_dir, tmp, event)
                 if event in S.PRODUCT_EVENTS:
                     check_known_skus(con, raw_dir, tmp, event)
-            check_timestamps(con, raw_dir, tmp, timestamps, counts)
             if counts[S.PRODUCT_BUY] == 0:
                 raise UbpError(f"{raw_dir / S.PRODUCT_BUY}.parquet: no rows (the split needs purchases)")
+            check_timestamps(con, raw_dir, tmp, timestamps, counts)
+            if counts[S.PRODUCT_BUY] == 0:
+                raise UbpError(f"{raw_dir / S.PRODUCT_BUY}.parquet: no rows left once implausible timestamps "
+                               f"were dropped (the split needs purchases)")
             n_relevant = ingest_relevant_clients(raw_dir, tmp)
             targets = copy_target_files(raw_dir, tmp)
     for name, n in counts.items():
