@@ -4,7 +4,8 @@ import dataclasses
 import pytest
 
 from ubp.io import UbpError
-from ubp.models import ensemble, gru_ae, svd
+from ubp.combine import ensemble
+from ubp.models import gru_ae, svd
 from ubp.params import model_config, profile_dir, profile_method, profile_names, profile_reads
 
 PARAMS = {

@@ -20,7 +20,7 @@ from ubp.config import as_dict
 from ubp.io import UbpError, atomic_dir, load_json, load_npy
 from ubp.models import get_method, method_of
 from ubp.models.base import EmbedContext, ProfileUnavailable
-from ubp.params import load_params, model_config, profile_dir
+from ubp.params import load_params, model_config, profile_dir, profile_section
 
 log = logging.getLogger("ubp.embed")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -103,7 +103,7 @@ def config_record(cfg) -> dict:
 
 def profile_meta(name: str, cfg, ctx: EmbedContext, dim: int, seconds: float) -> dict:
     # events + cutoff + config say what the embedding was made from: the ensemble reuses a stored
-    # source only when all three match its own context and params (ubp.ensemble.load_source).
+    # source only when all three match its own context and params (ubp.combine.sources.load_source).
     info = {key: value for key, value in ctx.info.items() if key != "curve"}
     return {"profile": name, "method": method_of(cfg), "dim": int(dim), "seconds": seconds,
             "events": str(ctx.events_dir), "cutoff": ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT),
@@ -111,22 +111,16 @@ def profile_meta(name: str, cfg, ctx: EmbedContext, dim: int, seconds: float) ->
 
 
 def run(name: str, params: dict, out_dir: Path | None = None) -> None:
-    """Embed one profile of `models` or `combined` into its directory (params.profile_dir). Its
-    settings are built (and checked) first: a typo in params.yaml fails before any work."""
+    """Embed one profile of `models` into its directory (params.profile_dir). Its settings are built
+    (and checked) first: a typo in params.yaml fails before any work."""
+    if profile_section(params, name) != "models":
+        raise UbpError(f"profile '{name}' is built from other profiles (params.yaml combined): "
+                       f"run `python -m ubp combine {name}`")
     cfg = model_config(params, name)
     out_dir = Path(out_dir) if out_dir is not None else profile_dir(params, name)
     ctx = local_context(sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
     start = time.time()
     log.info("profile %s: method %s, %d clients, cutoff %s", name, method_of(cfg), len(ctx.client_ids), ctx.cutoff)
-    writer = getattr(get_method(method_of(cfg)), "write_embeddings", None)
-    if writer is not None:  # too big to hold whole (the ensemble at 1M x 2,048): the method writes it in blocks
-        with atomic_dir(out_dir) as tmp:
-            rows, dim = writer(ctx, cfg, tmp / "embeddings.npy")
-            np.save(tmp / "client_ids.npy", np.asarray(ctx.client_ids, dtype=np.int64))
-            meta = profile_meta(name, cfg, ctx, dim, round(time.time() - start, 2))
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        log.info("profile %s: %d x %d in %.1f s", name, rows, dim, meta["seconds"])
-        return
     try:
         matrix = compute(name, cfg, ctx)
     except ProfileUnavailable as exc:
@@ -141,7 +135,7 @@ def run(name: str, params: dict, out_dir: Path | None = None) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ubp embed", description=__doc__.splitlines()[0])
-    parser.add_argument("profile", help="a key of params.yaml's models or combined")
+    parser.add_argument("profile", help="a key of params.yaml's models")
     args = parser.parse_args(argv)
     run(args.profile, load_params())
     return 0
