@@ -100,11 +100,14 @@ def test_each_command_refuses_the_other_section_s_profiles(repo, capsys):
         model_config(wrong, "ens2")
 
 
+ENSEMBLE = PARAMS["ensemble"]
+
+
 @pytest.mark.parametrize("sections, message", [
-    ({"ensemble": {**PARAMS["ensemble"], "balanse": "none"}}, r"unknown key 'ensemble\.balanse'; did you mean 'balance'"),
-    ({"ensemble": {**PARAMS["ensemble"], "seed": "0"}}, r"ensemble\.seed must be an integer, got '0'"),
-    ({"ensemble": {**PARAMS["ensemble"], "per_source": {"a": {"norm": "L2"}}}}, r"ensemble\.per_source\.a\.norm must be"),
-    ({"ensemble": {**PARAMS["ensemble"], "per_source": {"c": {}}}}, r"per_source\.c is neither a source nor a profile"),
+    ({"ensemble": {**ENSEMBLE, "balanse": "none"}}, r"unknown key 'ensemble\.balanse'; did you mean 'balance'"),
+    ({"ensemble": {**ENSEMBLE, "seed": "0"}}, r"ensemble\.seed must be an integer, got '0'"),
+    ({"ensemble": {**ENSEMBLE, "per_source": {"a": {"norm": "L2"}}}}, r"ensemble\.per_source\.a\.norm must be"),
+    ({"ensemble": {**ENSEMBLE, "per_source": {"c": {}}}}, r"per_source\.c is neither a source nor a profile"),
     ({"combined": {"ens": {"method": "ensemble", "inherits": "ensemble", "max_dims": 8}}},
      r"unknown key 'combined\.ens\.max_dims'; did you mean 'max_dim'"),
 ])

@@ -75,7 +75,8 @@ class Config:
 
     def __post_init__(self):
         if self.folds < 2 or self.repeats < 1:
-            raise UbpError(f"params.yaml: selection needs folds >= 2 and repeats >= 1, got {self.folds} and {self.repeats}")
+            raise UbpError(f"params.yaml: selection needs folds >= 2 and repeats >= 1, got {self.folds} and "
+                           f"{self.repeats}")
         for key in ("max_sources", "sample_clients"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise UbpError(f"params.yaml: selection.{key} must be a whole number >= 1 or null, "
