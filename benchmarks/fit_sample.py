@@ -42,7 +42,8 @@ def variant(profile: str, sample: str) -> str:
 
 def embed_one(profile: str, sample: str, epochs: int | None, out: Path) -> None:
     """Child process: embed `profile` with fit_clients = sample, write it, print its costs as JSON."""
-    from ubp.embed import compute, local_context, write_profile
+    from ubp.embed import compute, local_context, split_curve
+    from ubp.profile_store import write
     from ubp.params import load_params, model_config
 
     params = load_params()
@@ -58,7 +59,8 @@ def embed_one(profile: str, sample: str, epochs: int | None, out: Path) -> None:
     info = dict(ctx.info)
     curve = info.pop("curve", [])
     if out is not None:
-        write_profile(out, ctx.client_ids, matrix, {"profile": profile, "fit_clients": cfg.fit_clients, **info}, curve)
+        write(out, ctx.client_ids, {"profile": profile, "fit_clients": cfg.fit_clients, **info}, matrix,
+              curve=split_curve(curve)[0])
     fitted = int(info.get("n_train", 0)) + int(info.get("n_val", 0))
     train_seconds = sum(float(row["seconds"]) for row in curve)
     print(json.dumps({"seconds": round(seconds, 2), "train_seconds": round(train_seconds, 2),

@@ -17,6 +17,46 @@ REPO = Path(__file__).resolve().parents[1]
 CONFORMANCE = Path(os.environ.get("UBP_CONFORMANCE") or REPO.parent / "shared" / "conformance")
 
 
+GIT_ENV = {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com",
+           "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com"}
+
+
+def tiny_repo(root: Path, edit=None) -> dict:
+    """A git + DVC copy of the tracked repository in `root` (no data, metrics, reports or dvc.lock),
+    its params set for the TINY dataset and 2 training epochs, then `edit(params)` if given; returns
+    the params written. Nothing is run."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    from ubp.data.synthetic import TINY
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=root, env={**os.environ, **GIT_ENV}, check=True, capture_output=True)
+
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            check=True, capture_output=True, text=True).stdout.split("\n")
+    for rel in filter(None, listed):
+        if rel.startswith(("metrics/", "reports/")) or rel == "dvc.lock" or not (REPO / rel).is_file():
+            continue
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, root / rel)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["synthetic"] = {**params["data"]["synthetic"], **TINY}
+    params["model"]["epochs"] = 2
+    for entry in [*params["models"].values(), *(params.get("combined") or {}).values()]:
+        if entry.get("inherits") == "model":
+            entry["epochs"] = 2  # some neural profiles set their own epochs for the default data
+    if edit is not None:
+        edit(params)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "tiny")
+    return params
+
+
 def in_ci() -> bool:
     """CI services set CI (GitHub Actions: CI=true; .ci/run is called as `CI=true bash .ci/run`)."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")

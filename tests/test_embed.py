@@ -1,4 +1,5 @@
 """The embed stage's checks on what a method returns, and its atomic, skippable outputs."""
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from ubp import embed as embed_stage
+from ubp import profile_store as store
 from ubp.io import UbpError
 from ubp.models import random, rcae
 from ubp.models.base import EmbedContext, ProfileUnavailable
@@ -67,9 +69,9 @@ def test_standardize_setting_centres_and_scales_each_column(monkeypatch):
 
 def test_write_profile_replaces_whole_directory(tmp_path):
     out = tmp_path / "embeddings" / "p"
-    embed_stage.write_skipped(out, "not here")
+    store.write_skipped(out, "not here")
     assert (out / "SKIPPED.txt").read_text() == "not here\n"
-    embed_stage.write_profile(out, CTX.client_ids, np.ones((3, 2), np.float16), {"profile": "p"})
+    store.write(out, CTX.client_ids, {"profile": "p"}, np.ones((3, 2), np.float16))
     assert sorted(p.name for p in out.iterdir()) == ["client_ids.npy", "embeddings.npy", "meta.json"]
     assert np.load(out / "client_ids.npy").tolist() == [5, 3, 9]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
@@ -87,7 +89,7 @@ def test_outputs_get_ordinary_permissions(tmp_path):
     from ubp.io import save_json
 
     save_json(tmp_path / "m.json", {"a": 1})
-    embed_stage.write_skipped(tmp_path / "p", "x")
+    store.write_skipped(tmp_path / "p", "x")
     assert (tmp_path / "m.json").stat().st_mode & 0o044 == 0o044  # group/other can read
     assert (tmp_path / "p").stat().st_mode & 0o055 == 0o055
 
@@ -106,6 +108,34 @@ def test_training_curve_and_info_are_saved(monkeypatch, tmp_path):
     embed_stage.run("nn", params, out_dir=tmp_path / "nn")
     assert (tmp_path / "nn" / "training_curve.csv").read_text() == "epoch,train_loss\n1,0.5\n2,0.25\n"
     assert '"best_epoch": 2' in (tmp_path / "nn" / "meta.json").read_text()
+
+
+def test_wall_times_stay_out_of_the_profile_directory(monkeypatch, tmp_path):
+    """A re-run on the same inputs writes the same bytes: the curve's per-epoch seconds and the
+    stage's time go to the timing metric, not to meta.json or training_curve.csv."""
+    runs = iter([(7.5, 8.25), (0.5, 0.75)])
+
+    class Timed:
+        def embed(self, ctx, cfg):
+            first, second = next(runs)
+            ctx.info["curve"] = [{"epoch": 1, "train_loss": 0.5, "seconds": first},
+                                 {"epoch": 2, "train_loss": 0.25, "seconds": second}]
+            return np.ones((3, 2))
+
+    monkeypatch.setattr(embed_stage, "get_method", lambda name: Timed())
+    params = {"model": {}, "models": {"nn": {"method": "dcn", "inherits": "model"}}}
+    outputs = []
+    for run_dir in ("a", "b"):
+        ctx = EmbedContext(CTX.client_ids, CTX.events_dir, CTX.properties_path, CTX.cutoff)
+        monkeypatch.setattr(embed_stage, "local_context", lambda **kw: ctx)
+        embed_stage.run("nn", params, out_dir=tmp_path / run_dir / "nn", timing=tmp_path / run_dir / "nn.json")
+        outputs.append({f.name: f.read_bytes() for f in sorted((tmp_path / run_dir / "nn").iterdir())})
+    assert outputs[0] == outputs[1]
+    assert outputs[0]["training_curve.csv"] == b"epoch,train_loss\n1,0.5\n2,0.25\n"
+    assert b"seconds" not in outputs[0]["meta.json"]
+    timing = json.loads((tmp_path / "a" / "nn.json").read_text())
+    assert timing["epoch_seconds"] == [7.5, 8.25] and timing["profile"] == "nn" and timing["seconds"] >= 0
+    assert json.loads((tmp_path / "b" / "nn.json").read_text())["epoch_seconds"] == [0.5, 0.75]
 
 
 def test_context_takes_params_features_and_sequences_sections(monkeypatch, tmp_path):

@@ -1,22 +1,19 @@
 """The whole DVC graph end to end on a tiny generated dataset, in a throw-away copy of the repo."""
 import json
 import os
-import shutil
 import subprocess
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from ubp import schema
 from ubp.data.synthetic import TINY
 from ubp.params import model_config, profile_dir, profile_names
-from tests.conftest import REPO
+from tests.conftest import GIT_ENV, tiny_repo
 
-ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com",
-       "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com"}
+ENV = {**os.environ, **GIT_ENV}
 
 
 def sh(cwd, *cmd):
@@ -29,22 +26,7 @@ def sh(cwd, *cmd):
 def workspace(tmp_path_factory):
     """A git + DVC copy of the tracked repository with tiny data and short neural training."""
     root = tmp_path_factory.mktemp("repo")
-    tracked = sh(REPO, "git", "ls-files", "--cached", "--others", "--exclude-standard").split("\n")
-    for rel in filter(None, tracked):
-        if rel.startswith(("metrics/", "reports/")) or rel == "dvc.lock" or not (REPO / rel).is_file():
-            continue
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, root / rel)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"]["synthetic"] = {**params["data"]["synthetic"], **TINY}
-    params["model"]["epochs"] = 2
-    for entry in [*params["models"].values(), *(params.get("combined") or {}).values()]:
-        if entry.get("inherits") == "model":
-            entry["epochs"] = 2  # some neural profiles set their own epochs for the default data
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "commit", "-qm", "tiny")
+    params = tiny_repo(root)
     sh(root, "dvc", "repro")
     return root, params
 

@@ -41,17 +41,17 @@ def test_valid_entry_in_any_order_passes(tmp_path):
     [
         (None, good_embeddings(), "client_ids.npy: file not found"),
         (RELEVANT, None, "embeddings.npy: file not found"),
-        (RELEVANT.reshape(2, 2), good_embeddings(), "must be 1-D"),
-        (RELEVANT.astype(np.int32), good_embeddings(), "must be int64, got int32"),
+        (RELEVANT.reshape(2, 2), good_embeddings(), "expected a 1-D int64 array, got int64 with shape (2, 2)"),
+        (RELEVANT.astype(np.int32), good_embeddings(), "expected a 1-D int64 array, got int32"),
         (RELEVANT, good_embeddings().astype(np.float32), "must be float16, got float32"),
-        (RELEVANT, good_embeddings().ravel(), "must be 2-D"),
-        (RELEVANT, np.zeros((4, 2049), dtype=np.float16), "2049 columns, at most 2048"),
-        (RELEVANT, good_embeddings(n=3), "3 rows but client_ids.npy has 4 ids"),
-        (RELEVANT, np.where(np.eye(4, 8) > 0, np.nan, 0).astype(np.float16), "NaN or inf values (4 of them; first in row 0)"),
+        (RELEVANT, good_embeddings().ravel(), "expected a 2-D float array"),
+        (RELEVANT, np.zeros((4, 2049), dtype=np.float16), "2049 dimensions, the limit is 2048"),
+        (RELEVANT, good_embeddings(n=3), "3 rows for 4 client ids in client_ids.npy"),
+        (RELEVANT, np.where(np.eye(4, 8) > 0, np.nan, 0).astype(np.float16), "NaN or inf values in 4 rows (first in row 0)"),
         (RELEVANT, np.full((4, 8), np.inf, dtype=np.float16), "NaN or inf"),
-        (np.array([11, 22, 22, 44], dtype=np.int64), good_embeddings(), "duplicate client ids (1; e.g. 22)"),
-        (np.array([11, 22, 33, 55], dtype=np.int64), good_embeddings(), "1 missing, 1 not relevant (e.g. missing 44)"),
-        (RELEVANT[:3], good_embeddings(n=3), "exactly the 4 relevant clients; 1 missing"),
+        (np.array([11, 22, 22, 44], dtype=np.int64), good_embeddings(), "1 duplicate client ids (e.g. 22)"),
+        (np.array([11, 22, 33, 55], dtype=np.int64), good_embeddings(), "(1 missing, 1 not relevant; missing e.g. 44)"),
+        (RELEVANT[:3], good_embeddings(n=3), "exactly the 4 relevant clients (1 missing"),
     ],
 )
 def test_broken_entries_are_rejected(tmp_path, ids, emb, message):
@@ -61,10 +61,34 @@ def test_broken_entries_are_rejected(tmp_path, ids, emb, message):
     assert message in str(err.value)
 
 
-def test_corrupt_file_is_named(tmp_path):
+@pytest.mark.parametrize("target, content, message", [
+    ("embeddings.npy", b"not an array", "embeddings.npy: not a readable .npy array"),
+    ("embeddings.npy", b"", "embeddings.npy: not a readable .npy array"),  # an empty file
+    ("client_ids.npy", b"", "client_ids.npy: not a readable .npy array"),
+    ("client_ids.npy", b"11,22,33,44\n", "client_ids.npy: not a readable .npy array"),  # a CSV, not .npy
+])
+def test_unreadable_files_are_named(tmp_path, target, content, message):
     entry = write_entry(tmp_path / "e", RELEVANT, good_embeddings())
-    (entry / "embeddings.npy").write_bytes(b"not an array")
-    with pytest.raises(UbpError, match="embeddings.npy: not a readable .npy array"):
+    (entry / target).write_bytes(content)
+    with pytest.raises(UbpError, match=message):
+        validate(entry, RELEVANT)
+
+
+@pytest.mark.parametrize("ids, message", [
+    (RELEVANT.astype(np.float64), "expected a 1-D int64 array, got float64"),  # ids not integers
+    (np.array(["11", "22", "33", "44"]), "expected a 1-D int64 array, got <U2"),
+    (np.array([], dtype=np.int64), "4 rows for 0 client ids"),  # an empty id file
+])
+def test_ids_that_are_not_int64_clients_are_refused(tmp_path, ids, message):
+    entry = write_entry(tmp_path / "e", ids, good_embeddings())
+    with pytest.raises(UbpError, match=message):
+        validate(entry, RELEVANT)
+
+
+def test_object_arrays_are_refused_without_unpickling(tmp_path):
+    entry = write_entry(tmp_path / "e", RELEVANT, good_embeddings())
+    np.save(entry / "client_ids.npy", np.array([11, 22, 33, 44], dtype=object), allow_pickle=True)
+    with pytest.raises(UbpError, match="client_ids.npy: not a readable .npy array"):
         validate(entry, RELEVANT)
 
 
@@ -150,7 +174,7 @@ def test_submit_from_input_packages_the_stored_profile_in_its_own_order(repo, ti
     assert np.array_equal(decoded(np.load(root / "entry" / "embeddings.npy")), ids)
     np.save(stored / "client_ids.npy", ids[1:])  # one relevant client short: refused, named
     np.save(stored / "embeddings.npy", id_code(ids[1:]))
-    with pytest.raises(UbpError, match=f"exactly the {len(relevant)} relevant clients; 1 missing"):
+    with pytest.raises(UbpError, match=rf"entry2/client_ids.npy: the ids must be exactly the {len(relevant)} relevant clients \(1 missing"):
         submit("coded", root / "entry2", params, from_input=True)
 
 

@@ -5,8 +5,13 @@ import importlib
 import logging
 import sys
 
-from ubp.io import UbpError
+from ubp import schema
+from ubp.io import UbpError, sweep_stale
 
+# Where the stages write: what a killed write left there is removed before a stage starts (DVC
+# runs one stage at a time in a workspace, so nothing in them is another run's write in progress).
+OUTPUT_ROOTS = (schema.DATA, schema.EMBEDDINGS_DIR, schema.COMBINED_DIR, schema.METRICS_DIR,
+                schema.METRICS_DIR / "embed", schema.REPORTS_DIR)
 # command -> module whose main(argv) runs it
 COMMANDS = {
     "generate": "ubp.data.synthetic",
@@ -34,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     command, rest = argv[0], argv[1:]
     module = importlib.import_module(COMMANDS[command])
+    if command not in ("submit", "validate"):
+        for path in sweep_stale(*OUTPUT_ROOTS):
+            logging.getLogger("ubp").info("removed %s, left by a write that was killed", path)
     try:
         if command in ("submit", "validate"):
             return module.main([command, *rest]) or 0

@@ -1,8 +1,10 @@
 """The `embed@<profile>` stage: run one embedding method, write `embeddings/<profile>/`.
 
-Output layout (the submission format of SPEC §7): `client_ids.npy` (int64), `embeddings.npy`
-(float16, rows aligned), `meta.json`. A method that cannot run on this data writes only
-`SKIPPED.txt` with the reason, so the graph still runs end to end on a user's real data.
+The directory is SPEC §7's submission layout (`ubp.profile_store`): `client_ids.npy` (int64),
+`embeddings.npy` (float16, rows aligned), `meta.json`, a neural profile's `training_curve.csv`; a
+method that cannot run on this data writes only `SKIPPED.txt` with the reason, so the graph still
+runs end to end on a user's real data. Its bytes depend only on the inputs and params; the stage's
+wall time (and each epoch's) goes to `metrics/embed/<profile>.json`.
 """
 from __future__ import annotations
 
@@ -17,14 +19,15 @@ import numpy as np
 
 from ubp import schema
 from ubp.config import as_dict
-from ubp.io import UbpError, atomic_dir, load_json, load_npy
+from ubp import profile_store as store
+from ubp.io import UbpError, load_json, load_npy, save_json
 from ubp.models import get_method, method_of
-from ubp.models.base import EmbedContext, ProfileUnavailable
+from ubp.models.base import EmbedContext, ProfileUnavailable, standardize
 from ubp.params import load_params, model_config, profile_dir, profile_section
 
 log = logging.getLogger("ubp.embed")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-CURVE_FILE = "training_curve.csv"
+EMBED_METRICS_SUBDIR = "embed"  # metrics/embed/<profile>.json: the embed stage's wall time
 
 
 def local_context(split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
@@ -46,13 +49,6 @@ def local_context(split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = sche
         sequences_dir=sequences_dir,
         sequence_settings=dict(sequence_settings or {}),
     )
-
-
-def standardize(x: np.ndarray) -> np.ndarray:
-    """Each column to mean 0, sd 1 over the rows (a near-constant column is only centred)."""
-    x = np.asarray(x, dtype=np.float64)
-    std = x.std(axis=0)
-    return ((x - x.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
 
 
 def compute(name: str, cfg, ctx: EmbedContext) -> np.ndarray:
@@ -79,40 +75,46 @@ def compute(name: str, cfg, ctx: EmbedContext) -> np.ndarray:
     return matrix.astype(np.float16)
 
 
-def write_profile(out_dir: Path, client_ids: np.ndarray, embeddings: np.ndarray, meta: dict,
-                  curve: list[dict] | None = None) -> None:
-    with atomic_dir(out_dir) as tmp:
-        np.save(tmp / "client_ids.npy", np.asarray(client_ids, dtype=np.int64))
-        np.save(tmp / "embeddings.npy", embeddings)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if curve:
-            columns = list(curve[0])
-            rows = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in curve]
-            (tmp / CURVE_FILE).write_text("\n".join(rows) + "\n")
-
-
-def write_skipped(out_dir: Path, reason: str) -> None:
-    with atomic_dir(out_dir) as tmp:
-        (tmp / "SKIPPED.txt").write_text(reason + "\n")
-
-
 def config_record(cfg) -> dict:
     """A Config as meta.json records it (the ensemble compares it to decide whether a stored source is stale)."""
     return json.loads(json.dumps(as_dict(cfg)))
 
 
-def profile_meta(name: str, cfg, ctx: EmbedContext, dim: int, seconds: float) -> dict:
+def profile_meta(name: str, cfg, ctx: EmbedContext, dim: int) -> dict:
     # events + cutoff + config say what the embedding was made from: the ensemble reuses a stored
     # source only when all three match its own context and params (ubp.combine.sources.load_source).
     info = {key: value for key, value in ctx.info.items() if key != "curve"}
-    return {"profile": name, "method": method_of(cfg), "dim": int(dim), "seconds": seconds,
+    return {"profile": name, "method": method_of(cfg), "dim": int(dim),
             "events": str(ctx.events_dir), "cutoff": ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT),
             "config": config_record(cfg), **info}
 
 
-def run(name: str, params: dict, out_dir: Path | None = None) -> None:
-    """Embed one profile of `models` into its directory (params.profile_dir). Its settings are built
-    (and checked) first: a typo in params.yaml fails before any work."""
+def split_curve(curve: list[dict] | None) -> tuple[list[dict], list]:
+    """The training curve without its wall times (they would make the output's bytes differ from run
+    to run) and the per-epoch wall times, which go to the timing file."""
+    curve = list(curve or [])
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in curve], [row.get("seconds") for row in curve]
+
+
+def timing_path(name: str, metrics_dir: Path = schema.METRICS_DIR) -> Path:
+    """metrics/embed/<profile>.json: the stage's wall time, a `cache: false` metric outside the
+    profile's directory, so `dvc metrics show` has it and the embedding's hash does not."""
+    return Path(metrics_dir) / EMBED_METRICS_SUBDIR / f"{name}.json"
+
+
+def write_timing(path: Path | None, name: str, seconds: float, epoch_seconds: list | None = None) -> None:
+    if path is None:
+        return
+    timing = {"profile": name, "seconds": round(seconds, 2)}
+    if epoch_seconds:
+        timing["epoch_seconds"] = epoch_seconds
+    save_json(path, timing)
+
+
+def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | None = None) -> None:
+    """Embed one profile of `models` into its directory (params.profile_dir), and its wall time into
+    `timing` if given. Its settings are built (and checked) first: a typo in params.yaml fails before
+    any work."""
     if profile_section(params, name) != "models":
         raise UbpError(f"profile '{name}' is built from other profiles (params.yaml combined): "
                        f"run `python -m ubp combine {name}`")
@@ -125,11 +127,13 @@ def run(name: str, params: dict, out_dir: Path | None = None) -> None:
         matrix = compute(name, cfg, ctx)
     except ProfileUnavailable as exc:
         log.warning("profile %s skipped: %s", name, exc)
-        write_skipped(out_dir, str(exc))
+        store.write_skipped(out_dir, str(exc))
+        write_timing(timing, name, time.time() - start)
         return
-    seconds = round(time.time() - start, 2)
-    meta = profile_meta(name, cfg, ctx, int(matrix.shape[1]), seconds)
-    write_profile(out_dir, ctx.client_ids, matrix, meta, ctx.info.get("curve"))
+    seconds = time.time() - start
+    curve, epoch_seconds = split_curve(ctx.info.get("curve"))
+    store.write(out_dir, ctx.client_ids, profile_meta(name, cfg, ctx, int(matrix.shape[1])), matrix, curve=curve)
+    write_timing(timing, name, seconds, epoch_seconds)
     log.info("profile %s: %d x %d in %.1f s", name, matrix.shape[0], matrix.shape[1], seconds)
 
 
@@ -137,5 +141,5 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ubp embed", description=__doc__.splitlines()[0])
     parser.add_argument("profile", help="a key of params.yaml's models")
     args = parser.parse_args(argv)
-    run(args.profile, load_params())
+    run(args.profile, load_params(), timing=timing_path(args.profile))
     return 0

@@ -1,10 +1,26 @@
-"""User-facing errors and atomic writes: a killed stage never leaves a half-written output."""
+"""User-facing errors and atomic writes: a killed stage never leaves a half-written output.
+
+An output is written into a temporary sibling (`.<name>.<random>.tmp`) and renamed onto its path
+only when complete; a directory that replaces another passes through `.<name>.old`. A stage killed
+part-way leaves at most those siblings: the next write of the same path removes them, and
+`sweep_stale` removes them at every stage's start. A disk that fills or a path that cannot be
+written stops the stage with a UbpError naming the output, and the previous output stays in place.
+A directory replaces another in one atomic exchange where Linux allows it (renameat2), so its
+path never goes missing. `UBP_FAULT=<point>[:<name>]` kills the whole run (SIGKILL to the process
+group) at a point of a write, for the kill tests (tests/test_kill.py): `written` (the temporary
+output is complete), `between` (without the exchange: the old copy set aside, the new one not yet
+in place), `replaced` (the new output in place, the old copy not yet removed).
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -23,44 +39,153 @@ class UbpError(Exception):
     """A problem with the user's input or configuration, stated plainly (file, column, row, problem)."""
 
 
+FAULT_ENV = "UBP_FAULT"
+# errno values that mean "this output cannot be written" rather than a bug or a missing input
+WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
+STALE = re.compile(r"^\.(?P<name>.+)\.(old|[A-Za-z0-9_]{8}\.tmp)$")
+
+
+def _fault(point: str, path: Path) -> None:
+    wanted = os.environ.get(FAULT_ENV)
+    if wanted and wanted in (point, f"{point}:{path.name}"):
+        os.killpg(os.getpgid(0), signal.SIGKILL)  # the whole run at once, as a machine stop would
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _clear_leftovers(path: Path) -> None:
+    """The siblings a killed write of `path` left behind (a DVC lock allows one writer per path)."""
+    for entry in path.parent.glob(f".{glob_escape(path.name)}.*"):
+        match = STALE.match(entry.name)
+        if match and match["name"] == path.name:
+            _remove(entry)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def sweep_stale(*roots: str | os.PathLike) -> list[Path]:
+    """Remove what killed writes left in these directories (not recursive); returns what it removed."""
+    removed = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            continue
+        for entry in sorted(root.iterdir()):
+            if STALE.match(entry.name):
+                _remove(entry)
+                removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """OS errors that mean the output cannot be written, as a UbpError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS or (exc.errno in (errno.EACCES, errno.EPERM) and _is_ours(exc, path)):
+            raise UbpError(f"{path}: cannot write the output: {exc.strerror or exc} "
+                           f"(the previous output, if any, is unchanged)") from None
+        raise
+    except Exception as exc:  # DuckDB reports a full disk with its own exception type
+        duckdb = sys.modules.get("duckdb")
+        if duckdb is not None and isinstance(exc, duckdb.IOException) and re.search(
+                r"No space left|File too large|Disk quota|Read-only file system", str(exc)):
+            raise UbpError(f"{path}: cannot write the output: {exc} (the previous output, if any, is unchanged)") from None
+        raise
+
+
+def _is_ours(exc: OSError, path: Path) -> bool:
+    """Was the refused file the output, its temporary sibling or its parent (not an input being read)?"""
+    path = path.absolute()
+    for name in filter(None, (exc.filename, exc.filename2)):
+        name = Path(name).absolute()
+        if name in (path, path.parent) or path in name.parents or name.name.startswith(f".{path.name}."):
+            return True
+        if any(p.name.startswith(f".{path.name}.") for p in name.parents):
+            return True
+    return False
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.chmod(tmp, _default_mode(directory=False))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clear_leftovers(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        try:
+            yield tmp
+            os.chmod(tmp, _default_mode(directory=False))
+            _fault("written", path)
+            os.replace(tmp, path)
+            _fault("replaced", path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces `path` whole (old contents removed)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, _default_mode(directory=True))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clear_leftovers(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            yield tmp
+            os.chmod(tmp, _default_mode(directory=True))
+            _fault("written", path)
+            if path.exists() and _exchange(tmp, path):  # one atomic step: `path` is never missing
+                _fault("replaced", path)  # tmp now holds the old contents, removed below
+            elif path.exists():  # no RENAME_EXCHANGE here: two renames, the old copy set aside between
+                old = path.with_name(f".{path.name}.old")
+                os.replace(path, old)
+                _fault("between", path)
+                os.replace(tmp, path)
+                _fault("replaced", path)
                 shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+            else:
+                os.replace(tmp, path)
+                _fault("replaced", path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+
+
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+_exchange_works: bool | None = None if sys.platform.startswith("linux") else False
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the system or the
+    filesystem cannot (the caller falls back to two renames). UBP_NO_EXCHANGE=1 forces the fallback."""
+    global _exchange_works
+    if _exchange_works is False or os.environ.get("UBP_NO_EXCHANGE"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        done = libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+    except AttributeError:  # a C library without renameat2
+        done = False
+    if not done:
+        err = ctypes.get_errno()
+        if err and err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, 0):
+            raise OSError(err, os.strerror(err), str(b))
+        _exchange_works = False
+    return done
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:

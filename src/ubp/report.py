@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ubp import schema
-from ubp.embed import CURVE_FILE
+from ubp.profile_store import CURVE
 from ubp.io import atomic_dir, atomic_path, load_json, save_json, save_text
 from ubp.params import load_params, profile_dir, profile_names
 
@@ -149,7 +149,7 @@ def copy_curves(profile_dirs: dict[str, Path], out_dir: Path) -> list[str]:
     with atomic_dir(out_dir) as tmp:
         copied = []
         for name, directory in profile_dirs.items():
-            curve = Path(directory) / CURVE_FILE
+            curve = Path(directory) / CURVE
             if curve.is_file():
                 (tmp / f"{name}.csv").write_text(curve.read_text())
                 copied.append(name)

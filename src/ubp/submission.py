@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +17,8 @@ import numpy as np
 from ubp import schema
 from ubp.embed import compute
 from ubp.features.build import connect_for
-from ubp.io import UbpError, atomic_dir, load_npy
+from ubp import profile_store as store
+from ubp.io import UbpError, load_npy
 from ubp.models.base import EmbedContext, ProfileUnavailable
 from ubp.params import load_params, model_config, profile_dir
 
@@ -25,38 +26,8 @@ log = logging.getLogger("ubp.submission")
 
 
 def validate(entry_dir: Path, relevant_clients: np.ndarray | None = None) -> None:
-    """Raise UbpError naming the first rule the entry breaks; return quietly if it is valid."""
-    entry_dir = Path(entry_dir)
-    ids_path, emb_path = entry_dir / "client_ids.npy", entry_dir / "embeddings.npy"
-    ids, emb = load_npy(ids_path), load_npy(emb_path)
-    if ids.ndim != 1:
-        raise UbpError(f"{ids_path}: client_ids must be 1-D, got shape {ids.shape}")
-    if ids.dtype != np.int64:
-        raise UbpError(f"{ids_path}: client_ids must be int64, got {ids.dtype}")
-    if emb.ndim != 2:
-        raise UbpError(f"{emb_path}: embeddings must be 2-D, got shape {emb.shape}")
-    if emb.dtype != np.float16:
-        raise UbpError(f"{emb_path}: embeddings must be float16, got {emb.dtype}")
-    if emb.shape[1] > schema.MAX_EMBEDDING_DIM:
-        raise UbpError(f"{emb_path}: {emb.shape[1]} columns, at most {schema.MAX_EMBEDDING_DIM} allowed")
-    if emb.shape[0] != ids.shape[0]:
-        raise UbpError(f"{emb_path}: {emb.shape[0]} rows but {ids_path.name} has {ids.shape[0]} ids")
-    bad = ~np.isfinite(emb)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise UbpError(f"{emb_path}: NaN or inf values ({int(bad.sum())} of them; first in row {row})")
-    unique, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise UbpError(f"{ids_path}: duplicate client ids ({int((counts > 1).sum())}; e.g. {int(unique[counts > 1][0])})")
-    if relevant_clients is not None:
-        missing = np.setdiff1d(relevant_clients, ids)
-        if len(ids) != len(relevant_clients) or len(missing):
-            extra = np.setdiff1d(ids, relevant_clients)
-            raise UbpError(
-                f"{ids_path}: ids must be exactly the {len(relevant_clients)} relevant clients; "
-                f"{len(missing)} missing, {len(extra)} not relevant"
-                + (f" (e.g. missing {int(missing[0])})" if len(missing) else "")
-            )
+    """Raise UbpError naming the first rule the entry breaks (SPEC §7); return quietly if it is valid."""
+    store.open_profile(entry_dir, relevant_clients, entry=True)
 
 
 def full_context(canonical_dir: Path = schema.CANONICAL_DIR, sequence_settings: dict | None = None,
@@ -79,20 +50,20 @@ def full_context(canonical_dir: Path = schema.CANONICAL_DIR, sequence_settings: 
     )
 
 
-def write_profile_files(directory: Path, ids: np.ndarray, emb: np.ndarray, meta: dict) -> None:
-    np.save(directory / "client_ids.npy", np.asarray(ids, dtype=np.int64))
-    np.save(directory / "embeddings.npy", emb)
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
 def submit(name: str, out_dir: Path, params: dict, from_input: bool = False) -> None:
     relevant = load_npy(schema.CANONICAL_DIR / schema.RELEVANT_CLIENTS_FILE)
     if from_input:
         source = profile_dir(params, name)
-        if (source / "SKIPPED.txt").exists():
-            raise UbpError(f"{source}: profile '{name}' was skipped: {(source / 'SKIPPED.txt').read_text().strip()}")
-        ids, emb = load_npy(source / "client_ids.npy"), load_npy(source / "embeddings.npy")
+        if store.skipped(source) is not None:
+            raise UbpError(f"{source}: profile '{name}' was skipped: {store.skipped(source)}")
+        stored = store.open_profile(source)  # a memory map: copied file to file, never loaded whole
         meta = {"profile": name, "events": "input only (local evaluation)"}
+
+        def copy(path: Path) -> tuple[int, int]:
+            shutil.copyfile(source / store.EMBEDDINGS, path)
+            return stored.shape
+
+        shape = store.write(out_dir, stored.client_ids, meta, fill=copy, check=lambda tmp: validate(tmp, relevant))
     else:
         cfg = model_config(params, name)
         ctx = full_context(sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
@@ -101,12 +72,10 @@ def submit(name: str, out_dir: Path, params: dict, from_input: bool = False) -> 
             emb = compute(name, cfg, ctx)
         except ProfileUnavailable as exc:
             raise UbpError(f"profile '{name}' cannot make an entry: {exc}") from None
-        ids = ctx.client_ids
         meta = {"profile": name, "events": "all", "cutoff": ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT)}
-    with atomic_dir(out_dir) as tmp:  # validated before it replaces out_dir: a refused entry leaves nothing
-        write_profile_files(tmp, ids, emb, meta)
-        validate(tmp, relevant)
-    log.info("entry written to %s and validated: %d x %d", out_dir, *emb.shape)
+        # validated before it replaces out_dir: a refused entry leaves nothing
+        shape = store.write(out_dir, ctx.client_ids, meta, emb, check=lambda tmp: validate(tmp, relevant))
+    log.info("entry written to %s and validated: %d x %d", out_dir, *shape)
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,8 @@ from ubp.combine import blocks as B
 from ubp.combine import ensemble as E
 from ubp.combine import sources as S
 from ubp.config import as_dict, build
-from ubp.embed import compute, write_profile, write_skipped
+from ubp.embed import compute
+from ubp.profile_store import write as write_profile_dir, write_skipped
 from ubp.io import UbpError
 from ubp.models.base import EmbedContext
 from ubp.params import model_config
@@ -33,7 +34,7 @@ def store(root: Path, name: str, ids, x, ctx: EmbedContext, method: str = "exter
     """An embeddings/<name>/ directory as embed.run writes it, made for ctx."""
     meta = {"profile": name, "method": method, "events": str(ctx.events_dir),
             "cutoff": ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT), **meta}
-    write_profile(root / name, np.asarray(ids, np.int64), np.asarray(x, np.float16), meta)
+    write_profile_dir(root / name, np.asarray(ids, np.int64), meta, np.asarray(x, np.float16))
 
 
 def params_file(tmp_path: Path, models: dict | None = None) -> Path:
@@ -255,7 +256,7 @@ def test_embeddings_made_for_other_events_are_not_used(tmp_path):
 
 
 def test_a_meta_without_events_and_cutoff_counts_as_the_local_pipelines(tmp_path):
-    write_profile(tmp_path / "a", np.arange(2, dtype=np.int64), np.eye(2, dtype=np.float16), {"profile": "a"})
+    write_profile_dir(tmp_path / "a", np.arange(2, dtype=np.int64), {"profile": "a"}, np.eye(2, dtype=np.float16))
     local = dataclasses.replace(context(tmp_path, range(2)), events_dir=schema.SPLIT_DIR / "input")
     assert S.made_for(tmp_path / "a", local)
     assert not S.made_for(tmp_path / "a", context(tmp_path, range(2)))  # e.g. all events, for an entry

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ubp import schema
-from ubp.embed import write_profile
+from ubp.profile_store import write as write_profile_dir
 from ubp.io import UbpError
 from ubp.inner_labels import open_train_labels
 from ubp.combine.selection import InnerScorer, greedy, inner_scorer, main, select
@@ -59,9 +59,9 @@ def problem(tiny_dirs, tmp_path_factory):
     rng = np.random.default_rng(0)
     labels = open_train_labels(tiny_dirs["canonical"], tiny_dirs["split"])
     ids = labels[schema.PROPENSITY_CATEGORY]["client_ids"]
-    write_profile(root / "embeddings" / "noise", ids, rng.standard_normal((len(ids), 8)).astype(np.float16), {})
+    write_profile_dir(root / "embeddings" / "noise", ids, {}, rng.standard_normal((len(ids), 8)).astype(np.float16))
     signal = signal_profile(labels, rng).astype(np.float16)
-    write_profile(root / "embeddings" / "signal", ids[::-1], signal[::-1], {})  # any row order
+    write_profile_dir(root / "embeddings" / "signal", ids[::-1], {}, signal[::-1])  # any row order
     params = {"eval": EVAL, "models": {"signal": {"method": "svd"}, "noise": {"method": "rcae"}},
               "ensemble": {"max_dim": 2048}, "selection": {"folds": 2, "seed": 0}}
     return root, params
@@ -163,7 +163,7 @@ def test_selection_runs_and_chooses_alike_without_any_hidden_task_or_validation_
 def test_oracle_and_combined_profiles_are_not_candidates_and_missing_candidates_are_named(problem, tmp_path):
     root, params = problem
     for name in ("oracle", "stack", "plain"):
-        write_profile(tmp_path / name, np.arange(3, dtype=np.int64), np.zeros((3, 2), np.float16), {})
+        write_profile_dir(tmp_path / name, np.arange(3, dtype=np.int64), {}, np.zeros((3, 2), np.float16))
     from ubp.combine.selection import default_candidates
     models = {"oracle": {}, "x": {}, "stack": {"method": "stacked"}, "plain": {"method": "random"}}
     assert default_candidates({"models": models}, tmp_path, ["oracle"]) == ["plain"]  # by its method's trait

@@ -13,9 +13,9 @@ from ubp import schema
 from ubp.__main__ import main
 from ubp.combine import ensemble as E
 from ubp.combine import stage
-from ubp.embed import write_profile
 from ubp.io import UbpError
 from ubp.params import model_config
+from ubp.profile_store import write as write_profile_dir
 
 CUTOFF = "2022-09-01 00:00:00"
 IDS = [7, 3, 5, 1]  # relevant_clients.npy: the rows' order
@@ -34,7 +34,7 @@ PARAMS = {"embedding": {"seed": 0}, "model": {"seed": 0},
 
 def store(root, name, ids, x):
     meta = {"profile": name, "method": "external", "events": str(schema.SPLIT_DIR / "input"), "cutoff": CUTOFF}
-    write_profile(root / schema.EMBEDDINGS_DIR / name, np.asarray(ids, np.int64), np.asarray(x, np.float16), meta)
+    write_profile_dir(root / schema.EMBEDDINGS_DIR / name, np.asarray(ids, np.int64), meta, np.asarray(x, np.float16))
 
 
 @pytest.fixture
@@ -65,7 +65,8 @@ def test_combine_writes_the_hand_checked_ensemble_with_the_old_commands_bytes(re
     assert x.dtype == np.float16 and np.array_equal(x, EXPECTED)
     assert hashlib.md5((out / "embeddings.npy").read_bytes()).hexdigest() == OLD_MD5
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["method"] == "ensemble" and meta["dim"] == 4 and meta["cutoff"] == CUTOFF
+    assert meta["method"] == "ensemble" and meta["dim"] == 4 and meta["cutoff"] == CUTOFF and "seconds" not in meta
+    assert json.loads((repo / schema.METRICS_DIR / "embed" / "ens.json").read_text())["profile"] == "ens"
     assert meta["sources"]["b"] == {"method": "external", "norm": "none", "weight": 2.0, "pca": None, "dim_in": 2,
                                     "dim": 2, "from": "stored", "imputed_clients": 1}
     assert meta["config"]["per_source"]["a"] == {"weight": 1.0, "pca": None, "norm": "l2", "center": False}

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from ubp import schema
+from ubp import profile_store as store
 from ubp.evaluate import protocol, run
 from ubp.io import UbpError
 
@@ -149,7 +150,7 @@ def test_worker_processes_give_the_same_scores_as_one_process(workdir):
 def test_skipped_profile(workdir):
     out = workdir / schema.EMBEDDINGS_DIR / "oracle"
     out.mkdir(parents=True)
-    (out / run.SKIPPED_FILE).write_text("synthetic only\n")
+    (out / store.SKIPPED).write_text("synthetic only\n")
     run.main(["oracle"])
     metrics = json.loads((workdir / schema.METRICS_DIR / "oracle.json").read_text())
     assert metrics == {"profile": "oracle", "eval_profile": "tiny", "skipped": "synthetic only"}

@@ -41,11 +41,12 @@ from typing import Callable
 
 import numpy as np
 
+from ubp import profile_store as store
 from ubp import schema
 from ubp.combine import ensemble
 from ubp.combine.blocks import block
 from ubp.combine.selection_report import earlier, markdown
-from ubp.combine.sources import SKIPPED_FILE, Loaded, Source, SourceSettings, stored
+from ubp.combine.sources import Loaded, Source, SourceSettings, stored
 from ubp.config import as_dict, build
 from ubp.evaluate.protocol import SCORE_DECIMALS, ProtocolConfig, train_and_score
 from ubp.features.build import resources
@@ -218,9 +219,9 @@ def default_candidates(params: dict, embeddings_dir: Path, exclude: list[str]) -
         method = (entry or {}).get("method", name)
         combined = method in available_methods() and traits(method).combined  # built from profiles: never one
         profile_dir = Path(embeddings_dir) / name
-        if name in exclude or combined or (profile_dir / SKIPPED_FILE).exists():
+        if name in exclude or combined or store.skipped(profile_dir) is not None:
             continue
-        if (profile_dir / "embeddings.npy").exists():
+        if (profile_dir / store.EMBEDDINGS).exists():
             names.append(name)
         else:
             log.warning("selection: profile %s has no embedding in %s: not a candidate", name, profile_dir)
@@ -236,7 +237,7 @@ def source_blocks(candidates: list[str], params: dict, client_ids: np.ndarray, e
     blocks = {}
     for name in candidates:
         profile_dir = Path(embeddings_dir) / name
-        if not (profile_dir / "embeddings.npy").exists():
+        if not (profile_dir / store.EMBEDDINGS).exists():
             raise UbpError(f"selection: candidate '{name}' has no embedding in {profile_dir} "
                            f"(run `python -m ubp embed {name}` first)")
         x, rows, present = stored(profile_dir, client_ids)

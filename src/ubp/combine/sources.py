@@ -25,17 +25,15 @@ from typing import Literal
 
 import numpy as np
 
+from ubp import profile_store as store
 from ubp import schema
 from ubp.config import as_dict
-from ubp.io import UbpError, load_npy
+from ubp.io import UbpError
 from ubp.models import method_of, traits
 from ubp.models.base import EmbedContext, ProfileUnavailable
 from ubp.params import model_config, profile_method
 
 log = logging.getLogger("ubp.combine")
-
-SKIPPED_FILE = "SKIPPED.txt"
-META_FILE = "meta.json"
 
 
 @dataclass(frozen=True)
@@ -114,32 +112,17 @@ def align_rows(stored_ids: np.ndarray, client_ids: np.ndarray) -> tuple[np.ndarr
     return order[pos[present]], present
 
 
-def open_npy(path: Path) -> np.ndarray:
-    """A stored .npy mapped read-only: its rows are read when used, never copied whole."""
-    if not Path(path).exists():
-        raise UbpError(f"{path}: file not found")
-    try:
-        x = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:  # numpy raises several types for a corrupt file
-        raise UbpError(f"{path}: not a readable .npy array ({exc})") from None
-    if x.ndim != 2:
-        raise UbpError(f"{path}: expected a (clients, dimensions) matrix, got shape {x.shape}")
-    return x
-
-
 def stored(profile_dir: Path, client_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A stored profile's mapped matrix, the row of each present client and the present mask."""
-    ids, x = load_npy(profile_dir / "client_ids.npy"), open_npy(profile_dir / "embeddings.npy")
-    if len(ids) != len(x):
-        raise UbpError(f"{profile_dir}: embeddings.npy has {len(x)} rows, client_ids.npy {len(ids)}")
-    rows, present = align_rows(ids, client_ids)
-    return x, rows, present
+    """A stored profile's matrix (memory-mapped, checked by ubp.profile_store), the row of each
+    present client and the present mask."""
+    profile = store.open_profile(profile_dir)
+    rows, present = align_rows(profile.client_ids, client_ids)
+    return profile.embeddings, rows, present
 
 
 def made_for(profile_dir: Path, ctx: EmbedContext) -> bool:
     """Was `profile_dir` made from ctx's events as of ctx's cutoff?"""
-    meta_path = profile_dir / META_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = store.read_meta(profile_dir)
     if "events" in meta or "cutoff" in meta:
         return (meta.get("cutoff") == ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT)
                 and Path(str(meta.get("events"))).resolve() == Path(ctx.events_dir).resolve())
@@ -156,11 +139,10 @@ def load_source(source: Source, ctx: EmbedContext, params: dict, embeddings_dir:
         raise UbpError(f"ensemble: source '{name}' is a combined profile; list base profiles (models) only")
     cfg = model_config(params, name) if name in models else None
     if profile_dir.is_dir() and made_for(profile_dir, ctx):
-        if (profile_dir / SKIPPED_FILE).is_file():
-            log.warning("ensemble: source %s skipped (%s)", name, (profile_dir / SKIPPED_FILE).read_text().strip())
+        if store.skipped(profile_dir) is not None:
+            log.warning("ensemble: source %s skipped (%s)", name, store.skipped(profile_dir))
             return None
-        meta_path = profile_dir / META_FILE
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        meta = store.read_meta(profile_dir)
         stale = cfg is not None and "config" in meta and meta["config"] != json.loads(json.dumps(as_dict(cfg)))
         if not stale:
             x, rows, present = stored(profile_dir, ctx.client_ids)

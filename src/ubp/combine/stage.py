@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
+from ubp import profile_store as store
 from ubp import schema
 from ubp.combine.sources import check_names
-from ubp.embed import compute, local_context, profile_meta, write_profile, write_skipped
-from ubp.io import UbpError, atomic_dir, save_json
+from ubp.embed import compute, local_context, profile_meta, split_curve, timing_path, write_timing
+from ubp.io import UbpError, save_json
 from ubp.models import get_method, method_of
 from ubp.models.base import ProfileUnavailable
 from ubp.params import load_params, model_config, profile_dir, profile_section
@@ -83,8 +81,10 @@ def check_markers(profile: str, cfg, markers_dir: Path = MARKERS_DIR) -> None:
                        f"--source <name>` (see ensemble_sources), and `dvc repro` to run it")
 
 
-def run(name: str, params: dict, out_dir: Path | None = None, markers_dir: Path = MARKERS_DIR) -> None:
-    """Build one profile of `combined:` into combined/<name>/ (or out_dir)."""
+def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | None = None,
+        markers_dir: Path = MARKERS_DIR) -> None:
+    """Build one profile of `combined:` into combined/<name>/ (or out_dir), and its wall time into
+    `timing` if given (metrics/embed/<name>.json, as a base profile's)."""
     cfg = combined_config(params, name)
     check_markers(name, cfg, markers_dir)
     out_dir = Path(out_dir) if out_dir is not None else profile_dir(params, name)
@@ -93,22 +93,22 @@ def run(name: str, params: dict, out_dir: Path | None = None, markers_dir: Path 
     log.info("profile %s: method %s, %d clients, cutoff %s", name, method_of(cfg), len(ctx.client_ids), ctx.cutoff)
     writer = getattr(get_method(method_of(cfg)), "write_embeddings", None)
     if writer is not None:  # too big to hold whole (the ensemble at 1M x 2,048): the method writes it in blocks
-        with atomic_dir(out_dir) as tmp:
-            rows, dim = writer(ctx, cfg, tmp / "embeddings.npy")
-            np.save(tmp / "client_ids.npy", np.asarray(ctx.client_ids, dtype=np.int64))
-            meta = profile_meta(name, cfg, ctx, dim, round(time.time() - start, 2))
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        log.info("profile %s: %d x %d in %.1f s", name, rows, dim, meta["seconds"])
+        shape = store.write(out_dir, ctx.client_ids, lambda shape: profile_meta(name, cfg, ctx, shape[1]),
+                            fill=lambda path: writer(ctx, cfg, path))
+        write_timing(timing, name, time.time() - start)
+        log.info("profile %s: %d x %d in %.1f s", name, shape[0], shape[1], time.time() - start)
         return
     try:
         matrix = compute(name, cfg, ctx)
     except ProfileUnavailable as exc:
         log.warning("profile %s skipped: %s", name, exc)
-        write_skipped(out_dir, str(exc))
+        store.write_skipped(out_dir, str(exc))
+        write_timing(timing, name, time.time() - start)
         return
-    seconds = round(time.time() - start, 2)
-    write_profile(out_dir, ctx.client_ids, matrix, profile_meta(name, cfg, ctx, int(matrix.shape[1]), seconds),
-                  ctx.info.get("curve"))
+    seconds = time.time() - start
+    curve, epoch_seconds = split_curve(ctx.info.get("curve"))
+    store.write(out_dir, ctx.client_ids, profile_meta(name, cfg, ctx, int(matrix.shape[1])), matrix, curve=curve)
+    write_timing(timing, name, seconds, epoch_seconds)
     log.info("profile %s: %d x %d in %.1f s", name, matrix.shape[0], matrix.shape[1], seconds)
 
 
@@ -118,7 +118,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--source", default=None, help="write this source's marker instead (a marker stage)")
     args = parser.parse_args(argv)
     if args.source is None:
-        run(args.profile, load_params())
+        run(args.profile, load_params(), timing=timing_path(args.profile))
     else:
         log.info("marker of %s for %s -> %s", args.source, args.profile, mark(args.profile, args.source, load_params()))
     return 0

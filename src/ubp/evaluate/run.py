@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from ubp import profile_store as store
 from ubp import schema
 from ubp.evaluate.protocol import BLOCK_BYTES, SCORE_DECIMALS, ProtocolConfig, Rows, align_rows, evaluate_task
 from ubp.io import UbpError, load_npy, save_json
@@ -34,7 +35,6 @@ from ubp.params import load_params, profile_dir, profile_names, section
 
 log = logging.getLogger(__name__)
 
-SKIPPED_FILE = "SKIPPED.txt"
 LABEL_KEYS = ("client_ids", "y_train", "y_validation")
 
 
@@ -73,44 +73,10 @@ def load_task_ids(targets_dir: Path, task: str) -> np.ndarray:
         return npz["client_ids"]
 
 
-def _open_embedding(path: Path) -> np.ndarray:
-    """The embedding as a read-only memory map: checked and converted a block at a time."""
-    if not path.exists():
-        raise UbpError(f"{path}: file not found")
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:  # numpy raises several types for a corrupt file
-        raise UbpError(f"{path}: not a readable .npy array ({exc})") from None
-
-
-def check_embedding(profile_dir: Path, relevant: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-    """client_ids and the embedding's shape, checked like a submission (SPEC §7), except for NaN and
-    inf, which `write_float32` counts while it reads the values."""
-    ids_path, emb_path = profile_dir / "client_ids.npy", profile_dir / "embeddings.npy"
-    ids, emb = load_npy(ids_path), _open_embedding(emb_path)
-    if ids.ndim != 1 or ids.dtype != np.int64:
-        raise UbpError(f"{ids_path}: expected a 1-D int64 array, got {ids.dtype} with shape {ids.shape}")
-    if emb.ndim != 2 or not np.issubdtype(emb.dtype, np.floating):
-        raise UbpError(f"{emb_path}: expected a 2-D float array, got {emb.dtype} with shape {emb.shape}")
-    if len(emb) != len(ids):
-        raise UbpError(f"{emb_path}: {len(emb)} rows for {len(ids)} client ids")
-    if emb.shape[1] > schema.MAX_EMBEDDING_DIM:
-        raise UbpError(f"{emb_path}: {emb.shape[1]} dimensions, the limit is {schema.MAX_EMBEDDING_DIM}")
-    unique = np.unique(ids)
-    if len(unique) != len(ids):
-        raise UbpError(f"{ids_path}: {len(ids) - len(unique)} duplicate client ids")
-    missing, extra = np.setdiff1d(relevant, unique), np.setdiff1d(unique, relevant)
-    if len(missing) or len(extra):
-        example = f"missing e.g. {missing[0]}" if len(missing) else f"unexpected e.g. {extra[0]}"
-        raise UbpError(f"{ids_path}: the ids must be exactly the {len(relevant)} relevant clients "
-                       f"({len(missing)} missing, {len(extra)} not relevant; {example})")
-    return ids, emb.shape
-
-
 def write_float32(emb_path: Path, out: Path) -> None:
     """The embedding cast to float32 (as the official pipeline feeds it) into the .npy file `out`,
     a block at a time: neither copy is ever held in memory whole. NaN or inf -> UbpError."""
-    n, width = _open_embedding(emb_path).shape
+    n, width = store.open_matrix(emb_path).shape
     target = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, width))
     offset = target.offset
     del target  # written below with plain writes, which do not map the file into this process
@@ -157,10 +123,10 @@ def evaluate_profile(profile: str, eval_params: dict, embeddings_dir: Path = sch
     config = ProtocolConfig.from_params(eval_params, size)
     profile_dir = Path(embeddings_dir) / profile
     result = {"profile": profile, "eval_profile": size}
-    if (profile_dir / SKIPPED_FILE).exists():
-        reason = (profile_dir / SKIPPED_FILE).read_text().strip()
+    reason = store.skipped(profile_dir)
+    if reason is not None:
         log.info("%s: skipped by the embed stage (%s)", profile, reason)
-        return {**result, "skipped": reason or "skipped"}
+        return {**result, "skipped": reason}
     workers = eval_params.get("workers")
     workers = 1 if workers is None else workers  # absent, or emptied by `dvc exp run -S eval.workers=null`
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -169,14 +135,15 @@ def evaluate_profile(profile: str, eval_params: dict, embeddings_dir: Path = sch
     started = time.perf_counter()
     # Every non-churn task covers all relevant clients (churn only the active ones).
     relevant = np.unique(np.concatenate([load_task_ids(targets_dir, t) for t in schema.TASKS]))
-    ids, (n, width) = check_embedding(profile_dir, relevant)
+    stored = store.open_profile(profile_dir, relevant)  # NaN/inf: counted by write_float32
+    ids, (n, width) = stored.client_ids, stored.shape
     log.info("%s: %d clients x %d dims; network %s (thin %d, wide %d), %d epochs, device %s",
              profile, n, width, size, config.thin, config.wide, config.epochs, config.device)
     # One float32 copy on disk (TMPDIR) that every worker reads, plus each task's rows and labels:
     # the parent never holds an aligned copy of the embedding.
     with tempfile.TemporaryDirectory(prefix="ubp-evaluate-") as tmp:
         x_path = Path(tmp) / "embeddings.npy"
-        write_float32(profile_dir / "embeddings.npy", x_path)
+        write_float32(profile_dir / store.EMBEDDINGS, x_path)
         sizes = {task: write_task(targets_dir, task, ids, Path(tmp) / task) for task in schema.TASKS}
         outs = _run_tasks(profile, x_path, Path(tmp), sizes, config, workers)
     tasks = {task: _task_entry(task, outs[task]) for task in schema.TASKS}  # always in task order

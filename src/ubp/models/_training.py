@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ubp.io import UbpError
-from ubp.models.base import EmbeddingConfig
+from ubp.models.base import EmbeddingConfig, standardize
 
 log = logging.getLogger("ubp.models")
 
@@ -232,14 +232,10 @@ def tabular_input(ctx, cfg: TabularConfig) -> np.ndarray:
     to a normal (tames heavy tails, SPEC §8), then standardized, because the quantile map sends a
     column's ties — e.g. the many zero counts — to one extreme value, far from mean 0 / sd 1."""
     from ubp.features.table import feature_matrix, load_or_build
-    from ubp.models.features import QUANTILE_COLUMNS, quantile_normal
+    from ubp.models.features import quantile_normal
 
     x = quantile_normal(feature_matrix(load_or_build(ctx)), cfg.n_quantiles, cfg.subsample, cfg.seed)  # new float32
-    for c in range(0, x.shape[1], QUANTILE_COLUMNS):  # float64 statistics, a block of columns at a time
-        block = x[:, c:c + QUANTILE_COLUMNS].astype(np.float64)
-        std = block.std(axis=0)
-        x[:, c:c + QUANTILE_COLUMNS] = (block - block.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)
-    return x
+    return standardize(x, out=x)
 
 
 def embed_tabular(ctx, cfg: TabularConfig, train: Callable, represent: str) -> np.ndarray:

@@ -67,3 +67,18 @@ class EmbedContext:
 
     def events(self, event_type: str) -> Path:
         return self.events_dir / f"{event_type}.parquet"
+
+
+STANDARDIZE_COLUMNS = 16  # float64 statistics a block of columns at a time: a float32 copy, not a float64 one
+
+
+def standardize(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Each column to mean 0, sd 1 over the rows (a near-constant column is only centred), as float32
+    into `out` (which may be x itself) or a new array. The one standardisation of every method's
+    output and input (embed's `model.standardize`, the tabular networks' input, the oracle)."""
+    out = np.empty(x.shape, dtype=np.float32) if out is None else out
+    for c in range(0, x.shape[1], STANDARDIZE_COLUMNS):
+        block = np.asarray(x[:, c:c + STANDARDIZE_COLUMNS], dtype=np.float64)
+        std = block.std(axis=0)
+        out[:, c:c + STANDARDIZE_COLUMNS] = (block - block.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)
+    return out

@@ -15,7 +15,7 @@ import numpy as np
 
 from ubp import schema
 from ubp.io import UbpError, load_npy
-from ubp.models.base import EmbedContext, EmbeddingConfig, ProfileUnavailable
+from ubp.models.base import EmbedContext, EmbeddingConfig, ProfileUnavailable, standardize
 
 READS = ("synthetic",)
 AS_OF = False  # the generator's state at the split, whatever the context's cutoff
@@ -59,5 +59,4 @@ def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
         raise UbpError(f"{oracle_dir / 'client_ids.npy'}: {len(missing)} clients to embed have no state (e.g. {missing[0]})")
     state = transform(state[[row[int(c)] for c in ctx.client_ids]], columns)
     # Standardised so no latent variable dominates the downstream network by its scale alone.
-    std = state.std(axis=0)
-    return ((state - state.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
+    return standardize(state)
