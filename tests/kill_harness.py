@@ -25,7 +25,7 @@ from tests.conftest import GIT_ENV, tiny_repo
 
 # What the harness runs: the data stages, one profile and its evaluation (every kind of write).
 TARGETS = ("features", "sequences", "evaluate@aggregated")
-PROFILES = {"aggregated", "random"}  # the graph keeps these models only (and no combined profile)
+PROFILES = {"aggregated", "random"}  # the graph keeps these models only (and combined profiles over aggregated)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,9 @@ def command(stage: str) -> list[str]:
 def make_repo(root: Path) -> None:
     def edit(params):
         params["models"] = {k: v for k, v in params["models"].items() if k in PROFILES}
-        params["combined"] = {}
+        # dvc.yaml's marker stages iterate over ensemble.sources and combined.stacked.sources: keep both
+        params["ensemble"] = {**params["ensemble"], "sources": ["aggregated"], "per_source": {}}
+        params["combined"]["stacked"]["sources"] = ["aggregated"]
     tiny_repo(root, edit)
     dvc(root, "repro", *TARGETS)
 

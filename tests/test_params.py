@@ -5,7 +5,8 @@ import json
 import pytest
 
 from ubp.io import UbpError
-from ubp.models import ensemble, gru_ae, svd
+from ubp.combine import ensemble
+from ubp.models import gru_ae, svd
 from ubp.params import (load_params, model_config, profile_dir, profile_method, profile_names, profile_reads,
                         section_config)
 from tests.conftest import REPO

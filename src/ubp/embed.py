@@ -24,7 +24,7 @@ from ubp.features.sources import FeaturesConfig
 from ubp.io import UbpError, load_json, load_npy, save_json
 from ubp.models import get_method, method_of
 from ubp.models.base import EmbedContext, ProfileUnavailable, standardize
-from ubp.params import load_params, model_config, profile_dir
+from ubp.params import load_params, model_config, profile_dir, profile_section
 from ubp.sequences import SequencesConfig
 
 log = logging.getLogger("ubp.embed")
@@ -84,7 +84,7 @@ def config_record(cfg) -> dict:
 
 def profile_meta(name: str, cfg, ctx: EmbedContext, dim: int) -> dict:
     # events + cutoff + config say what the embedding was made from: the ensemble reuses a stored
-    # source only when all three match its own context and params (ubp.ensemble.load_source).
+    # source only when all three match its own context and params (ubp.combine.sources.load_source).
     info = {key: value for key, value in ctx.info.items() if key != "curve"}
     return {"profile": name, "method": method_of(cfg), "dim": int(dim),
             "events": str(ctx.events_dir), "cutoff": ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT),
@@ -114,23 +114,18 @@ def write_timing(path: Path | None, name: str, seconds: float, epoch_seconds: li
 
 
 def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | None = None) -> None:
-    """Embed one profile of `models` or `combined` into its directory (params.profile_dir), and its
-    wall time into `timing` if given. Its settings are built (and checked) first: a typo in
-    params.yaml fails before any work."""
+    """Embed one profile of `models` into its directory (params.profile_dir), and its wall time into
+    `timing` if given. Its settings are built (and checked) first: a typo in params.yaml fails before
+    any work."""
+    if profile_section(params, name) != "models":
+        raise UbpError(f"profile '{name}' is built from other profiles (params.yaml combined): "
+                       f"run `python -m ubp combine {name}`")
     cfg = model_config(params, name)
     out_dir = Path(out_dir) if out_dir is not None else profile_dir(params, name)
     ctx = local_context(sequence_settings=SequencesConfig.from_params(params),
                         feature_settings=FeaturesConfig.from_params(params))
     start = time.time()
     log.info("profile %s: method %s, %d clients, cutoff %s", name, method_of(cfg), len(ctx.client_ids), ctx.cutoff)
-    writer = getattr(get_method(method_of(cfg)), "write_embeddings", None)
-    if writer is not None:  # too big to hold whole (the ensemble at 1M x 2,048): the method writes it in blocks
-        shape = store.write(out_dir, ctx.client_ids, lambda shape: profile_meta(name, cfg, ctx, shape[1]),
-                            fill=lambda path: writer(ctx, cfg, path))
-        seconds = time.time() - start
-        write_timing(timing, name, seconds)
-        log.info("profile %s: %d x %d in %.1f s", name, shape[0], shape[1], seconds)
-        return
     try:
         matrix = compute(name, cfg, ctx)
     except ProfileUnavailable as exc:
@@ -147,7 +142,7 @@ def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | Non
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ubp embed", description=__doc__.splitlines()[0])
-    parser.add_argument("profile", help="a key of params.yaml's models or combined")
+    parser.add_argument("profile", help="a key of params.yaml's models")
     args = parser.parse_args(argv)
     run(args.profile, load_params(), timing=timing_path(args.profile))
     return 0
