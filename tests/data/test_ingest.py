@@ -274,7 +274,7 @@ def test_files_the_layout_does_not_name_are_logged_and_ignored(tmp_path, caplog)
 
 # --- implausible timestamps (see ubp.data.timestamps) -----------------------------------------------
 # The hand-made log's latest day is 2022-04-01 (AFTER_END), its gaps are at most 7 days after its median: with
-# days_after_bulk 7 the plausible range ends before 2022-04-09 00:00:00 (2022-04-01 + 1 + 7 days).
+# days_after_bulk 30 (the default) the plausible range ends before 2022-05-02 00:00:00 (2022-04-01 + 1 + 30 days).
 
 def plant(tables, name, row, timestamp):
     frame = tables[name]
@@ -286,7 +286,7 @@ def plant(tables, name, row, timestamp):
 @pytest.mark.parametrize("name, row, stamp", [
     (S.PRODUCT_BUY, 4, "2099-01-01 00:00:00"),
     (S.PAGE_VISIT, 1, "1970-01-01 00:00:00"),
-    (S.PRODUCT_BUY, 0, "2022-04-09 00:00:00"),  # the first implausible second
+    (S.PRODUCT_BUY, 0, "2022-05-02 00:00:00"),  # the first implausible second
     (S.SEARCH_QUERY, 2, "1999-12-31 23:59:59"),
 ])
 def test_implausible_timestamp_is_refused_naming_file_column_row_value(tmp_path, name, row, stamp):
@@ -299,7 +299,7 @@ def test_implausible_timestamp_is_refused_naming_file_column_row_value(tmp_path,
 
 
 def test_last_plausible_second_is_accepted(tmp_path):
-    out = ingest_tables(tmp_path, plant(handmade_tables(), S.PRODUCT_BUY, 0, "2022-04-08 23:59:59"))
+    out = ingest_tables(tmp_path, plant(handmade_tables(), S.PRODUCT_BUY, 0, "2022-05-01 23:59:59"))
     assert len(pd.read_parquet(out / f"{S.PRODUCT_BUY}.parquet")) == len(handmade_tables()[S.PRODUCT_BUY]) + 1
     assert not (out / "dropped.json").exists()  # refusing (the default) writes no report
 
@@ -322,7 +322,7 @@ def test_drop_removes_exactly_the_planted_rows_and_reports_them(tmp_path):
     report = json.loads((tmp_path / "canonical" / "dropped.json").read_text())
     assert report["dropped_rows"] == {S.PRODUCT_BUY: 2, S.ADD_TO_CART: 0, S.REMOVE_FROM_CART: 0,
                                       S.PAGE_VISIT: 1, S.SEARCH_QUERY: 0}
-    assert report["plausible_before"] == "2022-04-09 00:00:00"
+    assert report["plausible_before"] == "2022-05-02 00:00:00"
     assert split(tmp_path / "canonical", tmp_path / "split")["end_date"] == END_DATE
 
 

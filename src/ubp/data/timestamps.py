@@ -2,7 +2,7 @@
 
 A timestamp is implausible when it is before `earliest` (default 2000-01-01: epoch zero and other
 defaults of broken exports) or on a day that follows the bulk of the events after `days_after_bulk`
-(default 7) or more empty days. The bulk starts at the median event's day (over all five event files)
+(default 30) or more empty days. The bulk starts at the median event's day (over all five event files)
 and runs on through every later day with events until a gap of more than `days_after_bulk` days:
 any number of outliers beyond such a gap is caught, while data with events every few days never is.
 The later limit matters most: the split's end date is the latest buy, so one far-future buy would
@@ -23,7 +23,7 @@ DROPPED_FILE = "dropped.json"  # written into the canonical directory when `drop
 class TimestampsConfig:
     """params.yaml's `data.timestamps`: the plausible range and what to do with rows outside it."""
     earliest: str = "2000-01-01 00:00:00"  # earlier timestamps are implausible ('YYYY-MM-DD HH:MM:SS')
-    days_after_bulk: int = 7  # a longer empty stretch after the bulk: later days are implausible
+    days_after_bulk: int = 30  # a longer empty stretch after the bulk: later days are implausible
     drop: bool = False  # false: refuse the data naming the first such row; true: drop them, report the counts
 
     def __post_init__(self):
