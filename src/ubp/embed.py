@@ -113,6 +113,23 @@ def write_timing(path: Path | None, name: str, seconds: float, epoch_seconds: li
     save_json(path, timing)
 
 
+def write_computed(name: str, cfg, ctx: EmbedContext, out_dir: Path, timing: Path | None, start: float) -> None:
+    """Compute the profile and write its directory (or SKIPPED.txt) and its wall time since `start`:
+    the end of both the embed and the combine stage."""
+    try:
+        matrix = compute(name, cfg, ctx)
+    except ProfileUnavailable as exc:
+        log.warning("profile %s skipped: %s", name, exc)
+        store.write_skipped(out_dir, str(exc))
+        write_timing(timing, name, time.time() - start)
+        return
+    seconds = time.time() - start
+    curve, epoch_seconds = split_curve(ctx.info.get("curve"))
+    store.write(out_dir, ctx.client_ids, profile_meta(name, cfg, ctx, int(matrix.shape[1])), matrix, curve=curve)
+    write_timing(timing, name, seconds, epoch_seconds)
+    log.info("profile %s: %d x %d in %.1f s", name, matrix.shape[0], matrix.shape[1], seconds)
+
+
 def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | None = None) -> None:
     """Embed one profile of `models` into its directory (params.profile_dir), and its wall time into
     `timing` if given. Its settings are built (and checked) first: a typo in params.yaml fails before
@@ -126,18 +143,7 @@ def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | Non
                         feature_settings=FeaturesConfig.from_params(params))
     start = time.time()
     log.info("profile %s: method %s, %d clients, cutoff %s", name, method_of(cfg), len(ctx.client_ids), ctx.cutoff)
-    try:
-        matrix = compute(name, cfg, ctx)
-    except ProfileUnavailable as exc:
-        log.warning("profile %s skipped: %s", name, exc)
-        store.write_skipped(out_dir, str(exc))
-        write_timing(timing, name, time.time() - start)
-        return
-    seconds = time.time() - start
-    curve, epoch_seconds = split_curve(ctx.info.get("curve"))
-    store.write(out_dir, ctx.client_ids, profile_meta(name, cfg, ctx, int(matrix.shape[1])), matrix, curve=curve)
-    write_timing(timing, name, seconds, epoch_seconds)
-    log.info("profile %s: %d x %d in %.1f s", name, matrix.shape[0], matrix.shape[1], seconds)
+    write_computed(name, cfg, ctx, out_dir, timing, start)
 
 
 def main(argv: list[str]) -> int:

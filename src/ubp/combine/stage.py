@@ -23,10 +23,9 @@ from pathlib import Path
 from ubp import profile_store as store
 from ubp import schema
 from ubp.combine.sources import check_names
-from ubp.embed import compute, local_context, profile_meta, split_curve, timing_path, write_timing
+from ubp.embed import local_context, profile_meta, timing_path, write_computed, write_timing
 from ubp.io import UbpError, save_json
 from ubp.models import get_method, method_of
-from ubp.models.base import ProfileUnavailable
 from ubp.params import load_params, model_config, profile_dir, profile_section
 
 log = logging.getLogger("ubp.combine")
@@ -98,18 +97,7 @@ def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | Non
         write_timing(timing, name, time.time() - start)
         log.info("profile %s: %d x %d in %.1f s", name, shape[0], shape[1], time.time() - start)
         return
-    try:
-        matrix = compute(name, cfg, ctx)
-    except ProfileUnavailable as exc:
-        log.warning("profile %s skipped: %s", name, exc)
-        store.write_skipped(out_dir, str(exc))
-        write_timing(timing, name, time.time() - start)
-        return
-    seconds = time.time() - start
-    curve, epoch_seconds = split_curve(ctx.info.get("curve"))
-    store.write(out_dir, ctx.client_ids, profile_meta(name, cfg, ctx, int(matrix.shape[1])), matrix, curve=curve)
-    write_timing(timing, name, seconds, epoch_seconds)
-    log.info("profile %s: %d x %d in %.1f s", name, matrix.shape[0], matrix.shape[1], seconds)
+    write_computed(name, cfg, ctx, out_dir, timing, start)
 
 
 def main(argv: list[str]) -> int:
