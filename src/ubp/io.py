@@ -59,28 +59,25 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _leftovers(directory: Path, name: str | None = None) -> list[Path]:
+    """What killed writes left in `directory` (of the output `name` only, if given)."""
+    if not directory.is_dir():
+        return []
+    return [entry for entry in sorted(directory.iterdir())
+            if (match := STALE.match(entry.name)) and name in (None, match["name"])]
+
+
 def _clear_leftovers(path: Path) -> None:
     """The siblings a killed write of `path` left behind (a DVC lock allows one writer per path)."""
-    for entry in path.parent.glob(f".{glob_escape(path.name)}.*"):
-        match = STALE.match(entry.name)
-        if match and match["name"] == path.name:
-            _remove(entry)
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
+    for entry in _leftovers(path.parent, path.name):
+        _remove(entry)
 
 
 def sweep_stale(*roots: str | os.PathLike) -> list[Path]:
     """Remove what killed writes left in these directories (not recursive); returns what it removed."""
-    removed = []
-    for root in map(Path, roots):
-        if not root.is_dir():
-            continue
-        for entry in sorted(root.iterdir()):
-            if STALE.match(entry.name):
-                _remove(entry)
-                removed.append(entry)
+    removed = [entry for root in roots for entry in _leftovers(Path(root))]
+    for entry in removed:
+        _remove(entry)
     return removed
 
 
@@ -104,12 +101,11 @@ def _writing(path: Path) -> Iterator[None]:
 
 def _is_ours(exc: OSError, path: Path) -> bool:
     """Was the refused file the output, its temporary sibling or its parent (not an input being read)?"""
-    path = path.absolute()
+    path, temporary = path.absolute(), f".{path.name}."
     for name in filter(None, (exc.filename, exc.filename2)):
         name = Path(name).absolute()
-        if name in (path, path.parent) or path in name.parents or name.name.startswith(f".{path.name}."):
-            return True
-        if any(p.name.startswith(f".{path.name}.") for p in name.parents):
+        if name in (path, path.parent) or path in name.parents \
+                or any(p.name.startswith(temporary) for p in (name, *name.parents)):
             return True
     return False
 
@@ -147,18 +143,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             yield tmp
             os.chmod(tmp, _default_mode(directory=True))
             _fault("written", path)
-            if path.exists() and _exchange(tmp, path):  # one atomic step: `path` is never missing
+            if not path.exists():
+                os.replace(tmp, path)
+                _fault("replaced", path)
+            elif _exchange(tmp, path):  # one atomic step: `path` is never missing
                 _fault("replaced", path)  # tmp now holds the old contents, removed below
-            elif path.exists():  # no RENAME_EXCHANGE here: two renames, the old copy set aside between
+            else:  # no RENAME_EXCHANGE here: two renames, the old copy set aside between
                 old = path.with_name(f".{path.name}.old")
                 os.replace(path, old)
                 _fault("between", path)
                 os.replace(tmp, path)
                 _fault("replaced", path)
                 shutil.rmtree(old)
-            else:
-                os.replace(tmp, path)
-                _fault("replaced", path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
