@@ -41,19 +41,16 @@ def variant(profile: str, sample: str) -> str:
 
 def embed_one(profile: str, sample: str, epochs: int | None, out: Path) -> None:
     """Child process: embed `profile` with fit_clients = sample, write it, print its costs as JSON."""
-    from ubp.embed import compute, local_context, split_curve
-    from ubp.features.build import FeaturesConfig
+    from ubp.embed import compute, params_context, split_curve
     from ubp.profile_store import write
     from ubp.params import load_params, model_config
-    from ubp.sequences import SequencesConfig
 
     params = load_params()
     cfg = model_config(params, profile)
     size, _, times = sample.partition("x")  # "4000x3": 4,000 clients, 3x the epochs (as many steps as all 12,000)
     cfg = dataclasses.replace(cfg, fit_clients=None if size == "all" else int(size),
                               epochs=epochs if epochs is not None else cfg.epochs * int(times or 1))
-    ctx = local_context(sequence_settings=SequencesConfig.from_params(params),
-                        feature_settings=FeaturesConfig.from_params(params))
+    ctx = params_context(params)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     matrix = compute(profile, cfg, ctx)

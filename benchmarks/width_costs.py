@@ -18,10 +18,8 @@ import time
 from pathlib import Path
 
 from ubp import embed as E
-from ubp.features.build import FeaturesConfig
 from ubp.io import save_text
 from ubp.params import load_params, model_config, profile_names
-from ubp.sequences import SequencesConfig
 
 
 def main() -> None:
@@ -40,8 +38,7 @@ def main() -> None:
     rows = []
     for name in names:
         cfg = model_config(params, name)
-        ctx = E.local_context(sequence_settings=SequencesConfig.from_params(params),
-                                feature_settings=FeaturesConfig.from_params(params))
+        ctx = E.params_context(params)
         seconds = []
         for width in args.widths:
             run_cfg = dataclasses.replace(cfg, hidden=width, epochs=1)

@@ -164,6 +164,15 @@ def test_context_takes_params_features_and_sequences_sections(monkeypatch, tmp_p
     assert ctx.feature_settings == FeaturesConfig(windows=(7,)) and ctx.sequence_settings == SequencesConfig()
 
 
+def test_a_context_refuses_a_raw_params_dict_for_its_settings():
+    with pytest.raises(TypeError, match="feature_settings must be a FeaturesConfig"):
+        EmbedContext(client_ids=CTX.client_ids, events_dir=Path("."), properties_path=Path("p"),
+                     cutoff=CTX.cutoff, feature_settings={"windows": [7]})
+    with pytest.raises(TypeError, match="sequence_settings must be a SequencesConfig"):
+        EmbedContext(client_ids=CTX.client_ids, events_dir=Path("."), properties_path=Path("p"),
+                     cutoff=CTX.cutoff, sequence_settings={"max_len": 8})
+
+
 @pytest.mark.parametrize("params, message", [
     ({"model": {"hiden": 512}}, r"unknown key 'model\.hiden'; did you mean 'hidden'"),
     ({"model": {"hidden": "512"}}, r"model\.hidden must be an integer, got '512'"),

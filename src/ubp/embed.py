@@ -53,6 +53,13 @@ def local_context(split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = sche
     )
 
 
+def params_context(params: dict) -> EmbedContext:
+    """local_context with params.yaml's `sequences:` and `features:` sections as their typed configs:
+    what the embed and combine stages (and the benchmarks that embed like them) run with."""
+    return local_context(sequence_settings=SequencesConfig.from_params(params),
+                         feature_settings=FeaturesConfig.from_params(params))
+
+
 def compute(name: str, cfg, ctx: EmbedContext) -> np.ndarray:
     """Run the profile's method (the one whose `Config` cfg is) and check what it returns; float16,
     ready to save.
@@ -139,8 +146,7 @@ def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | Non
                        f"run `python -m ubp combine {name}`")
     cfg = model_config(params, name)
     out_dir = Path(out_dir) if out_dir is not None else profile_dir(params, name)
-    ctx = local_context(sequence_settings=SequencesConfig.from_params(params),
-                        feature_settings=FeaturesConfig.from_params(params))
+    ctx = params_context(params)
     start = time.time()
     log.info("profile %s: method %s, %d clients, cutoff %s", name, method_of(cfg), len(ctx.client_ids), ctx.cutoff)
     write_computed(name, cfg, ctx, out_dir, timing, start)

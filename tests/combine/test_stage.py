@@ -13,9 +13,11 @@ from ubp import schema
 from ubp.__main__ import main
 from ubp.combine import ensemble as E
 from ubp.combine import stage
+from ubp.features.sources import FeaturesConfig
 from ubp.io import UbpError
 from ubp.params import model_config
 from ubp.profile_store import write as write_profile_dir
+from ubp.sequences import SequencesConfig
 
 CUTOFF = "2022-09-01 00:00:00"
 IDS = [7, 3, 5, 1]  # relevant_clients.npy: the rows' order
@@ -70,6 +72,23 @@ def test_combine_writes_the_hand_checked_ensemble_with_the_old_commands_bytes(re
     assert meta["sources"]["b"] == {"method": "external", "norm": "none", "weight": 2.0, "pca": None, "dim_in": 2,
                                     "dim": 2, "from": "stored", "imputed_clients": 1}
     assert meta["config"]["per_source"]["a"] == {"weight": 1.0, "pca": None, "norm": "l2", "center": False}
+
+
+def test_the_context_carries_the_features_and_sequences_sections_as_their_typed_configs(repo, monkeypatch):
+    """A stacked profile recomputes the features table through the context: its settings must be the
+    typed sections (the merge once passed the raw dicts, which failed inside a feature family)."""
+    set_params(repo, features={"windows": [7], "memory_limit": "1GB"}, sequences={"max_len": 8})
+    seen = {}
+
+    def write_embeddings(ctx, cfg, path):
+        seen["ctx"] = ctx
+        np.save(path, np.zeros((len(IDS), 4), np.float16))
+        return len(IDS), 4
+
+    monkeypatch.setattr(E, "write_embeddings", write_embeddings)
+    assert main(["combine", "ens"]) == 0
+    assert seen["ctx"].feature_settings == FeaturesConfig(windows=(7,), memory_limit="1GB")
+    assert seen["ctx"].sequence_settings == SequencesConfig(max_len=8)
 
 
 def test_a_marker_holds_each_file_s_md5_and_only_a_source_gets_one(repo):

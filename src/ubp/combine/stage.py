@@ -23,7 +23,7 @@ from pathlib import Path
 from ubp import profile_store as store
 from ubp import schema
 from ubp.combine.sources import check_names
-from ubp.embed import local_context, profile_meta, timing_path, write_computed, write_timing
+from ubp.embed import params_context, profile_meta, timing_path, write_computed, write_timing
 from ubp.io import UbpError, save_json
 from ubp.models import get_method, method_of
 from ubp.params import load_params, model_config, profile_dir, profile_section
@@ -87,7 +87,7 @@ def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | Non
     cfg = combined_config(params, name)
     check_markers(name, cfg, markers_dir)
     out_dir = Path(out_dir) if out_dir is not None else profile_dir(params, name)
-    ctx = local_context(sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
+    ctx = params_context(params)
     start = time.time()
     log.info("profile %s: method %s, %d clients, cutoff %s", name, method_of(cfg), len(ctx.client_ids), ctx.cutoff)
     writer = getattr(get_method(method_of(cfg)), "write_embeddings", None)

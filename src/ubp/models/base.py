@@ -67,6 +67,13 @@ class EmbedContext:
     # training_curve.csv beside the embedding) and any scalar facts worth keeping in meta.json.
     info: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        # A params section passed as its raw dict would fail deep inside a feature family, minutes in.
+        for name, kind in (("feature_settings", FeaturesConfig), ("sequence_settings", SequencesConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"EmbedContext.{name} must be a {kind.__name__} (build it with "
+                                f"{kind.__name__}.from_params), not {type(getattr(self, name)).__name__}")
+
     def events(self, event_type: str) -> Path:
         return self.events_dir / f"{event_type}.parquet"
 
