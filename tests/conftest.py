@@ -59,6 +59,28 @@ def tiny_repo(root: Path, edit=None) -> dict:
     return params
 
 
+def graph_outputs(root: Path) -> dict[str, bytes]:
+    """Every file the graph wrote under `root`, metrics without their wall times (the only run-to-run
+    difference a run may have: `seconds` of an evaluation, metrics/embed/<p>.json of an embedding)."""
+    import json
+
+    files = {}
+    for top in ("data", "embeddings", "combined", "metrics", "reports"):
+        for path in sorted((root / top).rglob("*")):
+            rel = str(path.relative_to(root))
+            if not path.is_file() or rel.startswith("metrics/embed/"):
+                continue
+            if rel.startswith("metrics/"):
+                data = json.loads(path.read_text())
+                data.pop("seconds", None)
+                for task in data.get("tasks", {}).values():
+                    task.pop("seconds", None)
+                files[rel] = json.dumps(data, sort_keys=True).encode()
+            else:
+                files[rel] = path.read_bytes()
+    return files
+
+
 def in_ci() -> bool:
     """CI services set CI (GitHub Actions: CI=true; .ci/run is called as `CI=true bash .ci/run`)."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")

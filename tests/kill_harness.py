@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ubp.io import FAULT_ENV, STALE
-from tests.conftest import GIT_ENV, tiny_repo
+from tests.conftest import GIT_ENV, graph_outputs, tiny_repo
 
 # What the harness runs: the data stages, one profile and its evaluation (every kind of write).
 TARGETS = ("features", "sequences", "evaluate@aggregated")
@@ -91,22 +91,8 @@ def dvc(root: Path, *args: str, fault: str | None = None) -> subprocess.Complete
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """md5 of every output file the targets write (metrics without their wall times)."""
-    out = {}
-    for top in ("data", "embeddings", "metrics", "reports"):
-        for path in sorted((root / top).rglob("*")):
-            if not path.is_file() or path.parent.name == "embed":  # metrics/embed: wall times
-                continue
-            rel = str(path.relative_to(root))
-            if path.suffix == ".json" and top == "metrics":
-                data = json.loads(path.read_text())
-                data.pop("seconds", None)
-                for task in data.get("tasks", {}).values():
-                    task.pop("seconds", None)
-                out[rel] = hashlib.md5(json.dumps(data, sort_keys=True).encode()).hexdigest()
-            else:
-                out[rel] = hashlib.md5(path.read_bytes()).hexdigest()
-    return out
+    """md5 of every output file (metrics without their wall times)."""
+    return {rel: hashlib.md5(data).hexdigest() for rel, data in graph_outputs(root).items()}
 
 
 def leftovers(root: Path) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from ubp import schema
 from ubp.data.synthetic import TINY
 from ubp.params import model_config, profile_dir, profile_names
-from tests.conftest import GIT_ENV, tiny_repo
+from tests.conftest import GIT_ENV, graph_outputs, tiny_repo
 
 ENV = {**os.environ, **GIT_ENV}
 
@@ -147,26 +147,6 @@ def test_notebook_runs_headless_on_the_tiny_run(workspace):
     assert len(figures) >= 3  # scores per task, the 2-D maps, the training curves
 
 
-def outputs(root) -> dict[str, bytes]:
-    """Every file the graph wrote, metrics without their wall times (the only run-to-run difference
-    a run may have: `seconds` of an evaluation, metrics/embed/<p>.json of an embedding)."""
-    files = {}
-    for top in ("data", "embeddings", "combined", "metrics", "reports"):
-        for path in sorted((root / top).rglob("*")):
-            rel = str(path.relative_to(root))
-            if not path.is_file() or rel.startswith("metrics/embed/"):
-                continue
-            if rel.startswith("metrics/"):
-                data = json.loads(path.read_text())
-                data.pop("seconds", None)
-                for task in data.get("tasks", {}).values():
-                    task.pop("seconds", None)
-                files[rel] = json.dumps(data, sort_keys=True).encode()
-            else:
-                files[rel] = path.read_bytes()
-    return files
-
-
 def test_two_fresh_runs_agree_to_the_byte(workspace, tmp_path):
     """#16 part 6: the same params and seed give the same bytes — every stage's data, every profile's
     embedding and meta.json, every score, the leaderboard — in another fresh clone, another process."""
@@ -175,7 +155,7 @@ def test_two_fresh_runs_agree_to_the_byte(workspace, tmp_path):
     again.mkdir()
     tiny_repo(again)
     sh(again, "dvc", "repro")
-    first, second = outputs(root), outputs(again)
+    first, second = graph_outputs(root), graph_outputs(again)
     assert sorted(first) == sorted(second)
     assert any(rel.startswith("embeddings/") and rel.endswith("embeddings.npy") for rel in first)
     differ = [rel for rel in first if first[rel] != second[rel]]
