@@ -12,6 +12,7 @@ relevant clients plus a seeded sample of others up to `max_fit_clients`; an enti
 * `url`: page visits, 1 each.
 A cell is the client's summed weight r; implicit takes it as the confidence of a positive,
 C = 1 + `alpha`·r (its documented convention), with every empty cell a negative of confidence 1.
+`alpha` and `regularization` were chosen on the default data (reports/bench/graph_profiles.md).
 The profile: each block's client factors, rows L2-normalised (a client with no kept entity in a
 block gets zeros there), concatenated.
 
@@ -59,8 +60,8 @@ class Weights:
 class Config(EmbeddingConfig):
     factors: Factors = Factors()
     weights: Weights = Weights()
-    alpha: float = 10.0  # confidence of a positive: 1 + alpha * r
-    regularization: float = 0.05
+    alpha: float = 2.0  # confidence of a positive: 1 + alpha * r (default data: 2 > 10 ≈ 40)
+    regularization: float = 1.0  # default data: 1.0 > 0.05
     iterations: int = 15
     min_clients: int = 2
     max_items: int = 1_000_000  # per block, most touched first

@@ -20,6 +20,11 @@ The profile: norm(u) of a client with trained edges; for any other client with e
 `fit_clients`, or all its edges held out), the normalised mean of its edges' norm(i + r) (the
 item side is its neighbours' evidence); zeros for a client without edges.
 
+Cost: an epoch is one pass over the distinct edges (page visits are most of them), a B × B score
+matrix per batch; at the real size set `fit_clients` (model:) or `edges_per_epoch` to bound it, the
+other clients getting the inductive vector above. Held-out edges stop improving after a few epochs
+(client vectors overfit their own edges), hence the few epochs its params entry sets.
+
 Determinism: every draw from torch.manual_seed / numpy Generators of the seed, and the CPU kernels
 used (embedding gathers, sparse gradients coalesced, dense layers) are deterministic for a fixed
 `threads` (`_training.deterministic`), so one cfg gives byte-identical profiles.
