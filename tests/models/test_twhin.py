@@ -97,3 +97,9 @@ def test_settings_checked():
         config(relations=["product_buy", "search_query"])
     with pytest.raises(UbpError, match="temperature"):
         config(temperature=0)
+
+
+def test_two_threads_give_the_same_bytes(tiny_context):
+    """Without torch's deterministic kernels two threads changed the last bits (found by the contract test)."""
+    cfg = config(hidden=32, epochs=1, batch_size=512, threads=2, val_fraction=0.1)
+    assert np.array_equal(twhin.embed(tiny_context, cfg), twhin.embed(tiny_context, cfg))
