@@ -45,6 +45,10 @@ NOTES = [
     "both 4.24 (the default).",
     "twhin: temperature 0.1, 5 epochs: 3.95 (best held-out epoch 2 of 4, 1,563 s at load ~6); the default "
     "temperature 0.3 (0.1 failed the contract's probe on the tiny data), 3 epochs: above.",
+    "twhin at 10% was stopped after 900 s (its relevant clients have ~2.0M distinct edges, twice the default "
+    "data's 1.0M); its cost is linear in the edges trained on, so ~20M edges at 100% would take roughly 20x "
+    "the default's 582 s (~3 h at this load) with every client fitted: at the real size set model.fit_clients "
+    "(100,000 as the README advises: ~2M edges, about the 10% cost) or edges_per_epoch.",
 ]
 BESIDE = ("features", "aggregated", "svd", "random", "oracle")
 RESULTS = REPO / "reports" / "bench" / "graph_profiles.json"
