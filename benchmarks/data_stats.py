@@ -3,7 +3,7 @@
     python benchmarks/data_stats.py [--raw-dir data/synthetic] [--generate] [--scale 0.01 0.1]
                                     [--scale-dir /tmp/ubp_scale] [--out reports/bench/data_stats.md]
 
---generate (or a missing raw dir) first runs the generator with its DEFAULTS into --raw-dir and
+--generate (or a missing raw dir) first runs the generator with its defaults into --raw-dir and
 reports its wall time and peak RSS. Each --scale adds a column: the generator's `scale` preset
 (the real release's size x scale, its shape) written to --scale-dir/<scale> in a child process,
 whose wall time and peak RSS are reported. The "signal" section scores each task in the
@@ -196,7 +196,8 @@ def table(header, rows) -> str:
 
 def generate_scaled(scale: float, out: Path) -> str:
     """The `scale` preset into `out` in a child process; its wall time, peak RSS and load."""
-    code = f"from pathlib import Path; from ubp.data.synthetic import generate; generate(Path({str(out)!r}), {{'scale': {scale}}})"
+    code = ("from pathlib import Path; from ubp.data.synthetic import generate, synthetic_config; "
+            f"generate(Path({str(out)!r}), synthetic_config({{'scale': {scale}}}))")
     load = os.getloadavg()
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -209,19 +210,20 @@ def generate_scaled(scale: float, out: Path) -> str:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--raw-dir", type=Path, default=S.SYNTHETIC_DIR)
-    ap.add_argument("--generate", action="store_true", help="(re)generate the DEFAULTS config into --raw-dir first")
+    ap.add_argument("--generate", action="store_true", help="(re)generate the default config into --raw-dir first")
     ap.add_argument("--scale", type=float, nargs="*", default=[], help="also generate and describe the scale preset")
     ap.add_argument("--scale-dir", type=Path, default=Path("/tmp/ubp_scale"))
     ap.add_argument("--out", type=Path, default=S.BENCH_DIR / "data_stats.md")
     args = ap.parse_args(argv)
     parts = [f"# Data statistics: `{args.raw_dir}`" + "".join(f", `scale: {x}`" for x in args.scale) + "\n"]
     if args.generate or not (args.raw_dir / f"{S.PRODUCT_BUY}.parquet").exists():
-        from ubp.data.synthetic import DEFAULTS, generate
+        from ubp.config import as_dict
+        from ubp.data.synthetic import SyntheticConfig, generate
 
         t0 = time.perf_counter()
-        generate(args.raw_dir, {})
+        generate(args.raw_dir, SyntheticConfig())
         secs, rss = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        parts.append(f"Generated with the default config ({', '.join(f'{k}={v}' for k, v in DEFAULTS.items())}):\n"
+        parts.append(f"Generated with the default config ({', '.join(f'{k}={v}' for k, v in as_dict(SyntheticConfig()).items())}):\n"
                      f"**{secs:.1f} s wall, peak RSS {rss:.0f} MB** (this process, {os.cpu_count()} CPUs).\n")
     datasets = {"default": args.raw_dir}
     for scale in args.scale:

@@ -3,9 +3,10 @@
     python benchmarks/ensemble_norms.py [--repeats 3] [--threads 2] [--out reports/bench/ensemble_norms]
     python benchmarks/ensemble_norms.py --configs benchmarks/ensemble_affinity.yaml --out reports/bench/ensemble_affinity
 
-Each configuration is an `ensemble:` section (sources with norm/weight/pca, balance). Its matrix is
-built from the stored profiles exactly as the ensemble stage builds it (`ubp.selection.source_blocks`,
-i.e. `ubp.ensemble.block`) and scored by `ubp.selection.InnerScorer`: the downstream protocol trained
+Each configuration is an `ensemble:` section whose `sources` map each name to its settings (norm,
+weight, pca, center; params.yaml's `per_source`), and `balance`. Its matrix is built from the stored
+profiles exactly as the ensemble stage builds it (`ubp.combine.selection.source_blocks`, i.e.
+`ubp.combine.blocks.block`) and scored by `ubp.combine.selection.InnerScorer`: the downstream protocol trained
 on half the clients' train-window labels and scored on the other half's, averaged over the folds and
 `repeats` re-drawn splits, on the three open tasks (churn, category, SKU propensity) only, with labels
 built from the train window alone (`ubp.inner_labels`). Neither the validation window nor the hidden
@@ -29,10 +30,12 @@ import numpy as np
 import yaml
 
 from ubp import schema
+from ubp.combine import ensemble
+from ubp.combine.selection import TASKS, inner_scorer, source_blocks
+from ubp.combine.sources import stored
+from ubp.config import build
 from ubp.io import save_json, save_text
 from ubp.params import load_params
-from ubp.selection import TASKS, inner_scorer, source_blocks
-from ubp.ensemble import stored
 
 log = logging.getLogger("benchmarks.ensemble_norms")
 
@@ -74,6 +77,14 @@ def extra_profiles(params: dict, profiles: dict, workdir: Path) -> tuple[dict, P
     return params, workdir
 
 
+def typed(base: dict, cfg: dict) -> ensemble.Config:
+    """params.yaml's ensemble section with a configuration's sources (a mapping name -> settings) and
+    balance: its sources in order, each with exactly the configuration's settings."""
+    section = {**base, **cfg, "sources": list(cfg["sources"]),
+               "per_source": {name: opts or {} for name, opts in cfg["sources"].items()}}
+    return build(ensemble.Config, section, "ensemble")
+
+
 def score_configs(params: dict, repeats: int, threads: int | None, configs: dict | None = None,
                   embeddings_dir: Path = schema.EMBEDDINGS_DIR, previous: dict | None = None,
                   sample_clients: int | None = None) -> dict:
@@ -83,7 +94,7 @@ def score_configs(params: dict, repeats: int, threads: int | None, configs: dict
     BALANCE) and sources. `previous` (an earlier result of this function) supplies the rows whose name
     and configuration it already holds, scored with the same repeats and protocol: only new or
     changed rows are scored (valid while the stored profiles are the same). `sample_clients`: score
-    on that many clients drawn with seed 0 (`ubp.selection.sample_labels`), the same for every row."""
+    on that many clients drawn with seed 0 (`ubp.combine.selection.sample_labels`), the same for every row."""
     scorer = inner_scorer(params, threads, folds=2, seed=0, repeats=repeats, sample_clients=sample_clients)
     config = scorer.config
     if previous and (previous.get("repeats") != repeats or previous.get("eval") != dataclasses.asdict(config)
@@ -99,8 +110,8 @@ def score_configs(params: dict, repeats: int, threads: int | None, configs: dict
         started = time.perf_counter()
         if isinstance(cfg, dict):
             # balance pinned to what the report's runs used, not whatever params.yaml's default is now
-            ens = {**base, "balance": BALANCE, **cfg}
-            cfg = {"balance": ens["balance"], **cfg}
+            cfg = {"balance": BALANCE, **cfg}
+            ens = typed(base, cfg)
             if previous and previous["rows"].get(name, {}).get("config") == cfg:
                 rows[name] = previous["rows"][name]
                 log.info("%-55s sum %.4f (from the earlier run)", name, rows[name]["sum"])

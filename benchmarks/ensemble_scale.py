@@ -82,9 +82,19 @@ def context_and_config(root: Path, n: int):
 
     ctx = EmbedContext(client_ids=np.arange(n, dtype=np.int64) + 10 ** 7, events_dir=root / "events",
                        properties_path=root / "properties.parquet", cutoff=CUTOFF)
+    # the ensemble section as the old code read it (a mapping of sources); `blockwise` types it
     cfg = {"sources": {name: opts for name, (_, _, opts) in SOURCES.items()}, "balance": "none", "seed": 0,
            "max_dim": 2048, "embeddings_dir": str(root), "params_file": str(root / "params.yaml")}
     return ctx, cfg
+
+
+def typed(cfg: dict):
+    """The old ensemble mapping as today's `ensemble:` section: sources a list, settings in per_source."""
+    from ubp.combine import ensemble
+    from ubp.config import build
+
+    section = {**cfg, "sources": list(cfg["sources"]), "per_source": cfg["sources"]}
+    return build(ensemble.Config, section, "ensemble")
 
 
 def old_module():
@@ -105,9 +115,9 @@ def child_combine(root: Path, n: int, mode: str, out: Path) -> dict:
     base = peak_rss_gb()
     started = time.perf_counter()
     if mode == "blockwise":
-        from ubp.models.ensemble import write_embeddings
+        from ubp.combine.ensemble import write_embeddings
 
-        shape = write_embeddings(ctx, cfg, out)
+        shape = write_embeddings(ctx, typed(cfg), out)
     else:
         matrix = old_module().build(ctx, cfg)
         # what ubp.embed.compute then did with the returned matrix, before np.save
@@ -122,7 +132,7 @@ def child_combine(root: Path, n: int, mode: str, out: Path) -> dict:
 def synthetic_labels(n: int, rng) -> dict:
     ids = np.arange(n, dtype=np.int64) + 10 ** 7
     labels = {}
-    for task in schema.OPEN_TASKS:  # what the inner split scores (ubp.selection.TASKS)
+    for task in schema.OPEN_TASKS:  # what the inner split scores (ubp.combine.selection.TASKS)
         if task in schema.BINARY_TASKS:
             rows = np.arange(n) if task == schema.CONVERSION else np.arange(0, n, 2)
             labels[task] = {"client_ids": ids[rows], "y_train": (rng.random((len(rows), 1)) < 0.3).astype(np.uint8)}
@@ -133,12 +143,12 @@ def synthetic_labels(n: int, rng) -> dict:
 
 
 def child_scorer(n: int, threads: int) -> dict:
-    from ubp.evaluate.protocol import ProtocolConfig
-    from ubp.params import load_params, section
-    from ubp.selection import InnerScorer
+    from ubp.combine.selection import InnerScorer
+    from ubp.evaluate.protocol import EvalConfig
+    from ubp.params import load_params
 
     rng = np.random.default_rng(0)
-    config = dataclasses.replace(ProtocolConfig.from_params(section(load_params(), "eval")), threads=threads)
+    config = dataclasses.replace(EvalConfig.from_params(load_params()).protocol(), threads=threads)
     scorer = InnerScorer(synthetic_labels(n, rng), config, folds=2, seed=0)
     x = rng.standard_normal((n, 600), dtype=np.float32).astype(np.float16)
     started = time.perf_counter()

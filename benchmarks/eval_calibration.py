@@ -13,7 +13,7 @@ Raw results go to the same path with a .json suffix, so a run can be resumed/mer
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import json
 import logging
 from itertools import combinations
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ubp import schema
+from ubp.evaluate.protocol import EvalConfig
 from ubp.evaluate.run import embeddings_root, evaluate_profile
 from ubp.params import load_params
 
@@ -29,16 +30,15 @@ from ubp.params import load_params
 def run_all(profiles, sizes, seeds, raw_path: Path) -> dict:
     results = json.loads(raw_path.read_text()) if raw_path.exists() else {}
     params = load_params()
-    base = params["eval"]
+    base = EvalConfig.from_params(params)
     for size in sizes:
         for seed in seeds:
             for profile in profiles:
                 key = f"{size}|{seed}|{profile}"
                 if key in results:
                     continue
-                eval_params = copy.deepcopy(base)
-                eval_params.update(profile=size, seed=seed)
-                metrics = evaluate_profile(profile, eval_params, embeddings_root(params, profile))
+                cfg = dataclasses.replace(base, profile=size, seed=seed)
+                metrics = evaluate_profile(profile, cfg, embeddings_root(params, profile))
                 results[key] = {t: metrics["tasks"][t]["score"] for t in schema.TASKS}
                 results[key]["seconds"] = metrics["seconds"]
                 raw_path.write_text(json.dumps(results, indent=1))

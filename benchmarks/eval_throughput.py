@@ -197,8 +197,10 @@ def end_to_end(n: int, width: int, epochs: int, churn_share: float) -> dict:
         # A fresh process: a spawned worker is forked before it execs, and its peak RSS would count
         # the RSS of whatever this benchmark process held at that moment. Its own peak is VmHWM, which
         # (unlike ru_maxrss) starts again at exec.
-        code = ("import json, resource, sys; from ubp.evaluate.run import evaluate_profile; "
-                "m = evaluate_profile('random', json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]); "
+        code = ("import json, resource, sys; from ubp.config import build; from ubp.evaluate.protocol import EvalConfig; "
+                "from ubp.evaluate.run import evaluate_profile; "
+                "cfg = build(EvalConfig, json.loads(sys.argv[1]), 'eval'); "
+                "m = evaluate_profile('random', cfg, sys.argv[2], sys.argv[3]); "
                 "print(json.dumps({'tasks': {t: v['seconds'] for t, v in m['tasks'].items()}, "
                 "'parent': int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]), "
                 "'worker': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")

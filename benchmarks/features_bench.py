@@ -24,6 +24,7 @@ import pandas as pd
 
 from ubp import schema
 from ubp.features import build_features
+from ubp.features.build import FeaturesConfig
 from ubp.features.sources import TYPE_NAMES
 
 COMPARED = ["activity", "sessions"]  # the families the pandas version implements (in part)
@@ -74,19 +75,19 @@ def pandas_features(events_dir: Path, ids: np.ndarray, cutoff: datetime) -> pd.D
 
 def worker(kind: str, canonical_dir: Path, split_dir: Path, threads: int, memory_limit: str | None) -> dict:
     events_dir, properties, ids, cutoff = _inputs(canonical_dir, split_dir)
+    cfg = FeaturesConfig(threads=threads, memory_limit=memory_limit)
     start = time.perf_counter()
     if kind == "duckdb_all":
-        table = build_features(events_dir, properties, ids, cutoff, threads=threads, memory_limit=memory_limit)
+        table = build_features(events_dir, properties, ids, cutoff, cfg)
     elif kind == "duckdb_subset":
-        table = build_features(events_dir, properties, ids, cutoff, threads=threads, only=COMPARED,
-                               memory_limit=memory_limit)
+        table = build_features(events_dir, properties, ids, cutoff, cfg, only=COMPARED)
     else:
         table = pandas_features(events_dir, ids, cutoff)
     seconds = time.perf_counter() - start
     result = {"kind": kind, "seconds": seconds, "columns": table.shape[1] - 1, "rows": len(table),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if kind == "pandas":  # cross-check against DuckDB (after the measurement)
-        ref = build_features(events_dir, properties, ids, cutoff, threads=threads, only=COMPARED)
+        ref = build_features(events_dir, properties, ids, cutoff, FeaturesConfig(threads=threads), only=COMPARED)
         columns = table.columns[1:]
         diff = np.abs(ref[columns].to_numpy(np.float64) - table[columns].to_numpy(np.float64))
         result["max_abs_diff_vs_duckdb"] = float(diff.max())

@@ -16,7 +16,6 @@ recorded beside each.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import logging
@@ -42,7 +41,7 @@ def variant(profile: str, sample: str) -> str:
 
 def embed_one(profile: str, sample: str, epochs: int | None, out: Path) -> None:
     """Child process: embed `profile` with fit_clients = sample, write it, print its costs as JSON."""
-    from ubp.embed import compute, local_context, split_curve
+    from ubp.embed import compute, params_context, split_curve
     from ubp.profile_store import write
     from ubp.params import load_params, model_config
 
@@ -51,7 +50,7 @@ def embed_one(profile: str, sample: str, epochs: int | None, out: Path) -> None:
     size, _, times = sample.partition("x")  # "4000x3": 4,000 clients, 3x the epochs (as many steps as all 12,000)
     cfg = dataclasses.replace(cfg, fit_clients=None if size == "all" else int(size),
                               epochs=epochs if epochs is not None else cfg.epochs * int(times or 1))
-    ctx = local_context(sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
+    ctx = params_context(params)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     matrix = compute(profile, cfg, ctx)
@@ -79,12 +78,12 @@ def run_child(profile: str, sample: str, epochs: int | None, out: Path | None) -
 
 
 def evaluate(name: str, seed: int) -> dict:
+    from ubp.evaluate.protocol import EvalConfig
     from ubp.evaluate.run import evaluate_profile
     from ubp.params import load_params
 
-    eval_params = copy.deepcopy(load_params()["eval"])
-    eval_params["seed"] = seed
-    metrics = evaluate_profile(name, eval_params, schema.EMBEDDINGS_DIR)
+    cfg = dataclasses.replace(EvalConfig.from_params(load_params()), seed=seed)
+    metrics = evaluate_profile(name, cfg, schema.EMBEDDINGS_DIR)
     return {t: metrics["tasks"][t]["score"] for t in schema.TASKS}
 
 

@@ -131,9 +131,10 @@ def measure(what: str, data: Path, limit: str | None) -> dict:
         out = module.embed(ctx, module.Config(windows=(1, 7, 30), top_n=10, threads=2))
     else:
         from ubp.features import build_features
+        from ubp.features.build import FeaturesConfig
 
-        table = build_features(ctx.events_dir, ctx.properties_path, ctx.client_ids, ctx.cutoff, threads=1,
-                               memory_limit=limit, temp_directory=spill)
+        table = build_features(ctx.events_dir, ctx.properties_path, ctx.client_ids, ctx.cutoff,
+                               FeaturesConfig(threads=1, memory_limit=limit, temp_directory=spill))
         out = [table[c].to_numpy() for c in table.columns]
     seconds = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

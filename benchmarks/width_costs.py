@@ -38,7 +38,7 @@ def main() -> None:
     rows = []
     for name in names:
         cfg = model_config(params, name)
-        ctx = E.local_context(sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
+        ctx = E.params_context(params)
         seconds = []
         for width in args.widths:
             run_cfg = dataclasses.replace(cfg, hidden=width, epochs=1)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from ubp import schema
+from ubp.io import UbpError
 from ubp.models.base import EmbedContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,9 +59,44 @@ def tiny_repo(root: Path, edit=None) -> dict:
     return params
 
 
+def graph_outputs(root: Path) -> dict[str, bytes]:
+    """Every file the graph wrote under `root`, metrics without their wall times (the only run-to-run
+    difference a run may have: `seconds` of an evaluation, metrics/embed/<p>.json of an embedding)."""
+    import json
+
+    files = {}
+    for top in ("data", "embeddings", "combined", "metrics", "reports"):
+        for path in sorted((root / top).rglob("*")):
+            rel = str(path.relative_to(root))
+            if not path.is_file() or rel.startswith("metrics/embed/"):
+                continue
+            if rel.startswith("metrics/"):
+                data = json.loads(path.read_text())
+                data.pop("seconds", None)
+                for task in data.get("tasks", {}).values():
+                    task.pop("seconds", None)
+                files[rel] = json.dumps(data, sort_keys=True).encode()
+            else:
+                files[rel] = path.read_bytes()
+    return files
+
+
 def in_ci() -> bool:
     """CI services set CI (GitHub Actions: CI=true; .ci/run is called as `CI=true bash .ci/run`)."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def refuses_before_any_work(main, argv: list[str], params: dict, match: str, cwd: Path, monkeypatch) -> None:
+    """A stage's `main(argv)` run in `cwd` with this params.yaml stops with a UbpError matching `match`
+    and leaves `cwd` as it was: it checks its settings before it reads or writes anything (with an
+    input missing, a stage that read first would fail on that input instead)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+    before = sorted(cwd.rglob("*"))
+    monkeypatch.chdir(cwd)
+    with pytest.raises(UbpError, match=match):
+        main(argv)
+    assert sorted(cwd.rglob("*")) == before
 
 
 @pytest.fixture(scope="session")
@@ -81,12 +118,12 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     """generate(TINY) -> ingest -> split -> targets, in a session temp dir."""
     from ubp.data.ingest import ingest
     from ubp.data.split import split
-    from ubp.data.synthetic import TINY, generate
+    from ubp.data.synthetic import TINY, generate, synthetic_config
     from ubp.data.targets import build_targets
 
     root = tmp_path_factory.mktemp("tiny")
     dirs = {name: root / name for name in ("synthetic", "canonical", "split", "targets")}
-    generate(dirs["synthetic"], TINY)
+    generate(dirs["synthetic"], synthetic_config(TINY))
     ingest(dirs["synthetic"], dirs["canonical"])
     split(dirs["canonical"], dirs["split"])
     build_targets(dirs["canonical"], dirs["split"], dirs["targets"])

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ubp.io import FAULT_ENV, STALE
-from tests.conftest import GIT_ENV, tiny_repo
+from tests.conftest import GIT_ENV, graph_outputs, tiny_repo
 
 # What the harness runs: the data stages, one profile and its evaluation (every kind of write).
 TARGETS = ("features", "sequences", "evaluate@aggregated")
-PROFILES = {"aggregated", "random"}  # the graph keeps these models only (and no combined profile)
+PROFILES = {"aggregated", "random"}  # the graph keeps these models only (and combined profiles over aggregated)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,9 @@ def command(stage: str) -> list[str]:
 def make_repo(root: Path) -> None:
     def edit(params):
         params["models"] = {k: v for k, v in params["models"].items() if k in PROFILES}
-        params["combined"] = {}
+        # dvc.yaml's marker stages iterate over ensemble.sources and combined.stacked.sources: keep both
+        params["ensemble"] = {**params["ensemble"], "sources": ["aggregated"], "per_source": {}}
+        params["combined"]["stacked"]["sources"] = ["aggregated"]
     tiny_repo(root, edit)
     dvc(root, "repro", *TARGETS)
 
@@ -89,22 +91,8 @@ def dvc(root: Path, *args: str, fault: str | None = None) -> subprocess.Complete
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """md5 of every output file the targets write (metrics without their wall times)."""
-    out = {}
-    for top in ("data", "embeddings", "metrics", "reports"):
-        for path in sorted((root / top).rglob("*")):
-            if not path.is_file() or path.parent.name == "embed":  # metrics/embed: wall times
-                continue
-            rel = str(path.relative_to(root))
-            if path.suffix == ".json" and top == "metrics":
-                data = json.loads(path.read_text())
-                data.pop("seconds", None)
-                for task in data.get("tasks", {}).values():
-                    task.pop("seconds", None)
-                out[rel] = hashlib.md5(json.dumps(data, sort_keys=True).encode()).hexdigest()
-            else:
-                out[rel] = hashlib.md5(path.read_bytes()).hexdigest()
-    return out
+    """md5 of every output file (metrics without their wall times)."""
+    return {rel: hashlib.md5(data).hexdigest() for rel, data in graph_outputs(root).items()}
 
 
 def leftovers(root: Path) -> list[str]:

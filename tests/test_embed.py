@@ -8,9 +8,11 @@ import pytest
 
 from ubp import embed as embed_stage
 from ubp import profile_store as store
+from ubp.features.build import FeaturesConfig
 from ubp.io import UbpError
 from ubp.models import random, rcae
 from ubp.models.base import EmbedContext, ProfileUnavailable
+from ubp.sequences import SequencesConfig
 
 CTX = EmbedContext(
     client_ids=np.array([5, 3, 9], dtype=np.int64),
@@ -151,14 +153,24 @@ def test_context_takes_params_features_and_sequences_sections(monkeypatch, tmp_p
     params = {"features": {"windows": [7], "memory_limit": "1GB"}, "sequences": {"max_len": 8},
               "embedding": {}, "models": {"p": {"method": "random", "inherits": "embedding", "dim": 2}}}
     embed_stage.run("p", params, out_dir=tmp_path / "p")
-    assert seen == {"sequence_settings": {"max_len": 8}, "feature_settings": {"windows": [7], "memory_limit": "1GB"}}
+    assert seen == {"sequence_settings": SequencesConfig(max_len=8),
+                    "feature_settings": FeaturesConfig(windows=(7,), memory_limit="1GB")}
     split_dir, canonical_dir = tmp_path / "split", tmp_path / "canonical"
     split_dir.mkdir(), canonical_dir.mkdir()
     (split_dir / "split.json").write_text('{"train_target_start": "2022-01-01 00:00:00"}')
     (canonical_dir / "input").mkdir()
     np.save(canonical_dir / "input" / "relevant_clients.npy", CTX.client_ids)
-    ctx = real_context(split_dir, canonical_dir, feature_settings=params["features"])
-    assert ctx.feature_settings == params["features"] and ctx.feature_settings is not params["features"]
+    ctx = real_context(split_dir, canonical_dir, feature_settings=FeaturesConfig(windows=(7,)))
+    assert ctx.feature_settings == FeaturesConfig(windows=(7,)) and ctx.sequence_settings == SequencesConfig()
+
+
+def test_a_context_refuses_a_raw_params_dict_for_its_settings():
+    with pytest.raises(TypeError, match="feature_settings must be a FeaturesConfig"):
+        EmbedContext(client_ids=CTX.client_ids, events_dir=Path("."), properties_path=Path("p"),
+                     cutoff=CTX.cutoff, feature_settings={"windows": [7]})
+    with pytest.raises(TypeError, match="sequence_settings must be a SequencesConfig"):
+        EmbedContext(client_ids=CTX.client_ids, events_dir=Path("."), properties_path=Path("p"),
+                     cutoff=CTX.cutoff, sequence_settings={"max_len": 8})
 
 
 @pytest.mark.parametrize("params, message", [

@@ -1,11 +1,15 @@
 """A profile's settings: its shared section overridden by its own entry, typed by its method's Config."""
 import dataclasses
+import json
 
 import pytest
 
 from ubp.io import UbpError
-from ubp.models import ensemble, gru_ae, svd
-from ubp.params import model_config, profile_dir, profile_method, profile_names, profile_reads
+from ubp.combine import ensemble
+from ubp.models import gru_ae, svd
+from ubp.params import (load_params, model_config, profile_dir, profile_method, profile_names, profile_reads,
+                        section_config)
+from tests.conftest import REPO
 
 PARAMS = {
     "model": {"hidden": 256, "seed": 0},
@@ -75,3 +79,40 @@ def test_what_a_profile_reads_includes_its_sources_inputs():
     assert profile_reads(PARAMS, "svd") == ("events", "properties")
     assert profile_reads(PARAMS, "gru") == ("sequences",)
     assert profile_reads(PARAMS, "ens") == ("embeddings", "events", "properties", "features")
+
+
+# The params.yaml sections that are not profiles, each with the Config its stage builds.
+def section_configs():
+    from ubp.data.synthetic import DataConfig
+    from ubp.data.targets import TargetsConfig
+    from ubp.evaluate.protocol import EvalConfig
+    from ubp.features.build import FeaturesConfig
+    from ubp.reference import ReferenceConfig
+    from ubp.sequences import SequencesConfig
+
+    return {"data": DataConfig, "targets": TargetsConfig, "features": FeaturesConfig, "sequences": SequencesConfig,
+            "reference": ReferenceConfig, "eval": EvalConfig}
+
+
+@pytest.mark.parametrize("name", list(section_configs()))
+def test_every_key_of_the_repository_params_is_a_field_of_its_section_config(name):
+    """The repository's params.yaml builds (a key its Config lacks would be refused) and every value
+    it sets is the one the stage sees: params.yaml and the Configs cannot drift apart."""
+    from ubp.config import as_dict
+
+    params = load_params(REPO / "params.yaml")
+    cfg = section_configs()[name].from_params(params)
+    built = json.loads(json.dumps(as_dict(cfg)))
+    for key, value in params[name].items():
+        if isinstance(value, dict) and isinstance(built[key], dict):  # data.synthetic sets a few keys of many
+            value = {**built[key], **value}
+        assert built[key] == value, (name, key)
+
+
+def test_a_missing_section_gives_the_defaults_and_a_malformed_one_is_refused():
+    from ubp.features.build import FeaturesConfig
+
+    assert section_config({}, FeaturesConfig, "features") == FeaturesConfig()
+    assert section_config({"features": None}, FeaturesConfig, "features") == FeaturesConfig()
+    with pytest.raises(UbpError, match=r"params.yaml: features must be a mapping, got \[7, 14\]"):
+        section_config({"features": [7, 14]}, FeaturesConfig, "features")

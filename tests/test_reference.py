@@ -10,12 +10,14 @@ from sklearn.metrics import roc_auc_score
 
 from ubp import reference, schema
 from ubp.io import UbpError
+from tests.conftest import refuses_before_any_work
 
 N_CLIENTS = 600
 N_FEATURES = 4
 N_LABELS = 3
-FAST = {"n_estimators": 30, "early_stopping_rounds": 5, "fallback_rounds": 10, "min_child_samples": 10}
-FIXED = {"n_estimators": 20, "early_stopping_rounds": 0, "min_child_samples": 10}  # the default mode, fewer rounds
+FAST = reference.ReferenceConfig(n_estimators=30, early_stopping_rounds=5, fallback_rounds=10, min_child_samples=10)
+# the default mode (no early stopping), fewer rounds
+FIXED = reference.ReferenceConfig(n_estimators=20, early_stopping_rounds=0, min_child_samples=10)
 
 
 def make_data(root, signal: bool = True, seed: int = 0):
@@ -56,7 +58,7 @@ def run_on(tmp_path, signal=True, seed=0, cfg=FAST, tag="run"):
     base = tmp_path / tag
     base.mkdir()
     features_path, targets_dir = make_data(base, signal, seed)
-    return reference.run({"reference": cfg}, features_path, targets_dir, base / "metrics"), base
+    return reference.run(cfg, features_path, targets_dir, base / "metrics"), base
 
 
 @pytest.mark.parametrize("cfg", [FAST, FIXED], ids=["early-stopping", "fixed-rounds"])
@@ -102,7 +104,7 @@ def test_scores_each_tasks_clients_on_their_validation_labels(tmp_path, monkeypa
         return np.stack([x[:, j % N_FEATURES] for j in range(y_train.shape[1])], axis=1), [1] * y_train.shape[1]
 
     monkeypatch.setattr(reference, "task_logits", known_margins)
-    reference.run({"reference": FIXED}, features_path, targets_dir, tmp_path / "metrics")
+    reference.run(FIXED, features_path, targets_dir, tmp_path / "metrics")
     written = json.loads((tmp_path / "metrics" / "lightgbm.json").read_text())
     table = pd.read_parquet(features_path).set_index(schema.CLIENT_ID)
     want_sum = 0.0
@@ -137,7 +139,7 @@ def test_perfectly_separable_labels_score_one(tmp_path):
         c = np.stack([code[i] for i in arrays["client_ids"].tolist()])
         y = np.stack([c[:, j % N_FEATURES] >= 2 for j in range(arrays["y_train"].shape[1])], axis=1).astype(np.uint8)
         np.savez(path, **{**arrays, "y_train": y, "y_validation": y})
-    result = reference.run({"reference": FIXED}, features_path, targets_dir, tmp_path / "metrics")
+    result = reference.run(FIXED, features_path, targets_dir, tmp_path / "metrics")
     for task in schema.TASKS:
         assert result["tasks"][task]["auroc"] == 1.0, task
     assert result["tasks"][schema.CHURN]["score"] == result["tasks"][schema.CONVERSION]["score"] == 1.0
@@ -173,7 +175,7 @@ def test_never_trains_on_validation_labels(tmp_path, monkeypatch):
             arrays = dict(npz)
         arrays["y_validation"] = 1 - np.random.default_rng(1).permutation(arrays["y_validation"])
         np.savez(path, **arrays)
-    reference.run({"reference": FAST}, base / "features" / "features.parquet", base / "targets", base / "metrics")
+    reference.run(FAST, base / "features" / "features.parquet", base / "targets", base / "metrics")
     assert len(first) == len(seen) == len(schema.TASKS)
     for a, b in zip(first, seen):
         np.testing.assert_array_equal(a, b)
@@ -191,15 +193,15 @@ def test_constant_labels_and_rare_labels():
     y = np.zeros((50, 3), dtype=np.uint8)
     y[:10, 1] = 1
     y[:3, 2] = 1  # too few positives to hold some out: fallback_rounds rounds
-    logits, rounds = reference.task_logits(x, y, reference.config_from(FAST))
-    assert rounds[0] == 0 and rounds[1] > 0 and rounds[2] == FAST["fallback_rounds"]
+    logits, rounds = reference.task_logits(x, y, FAST)
+    assert rounds[0] == 0 and rounds[1] > 0 and rounds[2] == FAST.fallback_rounds
     assert np.all(logits[:, 0] == logits[0, 0]) and logits[0, 0] < -4
     assert logits[:10, 1].mean() > logits[10:, 1].mean()
 
 
 def test_config_rejects_unknown_keys():
-    with pytest.raises(UbpError, match="n_trees"):
-        reference.config_from({"n_trees": 10})
+    with pytest.raises(UbpError, match=r"unknown key 'reference\.n_estimator'; did you mean 'n_estimators'"):
+        reference.ReferenceConfig.from_params({"reference": {"n_estimator": 10}})
 
 
 def test_shared_binning_gives_each_label_its_own_model():
@@ -208,9 +210,18 @@ def test_shared_binning_gives_each_label_its_own_model():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(400, 4)).astype(np.float32)
     y = np.stack([x[:, j] + rng.normal(0, 0.5, 400) > 0.7 for j in range(3)], axis=1).astype(np.uint8)
-    cfg = reference.config_from(FIXED)
+    cfg = FIXED
     shared, _ = reference.task_logits(x, y, cfg, seed=2)
     for j in range(3):
         own, _ = reference.fit_label(x, y[:, j], cfg, seed=2 * 1_000 + j)
         np.testing.assert_allclose(shared[:, j], own, atol=1e-5)
     assert np.corrcoef(shared[:, 0], x[:, 0])[0, 1] > 0.5 and np.corrcoef(shared[:, 1], x[:, 1])[0, 1] > 0.5
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"num_leaf": 7}, r"unknown key 'reference\.num_leaf'; did you mean 'num_leaves'"),
+    ({"seed": True}, r"reference\.seed must be an integer, got True"),
+    ({"holdout_fraction": 1.5}, r"reference\.holdout_fraction must lie strictly between 0 and 1"),
+])
+def test_stage_refuses_bad_settings_before_any_work(tmp_path, monkeypatch, settings, match):
+    refuses_before_any_work(reference.main, [], {"reference": settings}, match, tmp_path, monkeypatch)

@@ -12,8 +12,9 @@ import pytest
 
 from ubp.io import UbpError
 from ubp.models.base import EmbedContext
-from ubp.sequences import (FIELDS, MISSING, PAD, RARE, build_sequences, gap_ids, load_or_build,
-                           load_sequences, settings)
+from ubp.sequences import (FIELDS, MISSING, PAD, RARE, SequencesConfig, build_sequences, gap_ids, load_or_build,
+                           load_sequences, main)
+from tests.conftest import refuses_before_any_work
 from tests.features.conftest import CUTOFF, D, write_log
 
 COL = {f: i for i, f in enumerate(FIELDS)}
@@ -29,7 +30,7 @@ def log(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(log, tmp_path_factory):
     out = tmp_path_factory.mktemp("seq")
-    vocab = build_sequences(*log, ORDER, CUTOFF, out, {"max_len": 8, "top_k": 2})
+    vocab = build_sequences(*log, ORDER, CUTOFF, out, SequencesConfig(max_len=8, top_k=2))
     return out, vocab
 
 
@@ -78,7 +79,7 @@ def test_codes_are_name_for_products_query_for_searches(built, log, tmp_path):
     codes = events[:, [COL[f"code{i}"] for i in range(16)]]
     assert codes[0].tolist() == [20 + i + 2 for i in range(16)]  # sku 11's name, base 20
     assert (codes[5:] == MISSING).all()
-    vocab = build_sequences(*log, np.array([1]), CUTOFF, tmp_path, {"max_len": 128})
+    vocab = build_sequences(*log, np.array([1]), CUTOFF, tmp_path, SequencesConfig(max_len=128))
     full = load_sequences(tmp_path)
     assert full.lengths[0] == 12 and vocab["settings"]["max_len"] == 128
     assert full.tokens[0, 2, COL["event_type"]] == SEARCH
@@ -99,7 +100,7 @@ def test_client_without_events_is_all_padding(built):
 
 
 def test_deterministic_and_reorderable(built, log, tmp_path):
-    build_sequences(*log, ORDER, CUTOFF, tmp_path, {"max_len": 8, "top_k": 2})
+    build_sequences(*log, ORDER, CUTOFF, tmp_path, SequencesConfig(max_len=8, top_k=2))
     assert (tmp_path / "tokens.npy").read_bytes() == (built[0] / "tokens.npy").read_bytes()
     reordered = load_sequences(built[0], np.array([1, 2, 3, 4]))
     original = load_sequences(built[0])
@@ -113,13 +114,13 @@ def test_deterministic_and_reorderable(built, log, tmp_path):
 
 def test_load_or_build_uses_the_stage_output_only_when_it_fits(built, log):
     ctx = EmbedContext(client_ids=ORDER, events_dir=log[0], properties_path=log[1], cutoff=CUTOFF,
-                       sequences_dir=built[0], sequence_settings={"max_len": 8, "top_k": 2})
+                       sequences_dir=built[0], sequence_settings=SequencesConfig(max_len=8, top_k=2))
     assert np.array_equal(load_or_build(ctx).tokens, load_sequences(built[0]).tokens)
     earlier = load_or_build(replace(ctx, cutoff=CUTOFF - 5 * D))  # rebuilt: the stage was for CUTOFF
     assert earlier.vocab["cutoff"] == "2022-07-27 00:00:00"
     assert earlier.lengths[ORDER.tolist().index(1)] == 6  # the 6 events before -5 days
     assert rows_of(built, 1)[0][-1, COL["url"]] == 4  # sanity: the stored one is unchanged
-    longer = load_or_build(replace(ctx, sequence_settings={"max_len": 16, "top_k": 2}))
+    longer = load_or_build(replace(ctx, sequence_settings=SequencesConfig(max_len=16, top_k=2)))
     assert longer.lengths.tolist() == [3, 0, 12, 1]
 
 
@@ -144,8 +145,17 @@ def test_sequences_built_on_the_fly_stay_mapped_until_unused(log):
 
 def test_bad_settings_and_missing_files(log, tmp_path):
     with pytest.raises(UbpError, match="max_len must be a positive integer"):
-        settings({"max_len": 0})
+        SequencesConfig(max_len=0)
     with pytest.raises(UbpError, match="file not found"):
         build_sequences(tmp_path / "nowhere", log[1], ORDER, CUTOFF, tmp_path)
     with pytest.raises(UbpError, match="duplicate client ids"):
         build_sequences(*log, np.array([1, 1]), CUTOFF, tmp_path)
+
+
+@pytest.mark.parametrize("sequences, match", [
+    ({"max_lne": 64}, r"unknown key 'sequences\.max_lne'; did you mean 'max_len'"),
+    ({"top_k": 1.5}, r"sequences\.top_k must be an integer, got 1\.5"),
+    ({"memory_limit": "lots"}, r"sequences\.memory_limit: expected a size"),
+])
+def test_stage_refuses_bad_settings_before_any_work(tmp_path, monkeypatch, sequences, match):
+    refuses_before_any_work(main, [], {"sequences": sequences}, match, tmp_path, monkeypatch)

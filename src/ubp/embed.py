@@ -20,10 +20,12 @@ import numpy as np
 from ubp import schema
 from ubp.config import as_dict
 from ubp import profile_store as store
+from ubp.features.sources import FeaturesConfig
 from ubp.io import UbpError, load_json, load_npy, save_json
 from ubp.models import get_method, method_of
 from ubp.models.base import EmbedContext, ProfileUnavailable, standardize
-from ubp.params import load_params, model_config, profile_dir
+from ubp.params import load_params, model_config, profile_dir, profile_section
+from ubp.sequences import SequencesConfig
 
 log = logging.getLogger("ubp.embed")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -32,8 +34,8 @@ EMBED_METRICS_SUBDIR = "embed"  # metrics/embed/<profile>.json: the embed stage'
 
 def local_context(split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
                   synthetic_dir: Path = schema.SYNTHETIC_DIR, features_dir: Path = schema.FEATURES_DIR,
-                  sequences_dir: Path = schema.SEQUENCES_DIR, sequence_settings: dict | None = None,
-                  feature_settings: dict | None = None) -> EmbedContext:
+                  sequences_dir: Path = schema.SEQUENCES_DIR, sequence_settings: SequencesConfig = SequencesConfig(),
+                  feature_settings: FeaturesConfig = FeaturesConfig()) -> EmbedContext:
     """Profiles for local evaluation: input events only, as of the train-target start. The settings
     are params.yaml's `sequences:` and `features:` sections (never a profile's own: a stored table
     must match the stage's settings, and one computed again must be computed the same way)."""
@@ -45,10 +47,17 @@ def local_context(split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = sche
         cutoff=datetime.strptime(split["train_target_start"], schema.TIMESTAMP_FORMAT),
         synthetic_dir=synthetic_dir,
         features_path=features_dir / "features.parquet",
-        feature_settings=dict(feature_settings or {}),
+        feature_settings=feature_settings,
         sequences_dir=sequences_dir,
-        sequence_settings=dict(sequence_settings or {}),
+        sequence_settings=sequence_settings,
     )
+
+
+def params_context(params: dict) -> EmbedContext:
+    """local_context with params.yaml's `sequences:` and `features:` sections as their typed configs:
+    what the embed and combine stages (and the benchmarks that embed like them) run with."""
+    return local_context(sequence_settings=SequencesConfig.from_params(params),
+                         feature_settings=FeaturesConfig.from_params(params))
 
 
 def compute(name: str, cfg, ctx: EmbedContext) -> np.ndarray:
@@ -82,7 +91,7 @@ def config_record(cfg) -> dict:
 
 def profile_meta(name: str, cfg, ctx: EmbedContext, dim: int) -> dict:
     # events + cutoff + config say what the embedding was made from: the ensemble reuses a stored
-    # source only when all three match its own context and params (ubp.ensemble.load_source).
+    # source only when all three match its own context and params (ubp.combine.sources.load_source).
     info = {key: value for key, value in ctx.info.items() if key != "curve"}
     return {"profile": name, "method": method_of(cfg), "dim": int(dim),
             "events": str(ctx.events_dir), "cutoff": ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT),
@@ -111,23 +120,9 @@ def write_timing(path: Path | None, name: str, seconds: float, epoch_seconds: li
     save_json(path, timing)
 
 
-def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | None = None) -> None:
-    """Embed one profile of `models` or `combined` into its directory (params.profile_dir), and its
-    wall time into `timing` if given. Its settings are built (and checked) first: a typo in
-    params.yaml fails before any work."""
-    cfg = model_config(params, name)
-    out_dir = Path(out_dir) if out_dir is not None else profile_dir(params, name)
-    ctx = local_context(sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
-    start = time.time()
-    log.info("profile %s: method %s, %d clients, cutoff %s", name, method_of(cfg), len(ctx.client_ids), ctx.cutoff)
-    writer = getattr(get_method(method_of(cfg)), "write_embeddings", None)
-    if writer is not None:  # too big to hold whole (the ensemble at 1M x 2,048): the method writes it in blocks
-        shape = store.write(out_dir, ctx.client_ids, lambda shape: profile_meta(name, cfg, ctx, shape[1]),
-                            fill=lambda path: writer(ctx, cfg, path))
-        seconds = time.time() - start
-        write_timing(timing, name, seconds)
-        log.info("profile %s: %d x %d in %.1f s", name, shape[0], shape[1], seconds)
-        return
+def write_computed(name: str, cfg, ctx: EmbedContext, out_dir: Path, timing: Path | None, start: float) -> None:
+    """Compute the profile and write its directory (or SKIPPED.txt) and its wall time since `start`:
+    the end of both the embed and the combine stage."""
     try:
         matrix = compute(name, cfg, ctx)
     except ProfileUnavailable as exc:
@@ -142,9 +137,24 @@ def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | Non
     log.info("profile %s: %d x %d in %.1f s", name, matrix.shape[0], matrix.shape[1], seconds)
 
 
+def run(name: str, params: dict, out_dir: Path | None = None, timing: Path | None = None) -> None:
+    """Embed one profile of `models` into its directory (params.profile_dir), and its wall time into
+    `timing` if given. Its settings are built (and checked) first: a typo in params.yaml fails before
+    any work."""
+    if profile_section(params, name) != "models":
+        raise UbpError(f"profile '{name}' is built from other profiles (params.yaml combined): "
+                       f"run `python -m ubp combine {name}`")
+    cfg = model_config(params, name)
+    out_dir = Path(out_dir) if out_dir is not None else profile_dir(params, name)
+    ctx = params_context(params)
+    start = time.time()
+    log.info("profile %s: method %s, %d clients, cutoff %s", name, method_of(cfg), len(ctx.client_ids), ctx.cutoff)
+    write_computed(name, cfg, ctx, out_dir, timing, start)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ubp embed", description=__doc__.splitlines()[0])
-    parser.add_argument("profile", help="a key of params.yaml's models or combined")
+    parser.add_argument("profile", help="a key of params.yaml's models")
     args = parser.parse_args(argv)
     run(args.profile, load_params(), timing=timing_path(args.profile))
     return 0

@@ -1,4 +1,4 @@
-"""The labels `ubp.selection` scores on: the three open tasks' train-window labels, built from the
+"""The labels `ubp.combine.selection` scores on: the three open tasks' train-window labels, built from the
 train window and the input events alone.
 
 Choosing ensemble sources must not read the validation window, nor the hidden tasks (conversion,

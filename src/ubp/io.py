@@ -17,6 +17,7 @@ import contextlib
 import errno
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -58,28 +59,25 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _leftovers(directory: Path, name: str | None = None) -> list[Path]:
+    """What killed writes left in `directory` (of the output `name` only, if given)."""
+    if not directory.is_dir():
+        return []
+    return [entry for entry in sorted(directory.iterdir())
+            if (match := STALE.match(entry.name)) and name in (None, match["name"])]
+
+
 def _clear_leftovers(path: Path) -> None:
     """The siblings a killed write of `path` left behind (a DVC lock allows one writer per path)."""
-    for entry in path.parent.glob(f".{glob_escape(path.name)}.*"):
-        match = STALE.match(entry.name)
-        if match and match["name"] == path.name:
-            _remove(entry)
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
+    for entry in _leftovers(path.parent, path.name):
+        _remove(entry)
 
 
 def sweep_stale(*roots: str | os.PathLike) -> list[Path]:
     """Remove what killed writes left in these directories (not recursive); returns what it removed."""
-    removed = []
-    for root in map(Path, roots):
-        if not root.is_dir():
-            continue
-        for entry in sorted(root.iterdir()):
-            if STALE.match(entry.name):
-                _remove(entry)
-                removed.append(entry)
+    removed = [entry for root in roots for entry in _leftovers(Path(root))]
+    for entry in removed:
+        _remove(entry)
     return removed
 
 
@@ -103,12 +101,11 @@ def _writing(path: Path) -> Iterator[None]:
 
 def _is_ours(exc: OSError, path: Path) -> bool:
     """Was the refused file the output, its temporary sibling or its parent (not an input being read)?"""
-    path = path.absolute()
+    path, temporary = path.absolute(), f".{path.name}."
     for name in filter(None, (exc.filename, exc.filename2)):
         name = Path(name).absolute()
-        if name in (path, path.parent) or path in name.parents or name.name.startswith(f".{path.name}."):
-            return True
-        if any(p.name.startswith(f".{path.name}.") for p in name.parents):
+        if name in (path, path.parent) or path in name.parents \
+                or any(p.name.startswith(temporary) for p in (name, *name.parents)):
             return True
     return False
 
@@ -146,18 +143,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             yield tmp
             os.chmod(tmp, _default_mode(directory=True))
             _fault("written", path)
-            if path.exists() and _exchange(tmp, path):  # one atomic step: `path` is never missing
+            if not path.exists():
+                os.replace(tmp, path)
+                _fault("replaced", path)
+            elif _exchange(tmp, path):  # one atomic step: `path` is never missing
                 _fault("replaced", path)  # tmp now holds the old contents, removed below
-            elif path.exists():  # no RENAME_EXCHANGE here: two renames, the old copy set aside between
+            else:  # no RENAME_EXCHANGE here: two renames, the old copy set aside between
                 old = path.with_name(f".{path.name}.old")
                 os.replace(path, old)
                 _fault("between", path)
                 os.replace(tmp, path)
                 _fault("replaced", path)
                 shutil.rmtree(old)
-            else:
-                os.replace(tmp, path)
-                _fault("replaced", path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -219,3 +216,58 @@ def load_json(path: str | os.PathLike):
     if not path.exists():
         raise UbpError(f"{path}: file not found")
     return json.loads(path.read_text())
+
+
+# The only globals an object .npy array's pickle may name: numpy's own array, dtype and scalar
+# reconstruction (module spelled as numpy 1 and numpy 2 write it). Nothing else is ever imported.
+_SAFE_PICKLE_GLOBALS = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                        for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def __init__(self, file, path: Path):
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _SAFE_PICKLE_GLOBALS:
+            raise UbpError(f"{self.path}: refusing a pickled object array that names {module}.{name} "
+                           "(only numpy arrays of integers are accepted)")
+        return super().find_class(module, name)
+
+
+def load_int_npy(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
+    """(array, came from an object array). The organisers' files may be object arrays (the official
+    code loads them with allow_pickle=True): those are unpickled with _ArrayUnpickler, never able
+    to call anything but numpy's array reconstruction, and every element must be an integer (not a
+    bool); they come back as int64. Any other array is read with allow_pickle=False, unchanged."""
+    path = Path(path)
+    if not path.exists():
+        raise UbpError(f"{path}: file not found")
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                return load_npy(path), False
+            shape, fortran, dtype = read_header(f)
+            if not dtype.hasobject:
+                return load_npy(path), False
+            if dtype != np.dtype(object):
+                raise UbpError(f"{path}: a structured array holding objects ({dtype}); expected integers")
+            array = _ArrayUnpickler(f, path).load()
+    except UbpError:
+        raise
+    except Exception as exc:  # a truncated or corrupt file: numpy and pickle raise many types
+        raise UbpError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc})") from None
+    if not isinstance(array, np.ndarray) or array.dtype != np.dtype(object) or array.shape != tuple(shape):
+        raise UbpError(f"{path}: the pickled payload is not the object array its header announces")
+    flat = array.ravel(order="F" if fortran else "C")
+    for i, value in enumerate(flat):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise UbpError(f"{path}: element {i} (0-based) is {value!r} ({type(value).__name__}), "
+                           "expected an integer")
+        if not np.iinfo(np.int64).min <= int(value) <= np.iinfo(np.int64).max:
+            raise UbpError(f"{path}: element {i} (0-based) is {value!r}, outside the int64 range")
+    return np.array(flat.tolist(), dtype=np.int64).reshape(array.shape, order="F" if fortran else "C"), True

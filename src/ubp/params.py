@@ -1,7 +1,9 @@
 """Read `params.yaml`; each stage reads only its own section."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -10,6 +12,7 @@ from ubp.config import build
 from ubp.io import UbpError
 
 PARAMS_FILE = Path("params.yaml")
+C = TypeVar("C")
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict:
@@ -33,9 +36,20 @@ def section(params: dict, *keys: str) -> dict:
     return node
 
 
-# Profiles live in two sections: `models` (computed from events) and `combined` (built from other
-# profiles: ensembles, stacking). DVC gives each section its own foreach, so a combined profile's
-# stage can depend on every base profile's embedding (a foreach item cannot add deps of its own).
+def section_config(params: Mapping, cls: type[C], *keys: str) -> C:
+    """The section params[k1][k2]... as the frozen dataclass `cls` (ubp.config.build: an unknown key or
+    a wrong type is refused naming it); an absent or empty section gives cls's defaults."""
+    node, where = params, ".".join(keys)
+    for key in keys:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    if node is not None and not isinstance(node, Mapping):
+        raise UbpError(f"params.yaml: {where} must be a mapping, got {node!r}")
+    return build(cls, node, where)
+
+
+# Profiles live in two sections: `models` (computed from events: embed@ stages) and `combined` (built
+# from other profiles by ubp.combine: combine@ stages, each depending on its own sources' embeddings
+# through one marker stage per source, see dvc.yaml).
 PROFILE_SECTIONS = {"models": schema.EMBEDDINGS_DIR, "combined": schema.COMBINED_DIR}
 
 
@@ -98,6 +112,18 @@ def check_reads(sec: str, name: str, own: dict) -> None:
                        f"{want!r}: set `reads: {want}` (its embed stage then depends on data/{want})")
 
 
+def check_section(sec: str, name: str, method: str) -> None:
+    """A `combined:` profile has a method that builds it from other profiles, a `models:` one does not
+    (each section has its own stage: embed@ or combine@, with the deps of its kind)."""
+    from ubp.models import traits
+
+    combined = traits(method).combined
+    if combined != (sec == "combined"):
+        kind, home = ("from other profiles", "combined") if combined else ("from events", "models")
+        raise UbpError(f"params.yaml: {sec}.{name} has method '{method}', which builds a profile {kind}: "
+                       f"put it under {home}:")
+
+
 def profile_method(params: dict, name: str) -> str:
     return str(_entry(params, name)[1]["method"])
 
@@ -119,6 +145,7 @@ def model_config(params: dict, name: str):
     shared = section(params, *inherits.split("."))
     if not isinstance(shared, dict):
         raise UbpError(f"params.yaml: {sec}.{name}.inherits names '{inherits}', which is not a section")
+    check_section(sec, name, str(own["method"]))
     origin = {key: inherits for key in shared if key not in own}
     return build(config_class(str(own["method"])), {**shared, **own}, f"{sec}.{name}", origin)
 

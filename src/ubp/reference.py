@@ -43,17 +43,20 @@ import argparse
 import logging
 import math
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ubp import schema
+from ubp.config import as_dict
 from ubp.evaluate.metrics import compute_metrics, is_binary, labels_without_positive
 from ubp.evaluate.protocol import SCORE_DECIMALS
 from ubp.evaluate.run import load_task_labels
 from ubp.features.table import feature_matrix, load_features
 from ubp.io import UbpError, save_json
-from ubp.params import load_params
+from ubp.params import load_params, section_config
 
 log = logging.getLogger("ubp.reference")
 
@@ -62,56 +65,52 @@ EVAL_PROFILE = "lightgbm (task-specific, not a profile)"
 FEATURES_FILE = schema.FEATURES_DIR / "features.parquet"
 BATCH_SIZE = 128  # validation batches, as the downstream evaluator
 
-DEFAULTS = {
-    "n_estimators": 60,  # rounds per model (with early stopping: the most rounds)
-    "learning_rate": 0.1,
-    "num_leaves": 7,
-    "min_child_samples": 50,
-    "lambda_l2": 10.0,
-    "feature_fraction": 0.8,
-    "max_bin": 63,
-    "early_stopping_rounds": 0,  # 0: no early stopping, n_estimators rounds for every model
-    "holdout_fraction": 0.2,  # of the task's clients (train-window labels), for early stopping
-    "min_positives_holdout": 5,  # fewer positives: no holdout, fallback_rounds rounds
-    "fallback_rounds": 50,
-    "threads": 1,
-    "seed": 0,
-}
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """params.yaml's `reference` section, the only home of its defaults (`ReferenceConfig.from_params`)."""
+    n_estimators: int = 60  # rounds per model (with early stopping: the most rounds)
+    learning_rate: float = 0.1
+    num_leaves: int = 7
+    min_child_samples: int = 50
+    lambda_l2: float = 10.0
+    feature_fraction: float = 0.8
+    max_bin: int = 63
+    early_stopping_rounds: int = 0  # 0: no early stopping, n_estimators rounds for every model
+    holdout_fraction: float = 0.2  # of the task's clients (train-window labels), for early stopping
+    min_positives_holdout: int = 5  # fewer positives: no holdout, fallback_rounds rounds
+    fallback_rounds: int = 50
+    threads: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 < self.holdout_fraction < 1:
+            raise UbpError("params.yaml: reference.holdout_fraction must lie strictly between 0 and 1")
+
+    @classmethod
+    def from_params(cls, params: Mapping) -> "ReferenceConfig":
+        return section_config(params, cls, "reference")
 
 
-def config_from(params: dict | None) -> dict:
-    """params.yaml's `reference` section over DEFAULTS; unknown keys are an error."""
-    own = dict(params or {})
-    unknown = sorted(set(own) - set(DEFAULTS))
-    if unknown:
-        raise UbpError(f"params.yaml: unknown key(s) under 'reference': {', '.join(unknown)} "
-                       f"(have: {', '.join(DEFAULTS)})")
-    cfg = {**DEFAULTS, **own}
-    if not 0 < float(cfg["holdout_fraction"]) < 1:
-        raise UbpError("params.yaml: reference.holdout_fraction must lie strictly between 0 and 1")
-    return cfg
-
-
-def _lgb_params(cfg: dict, seed: int) -> dict:
+def _lgb_params(cfg: ReferenceConfig, seed: int) -> dict:
     return {
         "objective": "binary",
-        "learning_rate": float(cfg["learning_rate"]),
-        "num_leaves": int(cfg["num_leaves"]),
-        "min_child_samples": int(cfg["min_child_samples"]),
-        "lambda_l2": float(cfg["lambda_l2"]),
-        "feature_fraction": float(cfg["feature_fraction"]),
-        "max_bin": int(cfg["max_bin"]),
-        "seed": int(seed),
+        "learning_rate": cfg.learning_rate,
+        "num_leaves": cfg.num_leaves,
+        "min_child_samples": cfg.min_child_samples,
+        "lambda_l2": cfg.lambda_l2,
+        "feature_fraction": cfg.feature_fraction,
+        "max_bin": cfg.max_bin,
+        "seed": seed,
         "deterministic": True,
         "force_row_wise": True,
-        "num_threads": int(cfg["threads"]),
+        "num_threads": cfg.threads,
         "verbosity": -1,
     }
 
 
-def _dataset_params(cfg: dict) -> dict:
+def _dataset_params(cfg: ReferenceConfig) -> dict:
     """How every Dataset bins its features: the shared one of task_logits and each label's own alike."""
-    return {"max_bin": int(cfg["max_bin"]), "verbosity": -1}
+    return {"max_bin": cfg.max_bin, "verbosity": -1}
 
 
 def _holdout_mask(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -132,7 +131,7 @@ def constant_margin(n_positive: int, n: int) -> float:
     return -low if n_positive == n else low
 
 
-def fit_label(x: np.ndarray, y: np.ndarray, cfg: dict, seed: int, binned=None) -> tuple[np.ndarray, int]:
+def fit_label(x: np.ndarray, y: np.ndarray, cfg: ReferenceConfig, seed: int, binned=None) -> tuple[np.ndarray, int]:
     """Train one binary model on (x, y) (train-window labels only); its margins on x and its rounds.
 
     `binned`: an `lgb.Dataset` of `x` already constructed (its bins are the same for every label), used
@@ -145,15 +144,15 @@ def fit_label(x: np.ndarray, y: np.ndarray, cfg: dict, seed: int, binned=None) -
     if n_pos in (0, len(y)):
         return np.full(len(y), constant_margin(n_pos, len(y)), dtype=np.float32), 0
     params = _lgb_params(cfg, seed)
-    rounds = int(cfg["n_estimators"])
-    patience = int(cfg["early_stopping_rounds"])
+    rounds = cfg.n_estimators
+    patience = cfg.early_stopping_rounds
     if patience > 0:
-        rounds = int(cfg["fallback_rounds"])
-        held = _holdout_mask(y, float(cfg["holdout_fraction"]), seed)
-        if min(n_pos, len(y) - n_pos) >= int(cfg["min_positives_holdout"]) and 0 < y[held].sum() < y[~held].sum():
+        rounds = cfg.fallback_rounds
+        held = _holdout_mask(y, cfg.holdout_fraction, seed)
+        if min(n_pos, len(y) - n_pos) >= cfg.min_positives_holdout and 0 < y[held].sum() < y[~held].sum():
             fit = lgb.Dataset(x[~held], label=y[~held], params=_dataset_params(cfg))
             stop = lgb.Dataset(x[held], label=y[held], reference=fit)
-            booster = lgb.train({**params, "metric": "binary_logloss"}, fit, num_boost_round=int(cfg["n_estimators"]),
+            booster = lgb.train({**params, "metric": "binary_logloss"}, fit, num_boost_round=cfg.n_estimators,
                                 valid_sets=[stop], callbacks=[lgb.early_stopping(patience, verbose=False)])
             rounds = max(int(booster.best_iteration or booster.current_iteration()), 1)
     if binned is not None and patience <= 0:
@@ -165,7 +164,8 @@ def fit_label(x: np.ndarray, y: np.ndarray, cfg: dict, seed: int, binned=None) -
     return booster.predict(x, raw_score=True).astype(np.float32), rounds
 
 
-def task_logits(x: np.ndarray, y_train: np.ndarray, cfg: dict, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+def task_logits(x: np.ndarray, y_train: np.ndarray, cfg: ReferenceConfig,
+                seed: int = 0) -> tuple[np.ndarray, list[int]]:
     """Margins (n_clients x n_labels) of one model per label column, and each model's rounds.
 
     Only the train-window labels go in: the validation window never reaches this function.
@@ -179,7 +179,7 @@ def task_logits(x: np.ndarray, y_train: np.ndarray, cfg: dict, seed: int = 0) ->
     out = np.empty(y_train.shape, dtype=np.float32)
     rounds = []
     binned = None
-    if int(cfg["early_stopping_rounds"]) <= 0:
+    if cfg.early_stopping_rounds <= 0:
         binned = lgb.Dataset(x, label=np.zeros(len(x), dtype=np.float32), free_raw_data=False,
                              params=_dataset_params(cfg)).construct()
     for j in range(y_train.shape[1]):
@@ -199,10 +199,9 @@ def _task_rows(table_ids: np.ndarray, task_ids: np.ndarray) -> np.ndarray:
     return rows
 
 
-def run(params: dict, features_path: Path = FEATURES_FILE, targets_dir: Path = schema.TARGETS_DIR,
+def run(cfg: ReferenceConfig, features_path: Path = FEATURES_FILE, targets_dir: Path = schema.TARGETS_DIR,
         metrics_dir: Path = schema.METRICS_DIR) -> dict:
     """Train and score the reference on the six tasks; writes and returns `metrics/lightgbm.json`."""
-    cfg = config_from((params or {}).get("reference"))
     started = time.perf_counter()
     labels = {task: load_task_labels(targets_dir, task) for task in schema.TASKS}
     relevant = np.unique(np.concatenate([labels[t]["client_ids"] for t in schema.TASKS]))
@@ -210,14 +209,14 @@ def run(params: dict, features_path: Path = FEATURES_FILE, targets_dir: Path = s
     table_ids = table[schema.CLIENT_ID].to_numpy(np.int64)
     x_all = feature_matrix(table)
     log.info("reference: %d clients x %d features; LightGBM per label, %d threads", len(table), x_all.shape[1],
-             int(cfg["threads"]))
+             cfg.threads)
 
     tasks = {}
     for t_index, task in enumerate(schema.TASKS):
         task_started = time.perf_counter()
         lab = labels[task]
         x = x_all[_task_rows(table_ids, np.asarray(lab["client_ids"], dtype=np.int64))]
-        logits, rounds = task_logits(x, lab["y_train"], cfg, seed=int(cfg["seed"]) * 100 + t_index)
+        logits, rounds = task_logits(x, lab["y_train"], cfg, seed=cfg.seed * 100 + t_index)
         y_val = np.asarray(lab["y_validation"]).reshape(len(x), -1)
         m = compute_metrics(task, logits, y_val, lab.get("popularity"), batch_size=BATCH_SIZE)
         entry = {"score": round(m["score"], SCORE_DECIMALS), "auroc": round(m["auroc"], 6)}
@@ -246,7 +245,7 @@ def run(params: dict, features_path: Path = FEATURES_FILE, targets_dir: Path = s
         "eval_profile": EVAL_PROFILE,
         "sum": round(sum(e["score"] for e in tasks.values()), SCORE_DECIMALS),
         "seconds": round(time.perf_counter() - started, 1),
-        "settings": cfg,
+        "settings": as_dict(cfg),
         "tasks": tasks,
     }
     out = Path(metrics_dir) / f"{NAME}.json"
@@ -257,5 +256,5 @@ def run(params: dict, features_path: Path = FEATURES_FILE, targets_dir: Path = s
 
 def main(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="python -m ubp reference", description=__doc__.split("\n\n")[0]).parse_args(argv)
-    run(load_params())
+    run(ReferenceConfig.from_params(load_params()))  # a typo stops here, before any work
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ubp import schema
+from ubp.evaluate.protocol import EvalConfig
 from ubp.profile_store import CURVE
 from ubp.io import atomic_dir, atomic_path, load_json, save_json, save_text
 from ubp.params import load_params, profile_dir, profile_names
@@ -165,7 +166,7 @@ def run(params: dict, metrics_dir: Path = schema.METRICS_DIR, out_dir: Path = sc
     copy_curves({name: Path(root) / profile_dir(params, name) for name in profiles}, out_dir / CURVES_SUBDIR)
     scores, skipped = load_rows(metrics_dir, profiles)
     references, _ = load_rows(metrics_dir, [n for n in REFERENCES if (metrics_dir / f"{n}.json").exists()])
-    eval_profile = (params.get("eval") or {}).get("profile", "default")
+    eval_profile = EvalConfig.from_params(params).profile
     save_text(out_dir / "leaderboard.md", markdown(scores, skipped, eval_profile, references))
     points = borda(scores)
     rows = [{"profile": n, "kind": "profile", **scores[n], "sum": round(sum(scores[n].values()), 4), "borda": points[n]}

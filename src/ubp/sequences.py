@@ -32,6 +32,7 @@ import logging
 import tempfile
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,9 +42,9 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from ubp import schema
-from ubp.db import connect, sql_text
+from ubp.db import check_size, connect, sql_text
 from ubp.io import UbpError, atomic_dir, load_json, load_npy
-from ubp.params import load_params
+from ubp.params import load_params, section_config
 
 log = logging.getLogger("ubp.sequences")
 
@@ -54,9 +55,40 @@ CODE_FIELDS = tuple(f"code{i}" for i in range(N_CODES))
 FIELDS = ("event_type", "category", "price", "sku", "url", "day", "week", "gap") + CODE_FIELDS
 TOP_K_FIELDS = ("category", "sku", "url")
 GAP_EDGES_SECONDS = (1, 10, 60, 300, 1800, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
-DEFAULTS = {"max_len": 128, "top_k": 5000, "max_days": 180, "chunk_clients": 200_000, "threads": 2,
-            "memory_limit": None, "temp_directory": None}  # the last two: DuckDB's bound and spill place (ubp.db)
 TOKENS_FILE, LENGTHS_FILE, IDS_FILE, VOCAB_FILE = "tokens.npy", "lengths.npy", "client_ids.npy", "vocab.json"
+
+
+@dataclass(frozen=True)
+class SequencesConfig:
+    """params.yaml's `sequences:` section, the only home of its defaults (`SequencesConfig.from_params`)."""
+    max_len: int = 128  # events kept per client (the last ones)
+    top_k: int = 5000  # values of each top-k field with their own id
+    max_days: int = 180  # cap of the day/week fields
+    chunk_clients: int = 200_000  # clients built at once (bounds the memory)
+    threads: int = 2  # DuckDB threads
+    memory_limit: str | None = None  # DuckDB's memory bound (ubp.db.connect)
+    temp_directory: str | None = None  # where DuckDB spills
+
+    def __post_init__(self):
+        for key in ("max_len", "top_k", "max_days", "chunk_clients"):
+            if getattr(self, key) <= 0:
+                raise UbpError(f"params.yaml: sequences.{key} must be a positive integer, got {getattr(self, key)!r}")
+        if self.top_k > np.iinfo(np.int16).max - FIRST_VALUE:
+            raise UbpError(f"params.yaml: sequences.top_k must be below {np.iinfo(np.int16).max - FIRST_VALUE} "
+                           "(int16 ids)")
+        if self.threads < 1:
+            raise UbpError(f"params.yaml: sequences.threads must be a whole number >= 1, got {self.threads}")
+        if self.memory_limit is not None:
+            check_size(self.memory_limit, "params.yaml: sequences.memory_limit")
+
+    @classmethod
+    def from_params(cls, params: Mapping) -> "SequencesConfig":
+        return section_config(params, cls, "sequences")
+
+    @property
+    def recorded(self) -> dict:
+        """The settings vocab.json records: those that decide the tokens (a stored output must match them)."""
+        return {"max_len": self.max_len, "top_k": self.top_k, "max_days": self.max_days}
 
 
 @dataclass(frozen=True)
@@ -75,20 +107,9 @@ class Sequences:
         return FIELDS.index(field)
 
 
-def settings(cfg: dict | None) -> dict:
-    s = {**DEFAULTS, **{k: v for k, v in (cfg or {}).items() if k in DEFAULTS}}
-    for key in ("max_len", "top_k", "max_days", "chunk_clients"):
-        if int(s[key]) <= 0:
-            raise UbpError(f"params.yaml: sequences.{key} must be a positive integer, got {s[key]!r}")
-        s[key] = int(s[key])
-    if s["top_k"] > np.iinfo(np.int16).max - FIRST_VALUE:
-        raise UbpError(f"params.yaml: sequences.top_k must be below {np.iinfo(np.int16).max - FIRST_VALUE} (int16 ids)")
-    return s
-
-
-def field_sizes(s: dict, top: dict) -> dict:
+def field_sizes(s: SequencesConfig, top: dict) -> dict:
     sizes = {"event_type": len(schema.EVENT_TYPES) + 1, "price": schema.N_PRICE_BUCKETS + 2,
-             "day": s["max_days"] + 2, "week": s["max_days"] // 7 + 2, "gap": len(GAP_EDGES_SECONDS) + 3}
+             "day": s.max_days + 2, "week": s.max_days // 7 + 2, "gap": len(GAP_EDGES_SECONDS) + 3}
     sizes.update({f: FIRST_VALUE + len(top[f]) for f in TOP_K_FIELDS})
     sizes.update({c: 256 + 2 for c in CODE_FIELDS})
     return {f: int(sizes[f]) for f in FIELDS}
@@ -132,7 +153,7 @@ def _top_values(con, field: str, k: int) -> np.ndarray:
     return np.array([r[0] for r in rows], dtype=np.int64)
 
 
-def _chunk_query(s: dict, cutoff: datetime) -> str:
+def _chunk_query(s: SequencesConfig, cutoff: datetime) -> str:
     cut = f"TIMESTAMP {sql_text(cutoff.strftime(schema.TIMESTAMP_FORMAT))}"
     vocab = [f"LEFT JOIN top_{f} t_{f} ON e.{f} = t_{f}.value" for f in TOP_K_FIELDS]
     tok = {f: f"CASE WHEN e.{f} IS NULL THEN {MISSING} ELSE coalesce(t_{f}.rank + {FIRST_VALUE}, {RARE}) END"
@@ -149,13 +170,13 @@ def _chunk_query(s: dict, cutoff: datetime) -> str:
         SELECT e.*, date_diff('second', ts, {cut}) AS age, {tok['category']} AS category_t,
                {tok['sku']} AS sku_t, {tok['url']} AS url_t
         FROM e {' '.join(vocab)}
-        WHERE k > n - {s['max_len']}
+        WHERE k > n - {s.max_len}
     )
-    SELECT row, (k - greatest(n - {s['max_len']}, 0) - 1)::INTEGER AS pos, etype AS event_type,
+    SELECT row, (k - greatest(n - {s.max_len}, 0) - 1)::INTEGER AS pos, etype AS event_type,
            category_t AS category, CASE WHEN price IS NULL THEN {MISSING} ELSE price + 2 END AS price,
            sku_t AS sku, url_t AS url,
-           least(age // 86400, {s['max_days']}) + 1 AS day,
-           least(age // 86400, {s['max_days']}) // 7 + 1 AS week,
+           least(age // 86400, {s.max_days}) + 1 AS day,
+           least(age // 86400, {s.max_days}) // 7 + 1 AS week,
            coalesce(date_diff('second', prev_ts, ts), -1) AS gap_seconds,
            {codes}
     FROM kept
@@ -163,29 +184,28 @@ def _chunk_query(s: dict, cutoff: datetime) -> str:
 
 
 def build_sequences(events_dir: Path, properties_path: Path, client_ids: np.ndarray, cutoff: datetime,
-                    out_dir: Path, cfg: dict | None = None, progress: bool = False) -> dict:
+                    out_dir: Path, s: SequencesConfig = SequencesConfig(), progress: bool = False) -> dict:
     """Write the sequence files of `client_ids` (in that order) as of `cutoff` into `out_dir` (which
     must exist); returns vocab.json's content."""
-    s = settings(cfg)
     ids = np.asarray(client_ids, dtype=np.int64)
     if len(np.unique(ids)) != len(ids):
         raise UbpError("sequences: duplicate client ids among the clients to build")
     out_dir = Path(out_dir)
-    with connect(threads=int(s["threads"]), memory_limit=s["memory_limit"], temp_directory=s["temp_directory"],
+    with connect(threads=s.threads, memory_limit=s.memory_limit, temp_directory=s.temp_directory,
                  where="sequences.memory_limit") as con:
         _views(con, events_dir, properties_path, cutoff)
-        top = {f: _top_values(con, f, s["top_k"]) for f in TOP_K_FIELDS}
+        top = {f: _top_values(con, f, s.top_k) for f in TOP_K_FIELDS}
         for f, values in top.items():
             con.register(f"top_arrow_{f}", pa.table({"value": values, "rank": np.arange(len(values), dtype=np.int64)}))
             con.execute(f"CREATE OR REPLACE TEMP TABLE top_{f} AS SELECT * FROM top_arrow_{f}")
         tokens = np.lib.format.open_memmap(out_dir / TOKENS_FILE, mode="w+", dtype=np.int16,
-                                           shape=(len(ids), s["max_len"], len(FIELDS)))
+                                           shape=(len(ids), s.max_len, len(FIELDS)))
         lengths = np.zeros(len(ids), dtype=np.int32)
         query = _chunk_query(s, cutoff)
-        starts = range(0, len(ids), s["chunk_clients"])
+        starts = range(0, len(ids), s.chunk_clients)
         for start in tqdm(starts, desc="sequences", unit="chunk", disable=not progress or len(starts) < 2):
-            chunk = pa.table({"client_id": ids[start:start + s["chunk_clients"]],
-                              "row": np.arange(start, min(start + s["chunk_clients"], len(ids)), dtype=np.int64)})
+            chunk = pa.table({"client_id": ids[start:start + s.chunk_clients],
+                              "row": np.arange(start, min(start + s.chunk_clients, len(ids)), dtype=np.int64)})
             con.register("chunk_arrow", chunk)
             con.execute("CREATE OR REPLACE TEMP TABLE chunk AS SELECT * FROM chunk_arrow")
             got = con.execute(query).fetchnumpy()
@@ -196,7 +216,7 @@ def build_sequences(events_dir: Path, properties_path: Path, client_ids: np.ndar
             np.maximum.at(lengths, rows, (pos + 1).astype(np.int32))
         tokens.flush()
         del tokens
-    vocab = {"cutoff": cutoff.strftime(schema.TIMESTAMP_FORMAT), "settings": {k: s[k] for k in ("max_len", "top_k", "max_days")},
+    vocab = {"cutoff": cutoff.strftime(schema.TIMESTAMP_FORMAT), "settings": s.recorded,
              "fields": list(FIELDS), "sizes": field_sizes(s, top), "gap_edges_seconds": list(GAP_EDGES_SECONDS),
              "top": {f: top[f].tolist() for f in TOP_K_FIELDS}}
     np.save(out_dir / IDS_FILE, ids)
@@ -250,12 +270,12 @@ def load_or_build(ctx) -> Sequences:
     built for the same cutoff and settings (ctx.sequence_settings), else built now (e.g. from all
     events for a competition entry, or as of a shifted cutoff) into a temporary directory that
     lives as long as the returned tokens."""
-    s = settings(getattr(ctx, "sequence_settings", None))
+    s = ctx.sequence_settings
     stored = getattr(ctx, "sequences_dir", None)
     if stored is not None and (Path(stored) / VOCAB_FILE).is_file():
         vocab = load_json(Path(stored) / VOCAB_FILE)
         same = vocab.get("cutoff") == ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT) and \
-            vocab.get("settings") == {k: s[k] for k in ("max_len", "top_k", "max_days")}
+            vocab.get("settings") == s.recorded
         if same:
             return load_sequences(stored, ctx.client_ids)
         log.warning("%s was built for another cutoff or settings: building the sequences again", stored)
@@ -265,7 +285,7 @@ def load_or_build(ctx) -> Sequences:
     return dataclasses.replace(seqs, tokens=_kept_until_unused(seqs.tokens, tmp))
 
 
-def run(cfg: dict, split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
+def run(cfg: SequencesConfig, split_dir: Path = schema.SPLIT_DIR, canonical_dir: Path = schema.CANONICAL_DIR,
         out_dir: Path = schema.SEQUENCES_DIR) -> dict:
     split = load_json(Path(split_dir) / schema.SPLIT_FILE)
     cutoff = datetime.strptime(split["train_target_start"], schema.TIMESTAMP_FORMAT)
@@ -288,5 +308,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--canonical-dir", type=Path, default=schema.CANONICAL_DIR)
     parser.add_argument("--out-dir", type=Path, default=schema.SEQUENCES_DIR)
     args = parser.parse_args(argv)
-    run(load_params().get("sequences") or {}, args.split_dir, args.canonical_dir, args.out_dir)
+    cfg = SequencesConfig.from_params(load_params())  # a typo stops here, before any work
+    run(cfg, args.split_dir, args.canonical_dir, args.out_dir)
     return 0

@@ -16,11 +16,12 @@ import numpy as np
 
 from ubp import schema
 from ubp.embed import compute
-from ubp.features.build import connect_for
 from ubp import profile_store as store
+from ubp.features.build import FeaturesConfig, connect_for
 from ubp.io import UbpError, load_npy
 from ubp.models.base import EmbedContext, ProfileUnavailable
 from ubp.params import load_params, model_config, profile_dir
+from ubp.sequences import SequencesConfig
 
 log = logging.getLogger("ubp.submission")
 
@@ -30,8 +31,8 @@ def validate(entry_dir: Path, relevant_clients: np.ndarray | None = None) -> Non
     store.open_profile(entry_dir, relevant_clients, entry=True)
 
 
-def full_context(canonical_dir: Path = schema.CANONICAL_DIR, sequence_settings: dict | None = None,
-                 feature_settings: dict | None = None) -> EmbedContext:
+def full_context(canonical_dir: Path = schema.CANONICAL_DIR, sequence_settings: SequencesConfig = SequencesConfig(),
+                 feature_settings: FeaturesConfig = FeaturesConfig()) -> EmbedContext:
     """Profiles for an entry: every event, as of just after the last one. No stored features or
     sequences (the stages' are as of the split): methods compute them with params.yaml's
     `features:` / `sequences:` settings."""
@@ -45,8 +46,8 @@ def full_context(canonical_dir: Path = schema.CANONICAL_DIR, sequence_settings: 
         events_dir=canonical_dir,
         properties_path=canonical_dir / f"{schema.PROPERTIES}.parquet",
         cutoff=last + timedelta(seconds=1),
-        feature_settings=dict(feature_settings or {}),
-        sequence_settings=dict(sequence_settings or {}),
+        feature_settings=feature_settings,
+        sequence_settings=sequence_settings,
     )
 
 
@@ -66,7 +67,8 @@ def submit(name: str, out_dir: Path, params: dict, from_input: bool = False) -> 
         shape = store.write(out_dir, stored.client_ids, meta, fill=copy, check=lambda tmp: validate(tmp, relevant))
     else:
         cfg = model_config(params, name)
-        ctx = full_context(sequence_settings=params.get("sequences"), feature_settings=params.get("features"))
+        ctx = full_context(sequence_settings=SequencesConfig.from_params(params),
+                           feature_settings=FeaturesConfig.from_params(params))
         log.info("entry %s: embedding %d clients from all events up to %s", name, len(ctx.client_ids), ctx.cutoff)
         try:
             emb = compute(name, cfg, ctx)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.data.conftest import RELEVANT, VECTOR_STYLES, handmade_tables, parsed, vector, write_raw
+from tests.data.conftest import END_DATE, RELEVANT, VECTOR_STYLES, handmade_tables, parsed, vector, write_raw
 from ubp import schema as S
 from ubp.data.ingest import ingest
 from ubp.io import UbpError
@@ -184,3 +185,155 @@ def test_datetime_timestamps_and_narrow_ints_accepted(tmp_path):
     assert got[S.TIMESTAMP].tolist() == pd.to_datetime(frame[S.TIMESTAMP]).tolist()
     assert got[S.URL].dtype == np.int64 and got[S.CLIENT_ID].dtype == np.int64
     assert got[S.CLIENT_ID].tolist() == frame[S.CLIENT_ID].tolist()
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"data": {"raw_dir": "raw", "raw_dri": "raw"}}, r"unknown key 'data\.raw_dri'; did you mean 'raw_dir'"),
+    ({"data": {"raw_dir": 5}}, r"data\.raw_dir must be a string, got 5"),
+    ({"data": {"raw_dir": "raw"}, "features": {"temp_directroy": "/tmp"}},
+     r"unknown key 'features\.temp_directroy'; did you mean 'temp_directory'"),
+])
+def test_stage_refuses_bad_settings_before_any_work(tmp_path, monkeypatch, params, match):
+    """With the raw data there, a typo in `data:` (or in `features:`, whose DuckDB resources it takes)
+    stops the stage unwritten."""
+    from tests.conftest import refuses_before_any_work
+    from ubp.data.ingest import main
+
+    write_raw(tmp_path / "run" / "raw", handmade_tables(), RELEVANT)
+    refuses_before_any_work(main, [], params, match, tmp_path / "run", monkeypatch)
+
+
+# --- object .npy arrays (the official code loads with allow_pickle=True) ---------------------------
+
+class Planted:
+    """Unpickling this runs a shell command that creates MARKER: a loader that imports it has lost."""
+    marker = None
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_object_int_arrays_are_accepted_as_int64(tmp_path):
+    relevant = np.array([105, np.int64(101), 104, np.int32(103), 102], dtype=object)
+    active = np.array([3, 1, 2], dtype=object)
+    raw = write_raw(tmp_path / "raw", handmade_tables(), RELEVANT)
+    np.save(raw / S.RELEVANT_CLIENTS_FILE, relevant, allow_pickle=True)
+    (raw / "target").mkdir()
+    np.save(raw / "target" / S.ACTIVE_CLIENTS_FILE, active, allow_pickle=True)
+    ingest(raw, tmp_path / "canonical")
+    got = np.load(tmp_path / "canonical" / S.RELEVANT_CLIENTS_FILE, allow_pickle=False)
+    assert got.dtype == np.int64 and got.tolist() == [105, 101, 104, 103, 102]
+    got = np.load(tmp_path / "canonical" / "target" / S.ACTIVE_CLIENTS_FILE, allow_pickle=False)
+    assert got.dtype == np.int64 and got.tolist() == [3, 1, 2]
+
+
+@pytest.mark.parametrize("values, shown", [
+    ([105, "101", 104], r"element 1 \(0-based\) is '101' \(str\)"),
+    ([105, 101, 104.0], r"element 2 \(0-based\) is 104\.0 \(float\)"),
+    ([None, 101], r"element 0 \(0-based\) is None \(NoneType\)"),
+    ([105, True], r"element 1 \(0-based\) is True \(bool\)"),
+    ([105, 2 ** 70], r"element 1 \(0-based\) is 1180591620717411303424, outside the int64 range"),
+])
+def test_object_array_with_a_non_integer_is_refused(tmp_path, values, shown):
+    raw = write_raw(tmp_path / "raw", handmade_tables(), RELEVANT)
+    np.save(raw / S.RELEVANT_CLIENTS_FILE, np.array(values, dtype=object), allow_pickle=True)
+    with pytest.raises(UbpError, match=r"input/relevant_clients\.npy: " + shown):
+        ingest(raw, tmp_path / "canonical")
+    assert not (tmp_path / "canonical").exists()
+
+
+@pytest.mark.parametrize("where", ["relevant", "target"])
+def test_malicious_pickle_is_refused_and_never_run(tmp_path, monkeypatch, where):
+    marker = tmp_path / "MARKER"
+    monkeypatch.setattr(Planted, "marker", marker)
+    raw = write_raw(tmp_path / "raw", handmade_tables(), RELEVANT)
+    path = raw / S.RELEVANT_CLIENTS_FILE
+    if where == "target":
+        (raw / "target").mkdir()
+        path = raw / "target" / S.ACTIVE_CLIENTS_FILE
+    np.save(path, np.array([105, Planted()], dtype=object), allow_pickle=True)
+    assert b"system" in path.read_bytes()  # the payload really names os.system
+    with pytest.raises(UbpError, match=re.escape(str(path)) + r": refusing a pickled object array that names "
+                                       r"posix\.system"):
+        ingest(raw, tmp_path / "canonical")
+    assert not marker.exists()
+
+
+def test_files_the_layout_does_not_name_are_logged_and_ignored(tmp_path, caplog):
+    raw = write_raw(tmp_path / "raw", handmade_tables(), RELEVANT,
+                    target={S.ACTIVE_CLIENTS_FILE: np.array([1, 2]), "notes.npy": np.array([1.5])})
+    (raw / "README.txt").write_text("hello")
+    np.save(raw / "input" / "old_clients.npy", np.array(["x"]))
+    with caplog.at_level("WARNING", logger="ubp.ingest"):
+        ingest(raw, tmp_path / "canonical")
+    lines = [r.getMessage() for r in caplog.records if "not part of the data layout" in r.getMessage()]
+    assert sorted(Path(line.split(":")[0]).name for line in lines) == ["README.txt", "notes.npy", "old_clients.npy"]
+    assert sorted(p.name for p in (tmp_path / "canonical" / "target").iterdir()) == [S.ACTIVE_CLIENTS_FILE]
+
+
+# --- implausible timestamps (see ubp.data.timestamps) -----------------------------------------------
+# The hand-made log's latest day is 2022-04-01 (AFTER_END), its gaps are at most 7 days after its median: with
+# days_after_bulk 30 (the default) the plausible range ends before 2022-05-02 00:00:00 (2022-04-01 + 1 + 30 days).
+
+def plant(tables, name, row, timestamp):
+    frame = tables[name]
+    value = frame.iloc[[row % len(frame)]].assign(timestamp=timestamp)
+    tables[name] = pd.concat([frame.iloc[:row], value, frame.iloc[row:]], ignore_index=True)
+    return tables
+
+
+@pytest.mark.parametrize("name, row, stamp", [
+    (S.PRODUCT_BUY, 4, "2099-01-01 00:00:00"),
+    (S.PAGE_VISIT, 1, "1970-01-01 00:00:00"),
+    (S.PRODUCT_BUY, 0, "2022-05-02 00:00:00"),  # the first implausible second
+    (S.SEARCH_QUERY, 2, "1999-12-31 23:59:59"),
+])
+def test_implausible_timestamp_is_refused_naming_file_column_row_value(tmp_path, name, row, stamp):
+    with pytest.raises(UbpError) as info:
+        ingest_tables(tmp_path, plant(handmade_tables(), name, row, stamp))
+    message = str(info.value)
+    for part in bad(name, S.TIMESTAMP, row, "implausible timestamp") + [f"(value '{stamp}')", "1 such row(s)"]:
+        assert part in message, f"{part!r} not in {message!r}"
+    assert not (tmp_path / "canonical").exists()  # so the split never sees it: no moved end date
+
+
+def test_last_plausible_second_is_accepted(tmp_path):
+    out = ingest_tables(tmp_path, plant(handmade_tables(), S.PRODUCT_BUY, 0, "2022-05-01 23:59:59"))
+    assert len(pd.read_parquet(out / f"{S.PRODUCT_BUY}.parquet")) == len(handmade_tables()[S.PRODUCT_BUY]) + 1
+    assert not (out / "dropped.json").exists()  # refusing (the default) writes no report
+
+
+def test_drop_removes_exactly_the_planted_rows_and_reports_them(tmp_path):
+    import json
+
+    from ubp.data.split import split
+    from ubp.data.timestamps import TimestampsConfig
+
+    tables = plant(plant(handmade_tables(), S.PRODUCT_BUY, 3, "2099-06-01 10:00:00"), S.PAGE_VISIT, 0, "1970-01-01 00:00:00")
+    tables = plant(tables, S.PRODUCT_BUY, 7, "2099-06-02 10:00:00")
+    raw = write_raw(tmp_path / "raw", tables, RELEVANT)
+    ingest(raw, tmp_path / "canonical", timestamps=TimestampsConfig(drop=True))
+    for name, frame in handmade_tables().items():
+        got = pd.read_parquet(tmp_path / "canonical" / f"{name}.parquet")
+        assert got[got.columns[0]].tolist() == frame[frame.columns[0]].tolist(), name
+        if S.TIMESTAMP in frame:
+            assert got[S.TIMESTAMP].tolist() == pd.to_datetime(frame[S.TIMESTAMP]).tolist(), name
+    report = json.loads((tmp_path / "canonical" / "dropped.json").read_text())
+    assert report["dropped_rows"] == {S.PRODUCT_BUY: 2, S.ADD_TO_CART: 0, S.REMOVE_FROM_CART: 0,
+                                      S.PAGE_VISIT: 1, S.SEARCH_QUERY: 0}
+    assert report["plausible_before"] == "2022-05-02 00:00:00"
+    assert split(tmp_path / "canonical", tmp_path / "split")["end_date"] == END_DATE
+
+
+@pytest.mark.parametrize("timestamps, match", [
+    ({"dorp": True}, r"unknown key 'data\.timestamps\.dorp'"),
+    ({"drop": "yes"}, r"data\.timestamps\.drop must be true or false"),
+    ({"earliest": "2000-01-01"}, r"data\.timestamps\.earliest must be 'YYYY-MM-DD HH:MM:SS'"),
+    ({"days_after_bulk": 0}, r"data\.timestamps\.days_after_bulk must be >= 1"),
+])
+def test_timestamps_settings_are_checked(timestamps, match):
+    from ubp.data.synthetic import DataConfig
+
+    with pytest.raises(UbpError, match=match):
+        DataConfig.from_params({"data": {"timestamps": timestamps}})

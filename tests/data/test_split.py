@@ -93,15 +93,16 @@ def split_of(tmp_path, tables: dict[str, pd.DataFrame]) -> tuple[dict, dict[str,
 
 def test_end_date_is_the_latest_purchase_not_the_latest_event(tmp_path):
     """Carts, visits and searches after the last purchase (the log's AFTER_END rows, and a page visit
-    a year later) move no window and reach no output; a later purchase moves all three dates."""
+    four days later, within data.timestamps' plausible range) move no window and reach no output; a later
+    purchase moves all three dates."""
     tables = handmade_tables()
-    late_visit = pd.DataFrame({S.CLIENT_ID: [104], S.TIMESTAMP: ["2023-03-30 12:00:00"], S.URL: [1004]})
+    late_visit = pd.DataFrame({S.CLIENT_ID: [104], S.TIMESTAMP: ["2022-04-05 12:00:00"], S.URL: [1004]})
     tables[S.PAGE_VISIT] = pd.concat([tables[S.PAGE_VISIT], late_visit], ignore_index=True)
     info, parts = split_of(tmp_path / "visit", tables)
     assert (info["end_date"], info["train_target_start"], info["validation_target_start"]) == \
         (END_DATE, TRAIN_START, VALIDATION_START)
     stamps = {name: frame[S.TIMESTAMP].dt.strftime(S.TIMESTAMP_FORMAT).tolist() for name, frame in parts.items()}
-    assert not [(name, t) for name, ts in stamps.items() for t in ts if t in (AFTER_END, "2023-03-30 12:00:00")]
+    assert not [(name, t) for name, ts in stamps.items() for t in ts if t in (AFTER_END, "2022-04-05 12:00:00")]
 
     late_buy = pd.DataFrame({S.CLIENT_ID: [104], S.TIMESTAMP: ["2022-04-10 15:00:00"], S.SKU: [9]})
     tables[S.PRODUCT_BUY] = pd.concat([tables[S.PRODUCT_BUY], late_buy], ignore_index=True)

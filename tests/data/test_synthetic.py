@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ubp import schema as S
-from ubp.data.synthetic import TINY, generate, main
+from ubp.data.synthetic import TINY, SyntheticConfig, generate, main, synthetic_config
 from ubp.io import UbpError
 
 VECTOR = re.compile(r"^\[\s*(\d{1,3}\s+){15}\d{1,3}\s*\]$")
@@ -22,7 +22,7 @@ VECTOR = re.compile(r"^\[\s*(\d{1,3}\s+){15}\d{1,3}\s*\]$")
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic") / "raw"
-    generate(out, TINY)
+    generate(out, synthetic_config(TINY))
     return out
 
 
@@ -41,9 +41,9 @@ def split_start(buys: pd.DataFrame) -> pd.Timestamp:
 
 
 def test_same_seed_same_bytes_other_seed_differs(raw, tmp_path):
-    generate(tmp_path / "again", TINY)
+    generate(tmp_path / "again", synthetic_config(TINY))
     assert digests(tmp_path / "again") == digests(raw)
-    generate(tmp_path / "other", {**TINY, "seed": TINY.get("seed", 0) + 1})
+    generate(tmp_path / "other", synthetic_config({**TINY, "seed": TINY.get("seed", 0) + 1}))
     other = digests(tmp_path / "other")
     assert other.keys() == digests(raw).keys()
     assert other[f"{S.PRODUCT_BUY}.parquet"] != digests(raw)[f"{S.PRODUCT_BUY}.parquet"]
@@ -140,9 +140,9 @@ def test_oracle_matches_relevant_clients_and_predicts_purchases(raw, tables):
     assert score[bought].mean() > score[~bought].mean() + 0.5
 
 
-def test_unknown_config_key_is_an_error(tmp_path):
-    with pytest.raises(UbpError, match="n_relevnat"):
-        generate(tmp_path / "x", {"n_relevnat": 10})
+def test_unknown_config_key_is_an_error():
+    with pytest.raises(UbpError, match=r"unknown key 'data\.synthetic\.n_relevnat'; did you mean 'n_relevant'"):
+        synthetic_config({"n_relevnat": 10})
 
 
 def test_main_dir_source_writes_only_a_marker(tmp_path, monkeypatch):
@@ -196,7 +196,7 @@ SMALL = {"scale": 0.002, "block_clients": 10_000}  # 2,000 relevant + 35,400 oth
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("scaled") / "raw"
-    generate(out, SMALL)
+    generate(out, synthetic_config(SMALL))
     return out
 
 
@@ -242,7 +242,7 @@ def test_scale_preset_has_the_real_shape(scaled):
 
 
 def test_block_size_changes_the_draws_not_the_shape(scaled, tmp_path):
-    generate(tmp_path / "other_blocks", {**SMALL, "block_clients": 25_000})
+    generate(tmp_path / "other_blocks", synthetic_config({**SMALL, "block_clients": 25_000}))
     a, b = shape_stats(scaled), shape_stats(tmp_path / "other_blocks")
     for k, (real, tol) in REAL_SHAPE.items():
         assert abs(a[k] - b[k]) <= tol * real, k
@@ -252,7 +252,7 @@ def test_block_size_changes_the_draws_not_the_shape(scaled, tmp_path):
 def test_row_groups_and_oracle_row_blocks_change_no_value(tmp_path, monkeypatch):
     from ubp.data import synthetic_output
 
-    cfg = {"scale": 0.0005, "block_clients": 3_000}
+    cfg = synthetic_config({"scale": 0.0005, "block_clients": 3_000})
     generate(tmp_path / "one", cfg)
     monkeypatch.setattr(synthetic_output, "ROW_GROUP_ROWS", 5_000)
     monkeypatch.setattr(synthetic_output, "ORACLE_CELLS", 15_000)  # ~100 clients per oracle row block
@@ -280,15 +280,13 @@ def test_scaled_data_goes_through_ingest_split_targets(scaled, tmp_path):
 
 
 def test_scale_preset_keys_and_overrides():
-    from ubp.data.synthetic import DEFAULTS, resolve_config
-
-    assert resolve_config({}) == DEFAULTS
-    cfg = resolve_config({"scale": 0.01, "n_relevant": 7, "other_rate": 0.2})
-    assert (cfg["n_relevant"], cfg["other_rate"], cfg["n_other"], cfg["n_categories"]) == (7, 0.2, 177_000, 680)
-    assert resolve_config({"scale": 1.0})["n_skus"] == 1_260_000
-    for bad in ({"scale": 0}, {"scale": "big"}, {"block_clients": 0}):
+    assert synthetic_config({}) == SyntheticConfig()
+    cfg = synthetic_config({"scale": 0.01, "n_relevant": 7, "other_rate": 0.2})
+    assert (cfg.n_relevant, cfg.other_rate, cfg.n_other, cfg.n_categories) == (7, 0.2, 177_000, 680)
+    assert synthetic_config({"scale": 1.0}).n_skus == 1_260_000
+    for bad in ({"scale": 0}, {"scale": "big"}, {"block_clients": 0}, {"block_clients": 2.5}):
         with pytest.raises(UbpError, match="scale|block_clients"):
-            resolve_config(bad)
+            synthetic_config(bad)
 
 
 def test_oracle_of_a_blocked_dataset_describes_the_clients_that_were_sampled(scaled):
@@ -300,3 +298,16 @@ def test_oracle_of_a_blocked_dataset_describes_the_clients_that_were_sampled(sca
     bought = np.isin(ids, pd.read_parquet(scaled / f"{S.PRODUCT_BUY}.parquet")[S.CLIENT_ID])
     assert not (bought & ~buyer).any(), "a client the oracle calls a non-buyer bought"
     assert bought[buyer].mean() > 0.7  # relevant_first_buy: buyers buy at their first product view
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"synthetic": {"n_relevnat": 5}}, r"unknown key 'data\.synthetic\.n_relevnat'; did you mean 'n_relevant'"),
+    ({"sourse": "dir"}, r"unknown key 'data\.sourse'; did you mean 'source'"),
+    ({"source": "url"}, r"data\.source must be one of 'synthetic', 'dir', got 'url'"),
+    ({"synthetic": {"seed": "x"}}, r"data\.synthetic\.seed must be an integer, got 'x'"),
+    ({"synthetic": {"scale": 0}}, r"data\.synthetic\.scale: expected a number in \(0, 10\]"),
+])
+def test_generate_refuses_bad_settings_before_any_work(tmp_path, monkeypatch, data, match):
+    from tests.conftest import refuses_before_any_work
+
+    refuses_before_any_work(main, [], {"data": data}, match, tmp_path, monkeypatch)

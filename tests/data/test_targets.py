@@ -11,11 +11,12 @@ import json
 import numpy as np
 import pytest
 
+from tests.conftest import refuses_before_any_work
 from tests.data.conftest import RELEVANT, handmade_tables, write_raw
 from ubp import schema as S
 from ubp.data.ingest import ingest
 from ubp.data.split import split
-from ubp.data.targets import build_targets
+from ubp.data.targets import TargetsConfig, build_targets, main
 from ubp.io import UbpError
 
 N_LABELS = 3
@@ -46,7 +47,7 @@ EXPECTED = {
 @pytest.fixture
 def computed(tmp_path, handmade_split):
     out = tmp_path / "targets"
-    build_targets(handmade_split["canonical"], handmade_split["split"], out, n_labels=N_LABELS)
+    build_targets(handmade_split["canonical"], handmade_split["split"], out, TargetsConfig(n_labels=N_LABELS))
     return out
 
 
@@ -89,7 +90,7 @@ def test_provided_target_files_are_used_as_is(tmp_path):
     raw = write_raw(tmp_path / "raw", handmade_tables(), RELEVANT, target)
     ingest(raw, tmp_path / "canonical")
     split(tmp_path / "canonical", tmp_path / "split")
-    build_targets(tmp_path / "canonical", tmp_path / "split", tmp_path / "targets", n_labels=N_LABELS)
+    build_targets(tmp_path / "canonical", tmp_path / "split", tmp_path / "targets", TargetsConfig(n_labels=N_LABELS))
     out = tmp_path / "targets"
     category = np.load(out / "labels" / f"{S.PROPENSITY_CATEGORY}.npz")
     assert category["label_ids"].tolist() == [40, 10] and category["popularity"].tolist() == [8, 9]
@@ -110,3 +111,16 @@ def test_provided_target_files_are_used_as_is(tmp_path):
 def test_targets_need_split(tmp_path, handmade_split):
     with pytest.raises(UbpError, match="run `python -m ubp split` first"):
         build_targets(handmade_split["canonical"], tmp_path / "no-split", tmp_path / "targets")
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"targets": {"n_label": 5}}, r"unknown key 'targets\.n_label'; did you mean 'n_labels'"),
+    ({"targets": {"n_labels": "100"}}, r"targets\.n_labels must be an integer, got '100'"),
+    ({"features": {"memory_limt": "1GB"}}, r"unknown key 'features\.memory_limt'; did you mean 'memory_limit'"),
+])
+def test_stage_refuses_bad_settings_before_any_work(tmp_path, handmade_split, monkeypatch, params, match):
+    """With the split there, a typo or a wrong type in `targets:` (or in `features:`, whose DuckDB
+    resources it takes) still stops the stage unwritten."""
+    argv = ["--canonical-dir", str(handmade_split["canonical"]), "--split-dir", str(handmade_split["split"]),
+            "--out-dir", str(tmp_path / "run" / "targets")]
+    refuses_before_any_work(main, argv, params, match, tmp_path / "run", monkeypatch)

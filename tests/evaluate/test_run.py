@@ -7,12 +7,19 @@ import yaml
 
 from ubp import schema
 from ubp import profile_store as store
+from ubp.config import build
 from ubp.evaluate import protocol, run
 from ubp.io import UbpError
+from tests.conftest import refuses_before_any_work
 
 N_CLIENTS, N_LABELS, DIM = 300, 4, 8
 EVAL_PARAMS = {"profile": "tiny", "sizes": {"tiny": {"thin": 16, "wide": 32}}, "seed": 1278, "epochs": 2,
                "batch_size": 128, "lr": 0.001, "threads": 2, "device": "cpu"}
+
+
+def eval_config(**over) -> protocol.EvalConfig:
+    """params.yaml's eval section of these tests, with `over` changed, as the stage builds it."""
+    return build(protocol.EvalConfig, {**EVAL_PARAMS, **over}, "eval")
 
 
 @pytest.fixture
@@ -97,7 +104,7 @@ def test_scores_are_each_tasks_best_epoch_and_sum_adds_them(workdir, monkeypatch
                 for e, s in enumerate(EPOCH_SCORES[task][0])]
 
     monkeypatch.setattr(protocol, "train_and_score", stub)
-    metrics = run.evaluate_profile("coded", {**EVAL_PARAMS, "epochs": 3, "workers": 1})
+    metrics = run.evaluate_profile("coded", eval_config(epochs=3, workers=1))
     assert seen == list(schema.TASKS)
     for task, (scores, best, score) in EPOCH_SCORES.items():
         entry = metrics["tasks"][task]
@@ -133,18 +140,18 @@ def test_memmap_route_equals_the_in_memory_route(workdir, tmp_path, monkeypatch,
 
 
 def test_worker_processes_give_the_same_scores_as_one_process(workdir):
-    one = run.evaluate_profile("good", {**EVAL_PARAMS, "threads": 1, "workers": 1})
-    two = run.evaluate_profile("good", {**EVAL_PARAMS, "threads": 1, "workers": 2})
+    one = run.evaluate_profile("good", eval_config(threads=1, workers=1))
+    two = run.evaluate_profile("good", eval_config(threads=1, workers=2))
     assert list(two["tasks"]) == list(schema.TASKS)  # task order, whichever process finished first
     for task in schema.TASKS:
         for key in ("score", "auroc", "best_epoch", "n_clients", "labels_without_positive"):
             assert two["tasks"][task][key] == one["tasks"][task][key], (task, key)
     assert two["sum"] == one["sum"]
-    with pytest.raises(UbpError, match="workers"):
-        run.evaluate_profile("good", {**EVAL_PARAMS, "workers": -1})
-    for bad in (0, 1.5, "2"):  # 0 used to be read as 1
-        with pytest.raises(UbpError, match="eval.workers must be a whole number >= 1"):
-            run.evaluate_profile("good", {**EVAL_PARAMS, "workers": bad})
+    for bad, why in ((-1, "a whole number >= 1"), (0, "a whole number >= 1"), (1.5, "an integer or null"),
+                     ("2", "an integer or null")):  # 0 used to be read as 1
+        with pytest.raises(UbpError, match=f"eval.workers must be {why}"):
+            eval_config(workers=bad)
+    assert eval_config(workers=None).workers is None  # emptied by `dvc exp run -S eval.workers=null`: 1 process
 
 
 def test_skipped_profile(workdir):
@@ -183,3 +190,14 @@ def test_missing_labels(workdir):
 def test_usage():
     with pytest.raises(UbpError, match="usage"):
         run.main([])
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"epoch": 5}, r"unknown key 'eval\.epoch'; did you mean 'epochs'"),
+    ({"lr": "fast"}, r"eval\.lr must be a number, got 'fast'"),
+    ({"profile": "huge"}, r"no network size 'huge' under eval\.sizes \(have: tiny\)"),
+    ({"sizes": {"tiny": {"thin": 16}}}, r"eval\.sizes\.tiny needs 'wide'"),
+])
+def test_stage_refuses_bad_settings_before_any_work(workdir, monkeypatch, bad, match):
+    """With the embedding and labels there, a typo or a wrong type in `eval` still stops the stage unwritten."""
+    refuses_before_any_work(run.main, ["good"], {"eval": {**EVAL_PARAMS, **bad}}, match, workdir, monkeypatch)

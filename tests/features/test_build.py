@@ -7,6 +7,7 @@ import pytest
 from tests.features.conftest import CLIENTS, CUTOFF
 from ubp import schema
 from ubp.features import FEATURE_DOCS, build_features
+from ubp.features.build import FeaturesConfig
 
 CAP = 40.0  # days from the earliest event (client 3's visit) to the cutoff
 SECOND = 1 / 86400
@@ -128,13 +129,13 @@ def test_rows_follow_client_ids_and_are_deterministic(log_paths, table):
     np.testing.assert_array_equal(shuffled.set_index(schema.CLIENT_ID).loc[[4, 2, 1, 3]].to_numpy(),
                                   by_id.loc[[4, 2, 1, 3]].to_numpy())
     np.testing.assert_array_equal(shuffled.iloc[4, 1:].to_numpy(), by_id.loc[2].to_numpy())
-    again = build_features(*log_paths, CLIENTS, CUTOFF, threads=1)
+    again = build_features(*log_paths, CLIENTS, CUTOFF, FeaturesConfig(threads=1))
     assert again.equals(table)
 
 
 def test_windows_are_a_parameter(log_paths):
-    table = build_features(*log_paths, CLIENTS, CUTOFF, windows=[3, 31], session_gap_minutes=60,
-                           recency_cap_days=100)
+    table = build_features(*log_paths, CLIENTS, CUTOFF, FeaturesConfig(windows=(3, 31), session_gap_minutes=60.0,
+                                                                      recency_cap_days=100.0))
     r = table.set_index(schema.CLIENT_ID).loc[1]
     assert r["buy_count_3d"] == 0 and r["buy_count_31d"] == 3 and r["add_count_31d"] == 3
     assert "buy_count_7d" not in table.columns

@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import refuses_before_any_work
 from tests.features.conftest import CLIENTS, CUTOFF
 from ubp import schema
 from ubp.embed import compute
 from ubp.features import load_features, load_or_build, write_catalogue
-from ubp.features.build import FEATURES_FILE, META_FILE, run
+from ubp.features.build import FEATURES_FILE, META_FILE, FeaturesConfig, main, run
 from ubp.io import UbpError
 from ubp.models.base import EmbedContext
 
@@ -29,7 +30,7 @@ def stage_dirs(tmp_path_factory, log_paths):
     (canonical_dir / f"{schema.PROPERTIES}.parquet").symlink_to(properties_path)
     np.save(canonical_dir / schema.RELEVANT_CLIENTS_FILE, CLIENTS)
     out_dir, catalogue = root / "features", root / "reports" / "features.md"
-    run({"windows": [7, 14, 28, 60], "threads": 1}, split_dir, canonical_dir, out_dir, catalogue)
+    run(FeaturesConfig(windows=(7, 14, 28, 60), threads=1), split_dir, canonical_dir, out_dir, catalogue)
     return {"split": split_dir, "canonical": canonical_dir, "out": out_dir, "catalogue": catalogue}
 
 
@@ -51,7 +52,7 @@ def test_stage_writes_table_meta_and_catalogue(stage_dirs, table):
 def test_a_rerun_writes_the_same_bytes(stage_dirs, tmp_path):
     """DVC hashes the stage's output: a re-run on unchanged inputs must not change it (no timings)."""
     again = tmp_path / "features"
-    run({"windows": [7, 14, 28, 60], "threads": 1}, stage_dirs["split"], stage_dirs["canonical"], again,
+    run(FeaturesConfig(windows=(7, 14, 28, 60), threads=1), stage_dirs["split"], stage_dirs["canonical"], again,
         tmp_path / "features.md")
     for name in (FEATURES_FILE, META_FILE):
         assert (again / name).read_bytes() == (stage_dirs["out"] / name).read_bytes(), name
@@ -89,11 +90,11 @@ def test_a_table_of_another_cutoff_is_refused(stage_dirs, log_paths):
 
 def test_a_table_of_other_settings_is_refused(stage_dirs, log_paths):
     ctx = context(log_paths, CLIENTS, stage_dirs["out"] / FEATURES_FILE)
-    for other in ({"windows": [7, 14]}, {"session_gap_minutes": 60}, {"recency_cap_days": 90}, {"threads": 2}):
+    for other in ({"windows": (7, 14)}, {"session_gap_minutes": 60.0}, {"recency_cap_days": 90.0}, {"threads": 2}):
         with pytest.raises(UbpError, match="built with settings"):
-            load_or_build(replace(ctx, feature_settings=other))
+            load_or_build(replace(ctx, feature_settings=FeaturesConfig(**other)))
     # resources (and the windows' order) are no settings of the table: still the stored one
-    same = {"windows": [60, 28, 14, 7], "memory_limit": "1GB", "temp_directory": "/nonexistent/never/used"}
+    same = FeaturesConfig(windows=(60, 28, 14, 7), memory_limit="1GB", temp_directory="/nonexistent/never/used")
     assert load_or_build(replace(ctx, feature_settings=same)).equals(load_or_build(ctx))
 
 
@@ -107,14 +108,14 @@ def test_a_table_without_its_json_is_refused(stage_dirs, log_paths, tmp_path):
 def test_stage_honours_memory_limit_and_temp_directory(stage_dirs, table, tmp_path):
     """A memory limit and a spill directory change nothing in the table; features.json does not record them."""
     out = tmp_path / "features"
-    run({"windows": [7, 14, 28, 60], "threads": 1, "memory_limit": "200MB", "temp_directory": str(tmp_path / "spill")},
+    run(FeaturesConfig(memory_limit="200MB", temp_directory=str(tmp_path / "spill")),
         stage_dirs["split"], stage_dirs["canonical"], out, tmp_path / "features.md")
     pd.testing.assert_frame_equal(pd.read_parquet(out / FEATURES_FILE), table)
     assert (tmp_path / "spill").is_dir() and not list((tmp_path / "spill").iterdir())  # spills removed on close
     settings = json.loads((out / META_FILE).read_text())["settings"]
     assert settings == {"threads": 1, "windows": [7, 14, 28, 60], "session_gap_minutes": 30.0, "recency_cap_days": None}
     with pytest.raises(UbpError, match="features.memory_limit"):
-        run({"memory_limit": "lots"}, stage_dirs["split"], stage_dirs["canonical"], out, tmp_path / "features.md")
+        FeaturesConfig(memory_limit="lots")
 
 
 def test_every_recompute_path_takes_the_context_settings(log_paths):
@@ -123,7 +124,7 @@ def test_every_recompute_path_takes_the_context_settings(log_paths):
     from ubp.models import features, rcae
     from ubp.models._training import tabular_input
 
-    ctx = replace(context(log_paths, CLIENTS), feature_settings={"windows": [3, 31]})
+    ctx = replace(context(log_paths, CLIENTS), feature_settings=FeaturesConfig(windows=(3, 31)))
     table = load_or_build(ctx)
     assert "any_count_3d" in table.columns and "any_count_7d" not in table.columns
     assert tabular_input(ctx, rcae.Config()).shape == (len(CLIENTS), table.shape[1] - 1)
@@ -148,3 +149,17 @@ def test_quantile_transform_is_normal_and_deterministic():
     z = quantile_normal(x, subsample=1000, seed=0)
     assert z.dtype == np.float32 and abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.1
     assert np.array_equal(z, quantile_normal(x, subsample=1000, seed=0))
+
+
+@pytest.mark.parametrize("features, match", [
+    ({"windws": [7]}, r"unknown key 'features\.windws'; did you mean 'windows'"),
+    ({"threads": "2"}, r"features\.threads must be an integer, got '2'"),
+    ({"windows": [7, 7]}, r"features\.windows must be distinct positive day counts"),
+    ({"memory_limit": "lots"}, r"features\.memory_limit: expected a size"),
+])
+def test_stage_refuses_bad_settings_before_any_work(stage_dirs, tmp_path, monkeypatch, features, match):
+    """With its inputs all there, a typo or a wrong type in `features:` still stops the stage unwritten."""
+    out = tmp_path / "run"
+    argv = ["--split-dir", str(stage_dirs["split"]), "--canonical-dir", str(stage_dirs["canonical"]),
+            "--out-dir", str(out / "features"), "--catalogue", str(out / "features.md")]
+    refuses_before_any_work(main, argv, {"features": features}, match, out, monkeypatch)

@@ -13,6 +13,7 @@ import pytest
 
 from ubp import schema
 from ubp.data.ingest import ingest
+from ubp.features.build import FeaturesConfig
 from ubp.io import UbpError
 from ubp.models import aggregated
 from ubp.models.aggregated import Config
@@ -160,9 +161,14 @@ def test_unknown_setting_is_refused():
         model_config(params, "aggregated")
 
 
-def test_memory_limit_comes_from_the_feature_settings(tiny_context):
-    ctx = dataclasses.replace(tiny_context, feature_settings={"memory_limit": "64MB"}, info={})
+def test_memory_limit_comes_from_the_feature_settings(tiny_context, monkeypatch):
+    from ubp.features import build
+
+    seen, connect = [], build.connect
+    monkeypatch.setattr(build, "connect", lambda **kw: seen.append(kw["memory_limit"]) or connect(**kw))
+    ctx = dataclasses.replace(tiny_context, feature_settings=FeaturesConfig(memory_limit="64MB"), info={})
     base = aggregated.embed(dataclasses.replace(tiny_context, info={}), Config(windows=(7,), top_n=3))
     assert np.array_equal(aggregated.embed(ctx, Config(windows=(7,), top_n=3)), base)
+    assert seen == [None, "64MB"]
     with pytest.raises(UbpError, match="features.memory_limit"):
-        aggregated.embed(dataclasses.replace(ctx, feature_settings={"memory_limit": "a lot"}), Config(windows=(7,)))
+        FeaturesConfig(memory_limit="a lot")

@@ -46,14 +46,15 @@ def bought(tiny_dirs, tiny_context):
 @pytest.fixture(scope="module")
 def staged(tiny_dirs, tiny_context, tmp_path_factory):
     """tiny_context with params.yaml's features:/sequences: settings and those stages' outputs."""
-    from ubp.features.build import run as features_stage
-    from ubp.sequences import run as sequences_stage
+    from ubp.features.build import FeaturesConfig, run as features_stage
+    from ubp.sequences import SequencesConfig, run as sequences_stage
 
     out = tmp_path_factory.mktemp("stages")
-    features_stage(PARAMS["features"], tiny_dirs["split"], tiny_dirs["canonical"], out / "features")
-    sequences_stage(PARAMS["sequences"], tiny_dirs["split"], tiny_dirs["canonical"], out / "sequences")
+    features, sequences = FeaturesConfig.from_params(PARAMS), SequencesConfig.from_params(PARAMS)
+    features_stage(features, tiny_dirs["split"], tiny_dirs["canonical"], out / "features")
+    sequences_stage(sequences, tiny_dirs["split"], tiny_dirs["canonical"], out / "sequences")
     return replace(tiny_context, features_path=out / "features" / "features.parquet", sequences_dir=out / "sequences",
-                   feature_settings=dict(PARAMS["features"]), sequence_settings=dict(PARAMS["sequences"]), info={})
+                   feature_settings=features, sequence_settings=sequences, info={})
 
 
 def only(ctx, reads, nowhere):
@@ -106,7 +107,9 @@ def test_a_method_reading_an_undeclared_input_fails_the_contract(staged, tmp_pat
 @pytest.mark.parametrize("method", available_methods())
 def test_every_method_declares_its_config_and_traits(method):
     module, cls = get_method(method), get_method(method).Config
-    assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen and issubclass(cls, base.EmbeddingConfig)
+    assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
+    # a base method's settings extend `embedding:` or `model:`; the ensemble's are its own section (`ensemble:`)
+    assert issubclass(cls, base.EmbeddingConfig) or traits(method).combined
     assert cls.__module__ == module.__name__, "a Config of its own: it names the method (ubp.models.method_of)"
     assert method_of(cls()) == method  # the defaults are valid settings
     assert set(traits(method).reads) <= set(base.INPUTS)
@@ -144,7 +147,7 @@ def embed(ctx, cfg):
 def test_a_new_method_is_one_file_and_one_params_entry(tmp_path, monkeypatch, tiny_context):
     """A module dropped into ubp.models is a method: its Config is its settings (a typo refused), its
     traits reach the ensemble (TABULAR -> the quantile norm) with no list edited anywhere."""
-    from ubp.ensemble import resolve_norm
+    from ubp.combine.blocks import resolve_norm
     from ubp.io import UbpError
 
     (tmp_path / "toy.py").write_text(TOY)

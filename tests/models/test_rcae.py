@@ -9,7 +9,7 @@ from torch import nn
 
 from ubp import schema
 from ubp.embed import compute
-from ubp.features.build import settings_from, write_table
+from ubp.features.build import FeaturesConfig, write_table
 from ubp.features.table import load_or_build
 from ubp.models import rcae
 from ubp.models.base import EmbedContext
@@ -23,7 +23,7 @@ FAST = {"epochs": 6, "threads": 1, "batch_size": 128}
 def features_context(tiny_context, tmp_path_factory):
     """tiny_context with its feature table built once and stored, so each run skips the build."""
     out = tmp_path_factory.mktemp("features")
-    write_table(out, load_or_build(tiny_context), tiny_context.cutoff, settings_from({}))
+    write_table(out, load_or_build(tiny_context), tiny_context.cutoff, FeaturesConfig())
     return dataclasses.replace(tiny_context, features_path=out / "features.parquet", info={})
 
 
@@ -88,7 +88,7 @@ def stub_context(tmp_path, n=20, d=12, outlier=7):
     x[outlier] = 10.0
     table = pd.DataFrame(x, columns=[f"f{i}" for i in range(d)])
     table.insert(0, schema.CLIENT_ID, np.arange(n, dtype=np.int64))
-    write_table(tmp_path / "features", table, datetime(2022, 8, 1), settings_from({}))
+    write_table(tmp_path / "features", table, datetime(2022, 8, 1), FeaturesConfig())
     return EmbedContext(client_ids=np.random.default_rng(1).permutation(n).astype(np.int64), events_dir=tmp_path,
                         properties_path=tmp_path / "none.parquet", cutoff=datetime(2022, 8, 1),
                         features_path=tmp_path / "features" / "features.parquet")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +22,9 @@ import numpy as np
 from ubp import db
 from ubp.db import sql_text
 from ubp import schema as S
-from ubp.io import UbpError, atomic_dir, load_npy
-from ubp.params import PARAMS_FILE, load_params, section
+from ubp.data.timestamps import DROPPED_FILE, TimestampsConfig, plausible_range
+from ubp.io import UbpError, atomic_dir, load_int_npy, save_json
+from ubp.params import PARAMS_FILE, load_params
 
 log = logging.getLogger("ubp.ingest")
 
@@ -57,10 +60,11 @@ def connect(memory_limit: str | None = None, temp_directory: str | Path | None =
 def resource_settings(params_file: Path = PARAMS_FILE) -> dict:
     """memory_limit / temp_directory for the data stages' DuckDB, from params.yaml's `features:`
     section (the one place for them; no params file: DuckDB's defaults). They change no output, so
-    no stage depends on them (dvc.yaml lists the features stage's other keys, not these)."""
-    from ubp.features.build import resources
+    no stage depends on them (dvc.yaml lists the features stage's other keys, not these). The whole
+    section is checked: a typo in it stops the stage before any work."""
+    from ubp.features.sources import FeaturesConfig
 
-    return resources(load_params(params_file).get("features")) if Path(params_file).exists() else {}
+    return FeaturesConfig.from_params(load_params(params_file)).resources if Path(params_file).exists() else {}
 
 
 
@@ -235,7 +239,7 @@ def check_id_array(path: Path, array: np.ndarray, what: str) -> np.ndarray:
 
 def ingest_relevant_clients(raw_dir: Path, out_dir: Path) -> int:
     path = raw_dir / S.RELEVANT_CLIENTS_FILE
-    clients = check_id_array(path, load_npy(path), "relevant clients")
+    clients = check_id_array(path, load_int_npy(path)[0], "relevant clients")
     if clients.size == 0:
         raise UbpError(f"{path}: no relevant clients")
     _, first = np.unique(clients, return_index=True)
@@ -248,12 +252,30 @@ def ingest_relevant_clients(raw_dir: Path, out_dir: Path) -> int:
     return clients.size
 
 
+TARGET_FILES = {S.ACTIVE_CLIENTS_FILE} | {name(task) for task in S.PROPENSITY_TASKS
+                                          for name in (S.label_file, S.popularity_file)}
+RAW_NAMES = {f"{name}.parquet" for name in (*S.EVENT_TYPES, S.PROPERTIES)} | {
+    "input", "target", S.ORACLE_SUBDIR}  # oracle/: the synthetic generator's latent states (the oracle profile's input)
+
+
+def log_unnamed(raw_dir: Path) -> None:
+    """One line per file the layout does not name (raw_dir, input/, target/): ignored, not fatal."""
+    named = {raw_dir: RAW_NAMES, raw_dir / "input": {Path(S.RELEVANT_CLIENTS_FILE).name},
+             raw_dir / "target": TARGET_FILES}
+    for folder, names in named.items():
+        for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if entry.name not in names:
+                log.warning("%s: not part of the data layout (SPEC §2), ignored", entry)
+
+
 def copy_target_files(raw_dir: Path, out_dir: Path) -> list[str]:
-    """Copy raw_dir/target/*.npy unchanged after checking each is a 1-D integer array and that
-    every propensity label file comes with an aligned popularity file."""
+    """Copy the layout's raw_dir/target/*.npy unchanged (object arrays of integers: as int64) after
+    checking each is a 1-D integer array and that every propensity label file comes with an aligned
+    popularity file."""
     target = raw_dir / "target"
-    files = sorted(target.glob("*.npy")) if target.is_dir() else []
-    lengths = {f.name: check_id_array(f, load_npy(f), "a target file").size for f in files}
+    files = sorted(f for f in target.glob("*.npy") if f.name in TARGET_FILES) if target.is_dir() else []
+    loaded = {f.name: load_int_npy(f) for f in files}
+    lengths = {f.name: check_id_array(f, loaded[f.name][0], "a target file").size for f in files}
     for task in S.PROPENSITY_TASKS:
         labels, popularity = S.label_file(task), S.popularity_file(task)
         if (labels in lengths) != (popularity in lengths):
@@ -264,16 +286,61 @@ def copy_target_files(raw_dir: Path, out_dir: Path) -> list[str]:
     if files:
         (out_dir / "target").mkdir(parents=True, exist_ok=True)
     for f in files:
-        shutil.copyfile(f, out_dir / "target" / f.name)
+        array, was_object = loaded[f.name]
+        if was_object:  # never pass a pickle on: the later stages load with allow_pickle=False
+            np.save(out_dir / "target" / f.name, check_id_array(f, array, "a target file"), allow_pickle=False)
+        else:
+            shutil.copyfile(f, out_dir / "target" / f.name)
     return [f.name for f in files]
 
 
+def day_counts(con, out_dir: Path) -> Counter:
+    """Events per calendar day over the five canonical event files (a few hundred rows of output)."""
+    counts: Counter = Counter()
+    for event in S.EVENT_TYPES:
+        counts.update(dict(con.execute(f"SELECT CAST({S.TIMESTAMP} AS DATE), count(*) FROM "
+                                       f"{scan(out_dir / f'{event}.parquet')} GROUP BY 1").fetchall()))
+    return counts
+
+
+def check_timestamps(con, raw_dir: Path, out_dir: Path, cfg: TimestampsConfig, counts: dict) -> None:
+    """Refuse (or, with cfg.drop, drop from the canonical copy) implausible timestamps: see
+    ubp.data.timestamps. Runs before the split can see them, so no outlier moves its end date."""
+    low, high = plausible_range(cfg, day_counts(con, out_dir))
+    bad = f"{S.TIMESTAMP} < {timestamp_sql(low)}" + (f" OR {S.TIMESTAMP} >= {timestamp_sql(high)}" if high else "")
+    rule = (f"implausible timestamp (plausible: from {low} to before {high}; data.timestamps: earliest "
+            f"{cfg.earliest!r}, days_after_bulk {cfg.days_after_bulk}; set data.timestamps.drop: true to drop such rows)")
+    dropped = {}
+    for event in S.EVENT_TYPES:
+        out = out_dir / f"{event}.parquet"
+        n, first = con.execute(f"SELECT count(*), min(file_row_number) FROM {scan(out, True)} WHERE {bad}").fetchone()
+        if n and not cfg.drop:
+            raise_bad_row(con, out, first, S.TIMESTAMP, f"{rule}; {n} such row(s) in this file",
+                          shown=raw_dir / out.name)
+        dropped[event] = n
+        if n:
+            kept = out.with_name(f".{out.name}.kept")
+            con.execute(f"COPY (SELECT * FROM {scan(out)} WHERE NOT ({bad})) TO {sql_text(kept)} {PARQUET_OPTIONS}")
+            os.replace(kept, out)
+            counts[event] -= n
+            log.warning("%s: dropped %d row(s) with an implausible timestamp", raw_dir / out.name, n)
+    if cfg.drop:  # the report exists whenever dropping is on, so the output depends only on params and data
+        save_json(out_dir / DROPPED_FILE, {"plausible_from": str(low), "plausible_before": str(high),
+                                           "earliest": cfg.earliest, "days_after_bulk": cfg.days_after_bulk,
+                                           "dropped_rows": dropped})
+
+
+def timestamp_sql(value) -> str:
+    return f"TIMESTAMP {sql_text(value.isoformat(sep=' '))}"
+
+
 def ingest(raw_dir: Path, out_dir: Path = S.CANONICAL_DIR, memory_limit: str | None = None,
-           temp_directory: str | Path | None = None) -> None:
+           temp_directory: str | Path | None = None, timestamps: TimestampsConfig = TimestampsConfig()) -> None:
     """Validate raw_dir (SPEC §2 layout) and write its canonical form to out_dir, atomically."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise UbpError(f"{raw_dir}: data directory not found")
+    log_unnamed(raw_dir)
     with connect(memory_limit, temp_directory) as con:
         with atomic_dir(out_dir) as tmp:
             counts = {S.PROPERTIES: ingest_table(con, raw_dir, tmp, S.PROPERTIES)}
@@ -284,6 +351,10 @@ def ingest(raw_dir: Path, out_dir: Path = S.CANONICAL_DIR, memory_limit: str | N
                     check_known_skus(con, raw_dir, tmp, event)
             if counts[S.PRODUCT_BUY] == 0:
                 raise UbpError(f"{raw_dir / S.PRODUCT_BUY}.parquet: no rows (the split needs purchases)")
+            check_timestamps(con, raw_dir, tmp, timestamps, counts)
+            if counts[S.PRODUCT_BUY] == 0:
+                raise UbpError(f"{raw_dir / S.PRODUCT_BUY}.parquet: no rows left once implausible timestamps "
+                               f"were dropped (the split needs purchases)")
             n_relevant = ingest_relevant_clients(raw_dir, tmp)
             targets = copy_target_files(raw_dir, tmp)
     for name, n in counts.items():
@@ -297,7 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-dir", type=Path, help="override params.yaml data.raw_dir")
     parser.add_argument("--out-dir", type=Path, default=S.CANONICAL_DIR)
     args = parser.parse_args(argv)
-    raw_dir = args.raw_dir or Path(section(load_params(), "data", "raw_dir"))
+    from ubp.data.synthetic import DataConfig  # data: is one section; the generator's module holds its Config
+    from ubp.features.sources import FeaturesConfig
+
+    params = load_params() if PARAMS_FILE.exists() or args.raw_dir is None else {}
+    data, features = DataConfig.from_params(params), FeaturesConfig.from_params(params)  # a typo stops here
+    raw_dir = args.raw_dir or Path(data.raw_dir)
     log.info("ingesting %s -> %s", raw_dir, args.out_dir)
-    ingest(raw_dir, args.out_dir, **resource_settings())
+    ingest(raw_dir, args.out_dir, **features.resources, timestamps=data.timestamps)
     return 0

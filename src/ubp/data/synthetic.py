@@ -12,9 +12,13 @@ as they come (synthetic_output), so memory holds one block whatever the dataset'
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -33,77 +37,111 @@ from ubp.data.synthetic_output import (
     write_oracle_state,
 )
 from ubp.data.synthetic_scale import preset
+from ubp.data.timestamps import TimestampsConfig
+from ubp.config import build
 from ubp.io import UbpError, atomic_dir, save_json, save_npy, save_text
-from ubp.params import load_params, section
+from ubp.params import load_params
 
 log = logging.getLogger("ubp.generate")
 
-DEFAULTS = {
-    "seed": 2025,
-    "scale": None,  # a number: the real release's size x scale and its shape (see synthetic_scale)
-    "block_clients": None,  # clients drawn and written together (None: all at once, one random stream)
-    "n_relevant": 12_000,
-    "n_other": 100_000,  # non-relevant clients (each gets at least one session)
-    "n_skus": 24_000,
-    "n_categories": 600,
-    "n_topics": 24,
-    "n_urls": 50_000,  # generic pages; every SKU and category also has its own page
-    "start_date": "2022-06-23",
-    "days": 140,
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """params.yaml's `data.synthetic`, the only home of the generator's defaults (`synthetic_config`
+    puts the `scale` preset between these defaults and the keys the user set)."""
+    seed: int = 2025
+    scale: float | None = None  # a number: the real release's size x scale and its shape (see synthetic_scale)
+    block_clients: int | None = None  # clients drawn and written together (None: all at once, one random stream)
+    n_relevant: int = 12_000
+    n_other: int = 100_000  # non-relevant clients (each gets at least one session)
+    n_skus: int = 24_000
+    n_categories: int = 600
+    n_topics: int = 24
+    n_urls: int = 50_000  # generic pages; every SKU and category also has its own page
+    start_date: str = "2022-06-23"
+    days: int = 140
     # Client traits, relevant / other clients (synthetic_clients.build_clients).
-    "relevant_rate": 0.16,  # median sessions per day of an active relevant client
-    "other_rate": 0.05,
-    "relevant_rate_sigma": 1.0,  # lognormal spread of the session rate
-    "other_rate_sigma": 1.0,
-    "relevant_start_share": 0.9,  # relevant clients active from day 0 (the rest arrive uniformly)
-    "relevant_lifetime": 300.0,  # median mean-days from arrival to churn
-    "other_lifetime": 8.0,
-    "relevant_lifetime_sigma": 0.8,  # its lognormal spread
-    "relevant_churn_shape": 1,  # Gamma shape of the days to churn around the lifetime (1: exponential)
-    "relevant_arrival_session": False,  # every relevant client has at least its arrival session
-    "relevant_first_buy": False,  # a relevant buyer's first product view is always bought
-    "decay_days": 7.0,  # median time constant of the activity's decay after churn
-    "relevant_depth": 5.0,  # median mean page views per session
-    "other_depth": 2.0,
-    "relevant_searches": 0.9,  # mean searches per session
-    "other_searches": 0.4,
-    "relevant_buyers": 0.9,  # share of clients who ever convert
-    "other_buyers": 0.5,
-    "relevant_add_b": 9.0,  # P(add | product view) of a buyer ~ Beta(2, b)
-    "other_add_b": 5.0,
-    "browser_add_b": 40.0,  # ... of a non-buyer ~ Beta(1, b)
-    "buy_b": 5.0,  # P(buy | added) of a buyer ~ Beta(2.5, b)
-    "remove_b": 2.5,  # P(remove | added, not bought) ~ Beta(6, b)
+    relevant_rate: float = 0.16  # median sessions per day of an active relevant client
+    other_rate: float = 0.05
+    relevant_rate_sigma: float = 1.0  # lognormal spread of the session rate
+    other_rate_sigma: float = 1.0
+    relevant_start_share: float = 0.9  # relevant clients active from day 0 (the rest arrive uniformly)
+    relevant_lifetime: float = 300.0  # median mean-days from arrival to churn
+    other_lifetime: float = 8.0
+    relevant_lifetime_sigma: float = 0.8  # its lognormal spread
+    relevant_churn_shape: float = 1.0  # Gamma shape of the days to churn around the lifetime (1: exponential)
+    relevant_arrival_session: bool = False  # every relevant client has at least its arrival session
+    relevant_first_buy: bool = False  # a relevant buyer's first product view is always bought
+    decay_days: float = 7.0  # median time constant of the activity's decay after churn
+    relevant_depth: float = 5.0  # median mean page views per session
+    other_depth: float = 2.0
+    relevant_searches: float = 0.9  # mean searches per session
+    other_searches: float = 0.4
+    relevant_buyers: float = 0.9  # share of clients who ever convert
+    other_buyers: float = 0.5
+    relevant_add_b: float = 9.0  # P(add | product view) of a buyer ~ Beta(2, b)
+    other_add_b: float = 5.0
+    browser_add_b: float = 40.0  # ... of a non-buyer ~ Beta(1, b)
+    buy_b: float = 5.0  # P(buy | added) of a buyer ~ Beta(2.5, b)
+    remove_b: float = 2.5  # P(remove | added, not bought) ~ Beta(6, b)
     # Catalogue (synthetic_catalog.build_catalog).
-    "topic_concentration": 2.4,  # Dirichlet total: lower = clients focus on fewer topics
-    "category_zipf": 1.1,
-    "sku_zipf": 1.5,
-    "url_zipf": 1.1,  # popularity exponent of the generic pages (lower: more distinct pages visited)
-    "new_sku_share": 0.15,  # SKUs launched during the period
-    "new_sku_hype": 2.5,  # their popularity multiplier at launch (decays)
-    "new_sku_wave": 0.3,  # share of new SKUs launched around the split (see build_catalog)
-}
+    topic_concentration: float = 2.4  # Dirichlet total: lower = clients focus on fewer topics
+    category_zipf: float = 1.1
+    sku_zipf: float = 1.5
+    url_zipf: float = 1.1  # popularity exponent of the generic pages (lower: more distinct pages visited)
+    new_sku_share: float = 0.15  # SKUs launched during the period
+    new_sku_hype: float = 2.5  # their popularity multiplier at launch (decays)
+    new_sku_wave: float = 0.3  # share of new SKUs launched around the split (see build_catalog)
+
+    def __post_init__(self):
+        # n_relevant may be 0 here: a block of other clients only (the generator wants at least 1 in all)
+        if self.n_relevant < 0 or self.n_other < 0:
+            raise UbpError(f"params.yaml data.synthetic: n_relevant and n_other must not be negative, "
+                           f"got {self.n_relevant} and {self.n_other}")
+        if self.block_clients is not None and self.block_clients < 1:
+            raise UbpError(f"params.yaml data.synthetic.block_clients: expected a positive integer or null, "
+                           f"got {self.block_clients!r}")
+
+
 TINY = {"n_relevant": 600, "n_other": 2_400, "n_skus": 4_000, "n_categories": 120, "n_urls": 3_000, "relevant_rate": 0.2}
 
 
-def resolve_config(cfg: dict) -> dict:
-    """DEFAULTS, then the `scale` preset, then every key the user set."""
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise UbpError(f"params.yaml data.synthetic: unknown keys {sorted(unknown)} (known: {', '.join(DEFAULTS)})")
-    scale = cfg.get("scale")
-    cfg = {**DEFAULTS, **(preset(scale) if scale is not None else {}), **cfg}
-    if cfg["n_relevant"] < 1:
-        raise UbpError(f"params.yaml data.synthetic: n_relevant must be at least 1, got {cfg['n_relevant']}")
-    block = cfg["block_clients"]
-    if block is not None and (not isinstance(block, int) or block < 1):
-        raise UbpError(f"params.yaml data.synthetic.block_clients: expected a positive integer or null, got {block!r}")
-    return cfg
+def synthetic_config(values: Mapping | None = None) -> SyntheticConfig:
+    """params.yaml's `data.synthetic` mapping as a SyntheticConfig: its defaults, then the `scale`
+    preset, then every key the user set. An unknown key or a wrong type is refused naming it."""
+    cfg = build(SyntheticConfig, values, "data.synthetic")
+    if cfg.scale is None:
+        return cfg
+    return build(SyntheticConfig, {**preset(cfg.scale), **(values or {})}, "data.synthetic")
 
 
-def plan_blocks(cfg: dict) -> list[tuple[int, int]]:
+@dataclass(frozen=True)
+class DataConfig:
+    """params.yaml's `data:` section: where the raw data comes from (`source`), where it lies
+    (`raw_dir`, the ingest stage's input) and the generator's settings (`synthetic`)."""
+    source: Literal["synthetic", "dir"] = "synthetic"  # dir: the user's data in raw_dir; nothing is generated
+    raw_dir: str = str(S.SYNTHETIC_DIR)
+    synthetic: SyntheticConfig = SyntheticConfig()
+    timestamps: TimestampsConfig = TimestampsConfig()  # the ingest stage's plausible range (ubp.data.timestamps)
+
+    @classmethod
+    def from_params(cls, params: Mapping, synthetic_overrides: Mapping | None = None) -> "DataConfig":
+        """`data:` of params.yaml (absent: the defaults); `synthetic_overrides` (e.g. TINY) win over
+        data.synthetic's keys."""
+        own = params.get("data") or {}
+        if not isinstance(own, Mapping):
+            raise UbpError(f"params.yaml: data must be a mapping, got {own!r}")
+        own = dict(own)
+        synthetic = own.pop("synthetic", None)
+        if synthetic is not None and not isinstance(synthetic, Mapping):
+            raise UbpError(f"params.yaml: data.synthetic must be a mapping, got {synthetic!r}")
+        cfg = build(cls, own, "data")
+        synthetic = synthetic_config({**(synthetic or {}), **(synthetic_overrides or {})})
+        return dataclasses.replace(cfg, synthetic=synthetic)
+
+
+def plan_blocks(cfg: SyntheticConfig) -> list[tuple[int, int]]:
     """(relevant, other) clients of each block: relevant clients first, blocks of about block_clients."""
-    n_rel, n_other, size = cfg["n_relevant"], cfg["n_other"], cfg["block_clients"]
+    n_rel, n_other, size = cfg.n_relevant, cfg.n_other, cfg.block_clients
     if size is None:
         return [(n_rel, n_other)]
     out = []
@@ -114,27 +152,28 @@ def plan_blocks(cfg: dict) -> list[tuple[int, int]]:
     return out
 
 
-def block_rng(rng: np.random.Generator, cfg: dict, b: int) -> np.random.Generator:
+def block_rng(rng: np.random.Generator, cfg: SyntheticConfig, b: int) -> np.random.Generator:
     """The main stream for a one-block dataset, else block b's own (independent of the others)."""
-    if cfg["block_clients"] is None:
+    if cfg.block_clients is None:
         return rng
-    return np.random.default_rng(np.random.SeedSequence(cfg["seed"], spawn_key=(b,)))
+    return np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(b,)))
 
 
-def _relevant_traits(rng, cfg: dict, cat, b: int, ids: np.ndarray):
+def _relevant_traits(rng, cfg: SyntheticConfig, cat, b: int, ids: np.ndarray):
     """Block b's relevant clients again: traits are the first draws of the block's own stream."""
-    return build_clients(block_rng(rng, cfg, b), {**cfg, "n_relevant": len(ids), "n_other": 0}, cat, ids=ids)
+    return build_clients(block_rng(rng, cfg, b), dataclasses.replace(cfg, n_relevant=len(ids), n_other=0), cat, ids=ids)
 
 
-def generate(out_dir: Path, cfg: dict) -> None:
+def generate(out_dir: Path, cfg: SyntheticConfig) -> None:
     """Write a raw-layout dataset plus oracle/ into `out_dir` (atomically, whole directory)."""
-    cfg = resolve_config(cfg)
-    rng = np.random.default_rng(cfg["seed"])
-    start = np.datetime64(cfg["start_date"], "D")
+    if cfg.n_relevant < 1:
+        raise UbpError(f"params.yaml data.synthetic: n_relevant must be at least 1, got {cfg.n_relevant}")
+    rng = np.random.default_rng(cfg.seed)
+    start = np.datetime64(cfg.start_date, "D")
     cat = build_catalog(rng, cfg)
     blocks = plan_blocks(cfg)
-    n_clients = cfg["n_relevant"] + cfg["n_other"]
-    ids = unique_ids(rng, n_clients, CLIENT_ID_HIGH) if cfg["block_clients"] is not None else None
+    n_clients = cfg.n_relevant + cfg.n_other
+    ids = unique_ids(rng, n_clients, CLIENT_ID_HIGH) if cfg.block_clients is not None else None
     log.info("catalogue: %d SKUs, %d categories; %d clients in %d blocks", len(cat.sku_id), len(cat.cat_id), n_clients, len(blocks))
 
     purchases, relevant, first = Purchases(len(cat.sku_id)), [], 0  # relevant: (block, its relevant clients or None)
@@ -143,13 +182,13 @@ def generate(out_dir: Path, cfg: dict) -> None:
         for b, (n_rel, n_other) in enumerate(tqdm(blocks, desc="generate", unit="block", disable=None)):
             r = block_rng(rng, cfg, b)
             block_ids = None if ids is None else ids[first : first + n_rel + n_other]
-            cl = build_clients(r, {**cfg, "n_relevant": n_rel, "n_other": n_other}, cat, ids=block_ids)
+            cl = build_clients(r, dataclasses.replace(cfg, n_relevant=n_rel, n_other=n_other), cat, ids=block_ids)
             first += n_rel + n_other
             events = sample_block(r, cfg, cat, cl)
             purchases.add(events)
             writer.add(block_tables(r, events, cl.ids, cat, start))
             if n_rel:  # a block's own stream redraws its traits for the oracle: keep only one-block populations
-                relevant.append((b, cl.take(np.arange(n_rel)) if cfg["block_clients"] is None else None, cl.ids[:n_rel]))
+                relevant.append((b, cl.take(np.arange(n_rel)) if cfg.block_clients is None else None, cl.ids[:n_rel]))
         writer.close()
         log.info("events: %s", ", ".join(f"{k} {v}" for k, v in writer.rows.items()))
         if writer.rows[S.PRODUCT_BUY] == 0:
@@ -178,23 +217,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=S.SYNTHETIC_DIR, help="output directory (default: %(default)s)")
     parser.add_argument("--tiny", action="store_true", help="use the TINY preset (tests, quick looks)")
     args = parser.parse_args(argv)
-    data = section(load_params(), "data")
-    source = data.get("source", "synthetic")
-    if source == "dir":
+    data = DataConfig.from_params(load_params(), TINY if args.tiny else None)  # a typo stops here
+    if data.source == "dir":
         with atomic_dir(args.out) as tmp:
             save_text(
                 tmp / "SKIPPED.txt",
-                f"data.source is 'dir': the pipeline reads the user's data from {data.get('raw_dir')!r};\n"
+                f"data.source is 'dir': the pipeline reads the user's data from {data.raw_dir!r};\n"
                 "no synthetic data was generated.\n",
             )
-        log.info("data.source is 'dir' (%s): wrote only %s/SKIPPED.txt", data.get("raw_dir"), args.out)
+        log.info("data.source is 'dir' (%s): wrote only %s/SKIPPED.txt", data.raw_dir, args.out)
         return 0
-    if source != "synthetic":
-        raise UbpError(f"params.yaml data.source: expected 'synthetic' or 'dir', got {source!r}")
-    cfg = dict(data.get("synthetic") or {})
-    if args.tiny:
-        cfg = {**cfg, **TINY}
     t0 = time.perf_counter()
-    generate(args.out, cfg)
+    generate(args.out, data.synthetic)
     log.info("generated %s in %.1f s", args.out, time.perf_counter() - t0)
     return 0

@@ -6,6 +6,8 @@ which the client-side samplers fall back to.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ubp.schema import N_PRICE_BUCKETS, VECTOR_DIM
+
+if TYPE_CHECKING:  # the generator's settings (ubp.data.synthetic imports this module)
+    from ubp.data.synthetic import SyntheticConfig
 
 # Id ranges like the real release (all ids are random, non-contiguous, below these bounds).
 CLIENT_ID_HIGH = 30_000_000
@@ -89,8 +94,8 @@ def codes_near(rng: np.random.Generator, centre: np.ndarray, spread: float) -> n
     return np.clip(np.rint(centre + rng.normal(0.0, spread, centre.shape)), 0, 255).astype(np.uint8)
 
 
-def build_catalog(rng: np.random.Generator, cfg: dict) -> Catalog:
-    k, n_cat, n_sku, days = cfg["n_topics"], cfg["n_categories"], cfg["n_skus"], cfg["days"]
+def build_catalog(rng: np.random.Generator, cfg: SyntheticConfig) -> Catalog:
+    k, n_cat, n_sku, days = cfg.n_topics, cfg.n_categories, cfg.n_skus, cfg.days
     if n_sku < 3 * n_cat:
         raise ValueError(f"n_skus ({n_sku}) must be at least 3 x n_categories ({n_cat})")
 
@@ -101,7 +106,7 @@ def build_catalog(rng: np.random.Generator, cfg: dict) -> Catalog:
         raise ValueError(f"n_categories ({n_cat}) must be at least n_topics ({k})")
     # Popular topics hold more categories; every topic has at least one.
     cat_topic = np.sort(np.concatenate([np.arange(k), rng.choice(k, n_cat - k, p=topic_weight)]))
-    cat_weight = zipf_weights(rng, n_cat, cfg["category_zipf"], 0.3)
+    cat_weight = zipf_weights(rng, n_cat, cfg.category_zipf, 0.3)
     topic_total = np.bincount(cat_topic, weights=cat_weight, minlength=k)
     global_pop = topic_weight[cat_topic] * cat_weight / topic_total[cat_topic]
     cat_centroid = topic_centroid[cat_topic] + rng.normal(0.0, 35.0, (n_cat, VECTOR_DIM))
@@ -113,21 +118,21 @@ def build_catalog(rng: np.random.Generator, cfg: dict) -> Catalog:
     sku_cat = np.repeat(np.arange(n_cat), per_cat)
     cat_start = np.concatenate([[0], np.cumsum(per_cat)])
     rank_in_cat = np.arange(n_sku) - cat_start[sku_cat]
-    sku_weight = (rank_in_cat + 1.0) ** -cfg["sku_zipf"] * rng.lognormal(0.0, 0.5, n_sku)
+    sku_weight = (rank_in_cat + 1.0) ** -cfg.sku_zipf * rng.lognormal(0.0, 0.5, n_sku)
     cat_anchor = cat_start[:-1]  # rank 0: the category's best seller, on sale from day 0
 
     # New SKUs launch uniformly over the period, except a season's wave (share new_sku_wave) that
     # launches from a day before to ~9 days after the usual split (SPEC §3 puts it 28 days before
     # the end), so that the new-SKU task's popular items sell in both target windows. They arrive
     # with hype: the popularity of one of the category's first few best sellers, x new_sku_hype.
-    is_new = rng.random(n_sku) < cfg["new_sku_share"]
+    is_new = rng.random(n_sku) < cfg.new_sku_share
     is_new[cat_anchor] = False
-    wave = rng.random(n_sku) < cfg["new_sku_wave"]
+    wave = rng.random(n_sku) < cfg.new_sku_wave
     split_day = days - 28
     launch = np.where(wave, rng.uniform(split_day - 1.0, split_day + 9.0, n_sku), rng.uniform(1.0, days, n_sku))
     sku_launch = np.where(is_new, np.clip(launch, 1.0, days), 0.0)
     launch_rank = rng.geometric(0.4, n_sku).astype(float)
-    hyped = launch_rank ** -cfg["sku_zipf"] * rng.lognormal(0.0, 0.5, n_sku) * cfg["new_sku_hype"]
+    hyped = launch_rank ** -cfg.sku_zipf * rng.lognormal(0.0, 0.5, n_sku) * cfg.new_sku_hype
     sku_weight = np.where(is_new, hyped, sku_weight)
 
     # Price: a latent price around the category's level, bucketed by global quantile (uniform buckets).
@@ -135,9 +140,9 @@ def build_catalog(rng: np.random.Generator, cfg: dict) -> Catalog:
     sku_price = (np.argsort(np.argsort(latent, kind="stable"), kind="stable") * N_PRICE_BUCKETS) // n_sku
     sku_price_q = (sku_price + 0.5) / N_PRICE_BUCKETS
 
-    n_urls = cfg["n_urls"]
+    n_urls = cfg.n_urls
     url_ids = unique_ids(rng, n_sku + n_cat + n_urls, URL_ID_HIGH)
-    generic_pop = (np.arange(n_urls) + 1.0) ** -cfg["url_zipf"]  # index 0 (cart page) is the most visited
+    generic_pop = (np.arange(n_urls) + 1.0) ** -cfg.url_zipf  # index 0 (cart page) is the most visited
     return Catalog(
         topic_centroid=topic_centroid,
         topic_weight=topic_weight,

@@ -7,11 +7,16 @@ and funnel rates (views per session, share of product pages, searches, cart adds
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from ubp.data.synthetic_catalog import CLIENT_ID_HIGH, Catalog, sample_in_groups, unique_ids
+
+if TYPE_CHECKING:  # the generator's settings (ubp.data.synthetic imports this module)
+    from ubp.data.synthetic import SyntheticConfig
 
 N_FAVOURITES = 4  # favourite categories per client
 N_STAPLES = 4  # SKUs a client re-buys
@@ -79,23 +84,23 @@ def _by_group(relevant: np.ndarray, rel_value, other_value):
     return np.where(relevant, rel_value, other_value)
 
 
-def _active_days(rng: np.random.Generator, cfg: dict, rel: np.ndarray, lifetime: np.ndarray) -> np.ndarray:
+def _active_days(rng: np.random.Generator, cfg: SyntheticConfig, rel: np.ndarray, lifetime: np.ndarray) -> np.ndarray:
     """Days from arrival to churn: exponential around each client's lifetime, or for relevant
     clients with relevant_churn_shape k != 1 a Gamma(k) (k > 1: less spread, fewer one-day clients)."""
-    k = cfg["relevant_churn_shape"]
+    k = cfg.relevant_churn_shape
     if k == 1:
         return rng.exponential(lifetime)
     return np.where(rel, rng.gamma(k, 1.0 / k, len(lifetime)), rng.exponential(1.0, len(lifetime))) * lifetime
 
 
-def build_clients(rng: np.random.Generator, cfg: dict, cat: Catalog, ids: np.ndarray | None = None) -> Clients:
+def build_clients(rng: np.random.Generator, cfg: SyntheticConfig, cat: Catalog, ids: np.ndarray | None = None) -> Clients:
     """cfg's n_relevant + n_other clients (relevant first) with traits drawn from cfg's shape keys;
     `ids` are their client ids (default: drawn here)."""
-    n_rel, n = cfg["n_relevant"], cfg["n_relevant"] + cfg["n_other"]
-    days, k = cfg["days"], len(cat.topic_weight)
+    n_rel, n = cfg.n_relevant, cfg.n_relevant + cfg.n_other
+    days, k = cfg.days, len(cat.topic_weight)
     rel = np.arange(n) < n_rel
 
-    alpha = cfg["topic_concentration"] * cat.topic_weight
+    alpha = cfg.topic_concentration * cat.topic_weight
     theta0 = 0.98 * rng.dirichlet(alpha, n) + 0.02 * cat.topic_weight
     theta1 = 0.4 * theta0 + 0.6 * (0.98 * rng.dirichlet(alpha, n) + 0.02 * cat.topic_weight)
     theta0_cum = row_cumsum(theta0)
@@ -105,9 +110,9 @@ def build_clients(rng: np.random.Generator, cfg: dict, cat: Catalog, ids: np.nda
     fav_cat = sample_in_groups(cat.topic_cat_cum, fav_topic, rng.random(len(rows)), cat.topic_start)
     fav_w = rng.dirichlet(np.full(N_FAVOURITES, 0.8), n)
 
-    buyer = rng.random(n) < _by_group(rel, cfg["relevant_buyers"], cfg["other_buyers"])
-    arrival = _by_group(rel, np.where(rng.random(n) < cfg["relevant_start_share"], 0.0, rng.uniform(0, days, n)), rng.uniform(0, days - 1, n))
-    lifetime = rng.lognormal(np.log(_by_group(rel, cfg["relevant_lifetime"], cfg["other_lifetime"])), _by_group(rel, cfg["relevant_lifetime_sigma"], 1.0))
+    buyer = rng.random(n) < _by_group(rel, cfg.relevant_buyers, cfg.other_buyers)
+    arrival = _by_group(rel, np.where(rng.random(n) < cfg.relevant_start_share, 0.0, rng.uniform(0, days, n)), rng.uniform(0, days - 1, n))
+    lifetime = rng.lognormal(np.log(_by_group(rel, cfg.relevant_lifetime, cfg.other_lifetime)), _by_group(rel, cfg.relevant_lifetime_sigma, 1.0))
     clients = Clients(
         ids=unique_ids(rng, n, CLIENT_ID_HIGH) if ids is None else ids,
         n_relevant=n_rel,
@@ -127,17 +132,17 @@ def build_clients(rng: np.random.Generator, cfg: dict, cat: Catalog, ids: np.nda
         price_width=rng.uniform(0.12, 0.35, n),
         novelty=rng.normal(0.0, 1.0, n),
         buyer=buyer,
-        rate=rng.lognormal(np.log(_by_group(rel, cfg["relevant_rate"], cfg["other_rate"])), _by_group(rel, cfg["relevant_rate_sigma"], cfg["other_rate_sigma"])),
+        rate=rng.lognormal(np.log(_by_group(rel, cfg.relevant_rate, cfg.other_rate)), _by_group(rel, cfg.relevant_rate_sigma, cfg.other_rate_sigma)),
         arrival=arrival,
         lifetime=lifetime,
         churn_at=arrival + _active_days(rng, cfg, rel, lifetime),
-        decay_days=rng.lognormal(np.log(cfg["decay_days"]), 1.0, n),
-        depth=rng.lognormal(np.log(_by_group(rel, cfg["relevant_depth"], cfg["other_depth"])), 0.4),
+        decay_days=rng.lognormal(np.log(cfg.decay_days), 1.0, n),
+        depth=rng.lognormal(np.log(_by_group(rel, cfg.relevant_depth, cfg.other_depth)), 0.4),
         product_share=rng.beta(5.0, 4.0, n),
-        search_rate=rng.gamma(1.0, _by_group(rel, cfg["relevant_searches"], cfg["other_searches"])),
-        add_p=np.where(buyer, rng.beta(2.0, _by_group(rel, cfg["relevant_add_b"], cfg["other_add_b"])), rng.beta(1.0, cfg["browser_add_b"], n)),
-        buy_p=np.where(buyer, rng.beta(2.5, cfg["buy_b"], n), 0.0),
-        remove_p=rng.beta(6.0, cfg["remove_b"], n),
+        search_rate=rng.gamma(1.0, _by_group(rel, cfg.relevant_searches, cfg.other_searches)),
+        add_p=np.where(buyer, rng.beta(2.0, _by_group(rel, cfg.relevant_add_b, cfg.other_add_b)), rng.beta(1.0, cfg.browser_add_b, n)),
+        buy_p=np.where(buyer, rng.beta(2.5, cfg.buy_b, n), 0.0),
+        remove_p=rng.beta(6.0, cfg.remove_b, n),
         hour_shift=rng.normal(0.0, 2.5, n),
     )
     rows = np.repeat(np.arange(n), N_STAPLES)

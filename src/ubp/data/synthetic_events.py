@@ -9,11 +9,16 @@ sampled alone.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ubp import schema as S
 from ubp.data.synthetic_catalog import codes_near
 from ubp.data.synthetic_clients import STAPLE_BUY_P, alive, sample_categories, sample_skus
+
+if TYPE_CHECKING:  # the generator's settings (ubp.data.synthetic imports this module)
+    from ubp.data.synthetic import SyntheticConfig
 
 DAY = 86_400
 WEEKDAY = np.array([1.0, 0.95, 0.95, 0.97, 1.0, 1.08, 1.15])  # Monday..Sunday
@@ -26,15 +31,15 @@ def _gaps(rng: np.random.Generator, n: int, median_s: float, sigma: float) -> np
     return 5 * np.maximum(1, np.rint(rng.lognormal(np.log(median_s / 5), sigma, n))).astype(np.int64)
 
 
-def day_weights(cfg) -> np.ndarray:
+def day_weights(cfg: SyntheticConfig) -> np.ndarray:
     """Weekday multiplier of the session rate on each day of the period."""
-    first_weekday = np.datetime64(cfg["start_date"], "D").astype("datetime64[D]").item().weekday()
-    return WEEKDAY[(first_weekday + np.arange(cfg["days"])) % 7]
+    first_weekday = np.datetime64(cfg.start_date, "D").astype("datetime64[D]").item().weekday()
+    return WEEKDAY[(first_weekday + np.arange(cfg.days)) % 7]
 
 
-def sample_sessions(rng, cfg, cl) -> tuple[np.ndarray, np.ndarray]:
+def sample_sessions(rng, cfg: SyntheticConfig, cl) -> tuple[np.ndarray, np.ndarray]:
     """(client index, start second) of every session, sorted by client then time."""
-    days, n = cfg["days"], len(cl.ids)
+    days, n = cfg.days, len(cl.ids)
     week = day_weights(cfg)
     clients, day_of = [], []
     for lo in range(0, n, 20_000):
@@ -43,7 +48,7 @@ def sample_sessions(rng, cfg, cl) -> tuple[np.ndarray, np.ndarray]:
         counts = rng.poisson(lam)
         # Every non-relevant client exists because it did something: at least its arrival session
         # (relevant clients too with relevant_arrival_session: the real ones were chosen among the active).
-        empty = (counts.sum(1) == 0) & ((c >= cl.n_relevant) | bool(cfg["relevant_arrival_session"]))
+        empty = (counts.sum(1) == 0) & ((c >= cl.n_relevant) | bool(cfg.relevant_arrival_session))
         counts[empty, np.floor(cl.arrival[c[empty]]).astype(int)] = 1
         rows, cols = np.nonzero(counts)
         clients.append(np.repeat(c[rows], counts[rows, cols]))
@@ -61,7 +66,7 @@ def _segment_cumsum(values: np.ndarray, seg_start: np.ndarray) -> np.ndarray:
     return cum - np.repeat(cum[seg_start] - values[seg_start], np.diff(np.append(seg_start, len(values))))
 
 
-def sample_events(rng, cfg, cat, cl, sess_client, sess_start) -> dict[str, dict[str, np.ndarray]]:
+def sample_events(rng, cfg: SyntheticConfig, cat, cl, sess_client, sess_start) -> dict[str, dict[str, np.ndarray]]:
     """All events as {event type: {'client', 't', value column}}, value as catalogue index/codes."""
     n_sess = len(sess_client)
     t_sess = sess_start / DAY
@@ -145,21 +150,21 @@ def sample_events(rng, cfg, cat, cl, sess_client, sess_start) -> dict[str, dict[
     }
 
 
-def _first_buys(cfg, cl, view_client: np.ndarray) -> np.ndarray:
+def _first_buys(cfg: SyntheticConfig, cl, view_client: np.ndarray) -> np.ndarray:
     """Product views bought whatever the funnel says: with relevant_first_buy, each relevant buyer's
     first product view (the real relevant clients are mostly buyers; this keeps them so without
     raising every session's conversion). Views are in client-then-time order."""
-    if not cfg["relevant_first_buy"]:
+    if not cfg.relevant_first_buy:
         return np.zeros(len(view_client), bool)
     first = np.r_[True, view_client[1:] != view_client[:-1]] if len(view_client) else np.zeros(0, bool)
     return first & (view_client < cl.n_relevant) & cl.buyer[view_client]
 
 
-def sample_block(rng: np.random.Generator, cfg, cat, cl) -> dict[str, dict[str, np.ndarray]]:
+def sample_block(rng: np.random.Generator, cfg: SyntheticConfig, cat, cl) -> dict[str, dict[str, np.ndarray]]:
     """Events of the clients `cl` (client = row of cl) inside the period, per event type."""
     sess_client, sess_start = sample_sessions(rng, cfg, cl)
     events = sample_events(rng, cfg, cat, cl, sess_client, sess_start)
-    horizon = cfg["days"] * DAY
+    horizon = cfg.days * DAY
     for ev in events.values():
         keep = ev["t"] < horizon
         for key in ev:

@@ -9,21 +9,38 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from ubp import schema as S
-from ubp.data.ingest import check_id_array, connect, resource_settings, scan
+from ubp.data.ingest import check_id_array, connect, scan
 from ubp.data.split import load_split_info
+from ubp.features.sources import FeaturesConfig
 from ubp.io import UbpError, atomic_dir, load_npy, save_json
-from ubp.params import PARAMS_FILE, load_params
+from ubp.params import PARAMS_FILE, load_params, section_config
 
 log = logging.getLogger("ubp.targets")
 
 SUMMARY_FILE = "summary.json"
 WINDOWS = (S.TRAIN_TARGET, S.VALIDATION_TARGET)
+
+
+@dataclass(frozen=True)
+class TargetsConfig:
+    """params.yaml's `targets:` section (also read by ubp.selection's inner labels)."""
+    n_labels: int = S.N_TARGET_LABELS  # labels of the category and SKU propensity tasks (the official L)
+
+    def __post_init__(self):
+        if self.n_labels < 1:
+            raise UbpError(f"params.yaml: targets.n_labels must be a whole number >= 1, got {self.n_labels}")
+
+    @classmethod
+    def from_params(cls, params: Mapping) -> "TargetsConfig":
+        return section_config(params, cls, "targets")
 
 
 class Windows:
@@ -150,8 +167,8 @@ def task_summary(task: str, y: dict[str, np.ndarray]) -> dict:
 
 
 def build_targets(canonical_dir: Path = S.CANONICAL_DIR, split_dir: Path = S.SPLIT_DIR,
-                  out_dir: Path = S.TARGETS_DIR, n_labels: int = S.N_TARGET_LABELS, memory_limit: str | None = None,
-                  temp_directory: str | Path | None = None) -> None:
+                  out_dir: Path = S.TARGETS_DIR, cfg: TargetsConfig = TargetsConfig(),
+                  memory_limit: str | None = None, temp_directory: str | Path | None = None) -> None:
     """Write the label-set files, active_clients.npy, labels/<task>.npz and summary.json."""
     canonical_dir, out_dir = Path(canonical_dir), Path(out_dir)
     load_split_info(split_dir)  # fails clearly if the split is missing
@@ -159,7 +176,7 @@ def build_targets(canonical_dir: Path = S.CANONICAL_DIR, split_dir: Path = S.SPL
     relevant_path = canonical_dir / S.RELEVANT_CLIENTS_FILE
     relevant = check_id_array(relevant_path, load_npy(relevant_path), "relevant clients")
     with connect(memory_limit, temp_directory) as con:
-        arrays, sources = label_sets(con, w, canonical_dir / "target", relevant, n_labels)
+        arrays, sources = label_sets(con, w, canonical_dir / "target", relevant, cfg.n_labels)
         active = np.isin(relevant, arrays[S.ACTIVE_CLIENTS_FILE])
         summary = {}
         with atomic_dir(out_dir) as tmp:
@@ -193,6 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=S.TARGETS_DIR)
     args = parser.parse_args(argv)
     params = load_params() if PARAMS_FILE.exists() else {}
-    n_labels = int((params.get("targets") or {}).get("n_labels", S.N_TARGET_LABELS))
-    build_targets(args.canonical_dir, args.split_dir, args.out_dir, n_labels, **resource_settings())
+    cfg, features = TargetsConfig.from_params(params), FeaturesConfig.from_params(params)  # a typo stops here
+    build_targets(args.canonical_dir, args.split_dir, args.out_dir, cfg, **features.resources)
     return 0

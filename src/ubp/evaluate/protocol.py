@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -22,7 +24,9 @@ from torch.nn import functional as F
 
 from ubp.evaluate.adamw import BlockedAdamW
 from ubp.evaluate.metrics import TaskMetrics, is_binary, labels_without_positive
+from ubp.config import build
 from ubp.io import UbpError
+from ubp.params import section_config
 
 OFFICIAL_SEED = 1278
 SCORE_DECIMALS = 4
@@ -42,26 +46,58 @@ class ProtocolConfig:
     threads: int | None = None  # torch CPU threads; None leaves torch's setting alone
 
     @classmethod
-    def from_params(cls, eval_params: dict, size: str | None = None) -> "ProtocolConfig":
-        """From params.yaml's `eval` section; `size` (default `eval.profile`) picks `eval.sizes.<size>`."""
-        size = size or eval_params.get("profile", "default")
-        sizes = eval_params.get("sizes") or {}
-        if size not in sizes:
-            raise UbpError(f"params.yaml: no network size '{size}' under eval.sizes (have: {', '.join(sizes)})")
-        dims = sizes[size] or {}
-        if not {"thin", "wide"} <= set(dims):
-            raise UbpError(f"params.yaml: eval.sizes.{size} needs 'thin' and 'wide'")
-        defaults = cls()
-        return cls(
-            thin=int(dims["thin"]),
-            wide=int(dims["wide"]),
-            seed=int(eval_params.get("seed", defaults.seed)),
-            epochs=int(eval_params.get("epochs", defaults.epochs)),
-            batch_size=int(eval_params.get("batch_size", defaults.batch_size)),
-            lr=float(eval_params.get("lr", defaults.lr)),
-            device=str(eval_params.get("device", defaults.device)),
-            threads=eval_params.get("threads", defaults.threads),
-        )
+    def from_params(cls, eval_params: Mapping | None, size: str | None = None) -> "ProtocolConfig":
+        """From params.yaml's `eval` section (checked as an `EvalConfig`); `size` (default `eval.profile`)
+        picks `eval.sizes.<size>`."""
+        return build(EvalConfig, eval_params, "eval").protocol(size)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSize:
+    """One entry of `eval.sizes`: the widths of the protocol's network."""
+    thin: int
+    wide: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """params.yaml's `eval` section, the only home of its defaults: the network size `profile` (a key
+    of `sizes`), the training settings (the protocol's, by default the official ones) and how the
+    evaluate stage runs the six tasks (`workers` processes of `threads` torch threads each)."""
+    profile: str = "default"
+    sizes: Mapping[str, NetworkSize] = dataclasses.field(default_factory=lambda: MappingProxyType({
+        "default": NetworkSize(thin=256, wide=512),  # CPU-sized: the default data's 12k clients
+        "official": NetworkSize(thin=ProtocolConfig.thin, wide=ProtocolConfig.wide),
+    }))
+    seed: int = ProtocolConfig.seed
+    epochs: int = ProtocolConfig.epochs
+    batch_size: int = ProtocolConfig.batch_size
+    lr: float = ProtocolConfig.lr
+    threads: int | None = ProtocolConfig.threads  # torch CPU threads per task; None leaves torch's setting alone
+    workers: int | None = 1  # processes training the tasks' networks (None: 1)
+    device: str = ProtocolConfig.device
+
+    def __post_init__(self):
+        if self.profile not in self.sizes:
+            raise UbpError(f"params.yaml: no network size '{self.profile}' under eval.sizes "
+                           f"(have: {', '.join(self.sizes)})")
+        if self.workers is not None and self.workers < 1:
+            raise UbpError(f"params.yaml: eval.workers must be a whole number >= 1, got {self.workers!r}")
+        if self.threads is not None and self.threads < 1:
+            raise UbpError(f"params.yaml: eval.threads must be a whole number >= 1 or null, got {self.threads!r}")
+
+    @classmethod
+    def from_params(cls, params: Mapping) -> "EvalConfig":
+        return section_config(params, cls, "eval")
+
+    def protocol(self, size: str | None = None) -> ProtocolConfig:
+        """The protocol's settings with the network `size` (default: `profile`)."""
+        size = size or self.profile
+        if size not in self.sizes:
+            raise UbpError(f"params.yaml: no network size '{size}' under eval.sizes (have: {', '.join(self.sizes)})")
+        dims = self.sizes[size]
+        return ProtocolConfig(thin=dims.thin, wide=dims.wide, seed=self.seed, epochs=self.epochs,
+                              batch_size=self.batch_size, lr=self.lr, device=self.device, threads=self.threads)
 
 
 class Block(nn.Module):
@@ -207,7 +243,7 @@ def train_and_score(task: str, x_fit, y_fit, x_score, y_score, popularity, confi
     batches at a time, so a float16 embedding is never held as float32 in full.
     """
     if config.threads:
-        torch.set_num_threads(int(config.threads))
+        torch.set_num_threads(config.threads)
     # Very confident logits give subnormal gradients, which x86 CPUs process ~20x slower (one
     # propensity task took 378 s instead of 22 s); flushing them to zero leaves every metric
     # of the conformance runs unchanged within its 1e-5 tolerance.

@@ -29,9 +29,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ubp import profile_store as store
 from ubp import schema
-from ubp.evaluate.protocol import BLOCK_BYTES, SCORE_DECIMALS, ProtocolConfig, Rows, align_rows, evaluate_task
+from ubp.evaluate.protocol import (BLOCK_BYTES, SCORE_DECIMALS, EvalConfig, ProtocolConfig, Rows, align_rows,
+                                   evaluate_task)
 from ubp.io import UbpError, load_npy, save_json
-from ubp.params import load_params, profile_dir, profile_names, section
+from ubp.params import load_params, profile_dir, profile_names
 
 log = logging.getLogger(__name__)
 
@@ -116,21 +117,17 @@ def run_task(task: str, x_path: Path, task_dir: Path, config: ProtocolConfig, pr
                          np.load(task_dir / "y_validation.npy"), popularity, config, progress=progress)
 
 
-def evaluate_profile(profile: str, eval_params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR,
+def evaluate_profile(profile: str, cfg: EvalConfig, embeddings_dir: Path = schema.EMBEDDINGS_DIR,
                      targets_dir: Path = schema.TARGETS_DIR) -> dict:
     """Score `profile` on the six tasks; returns the metrics dict written by `main`."""
-    size = eval_params.get("profile", "default")
-    config = ProtocolConfig.from_params(eval_params, size)
+    config = cfg.protocol()
     profile_dir = Path(embeddings_dir) / profile
-    result = {"profile": profile, "eval_profile": size}
+    result = {"profile": profile, "eval_profile": cfg.profile}
     reason = store.skipped(profile_dir)
     if reason is not None:
         log.info("%s: skipped by the embed stage (%s)", profile, reason)
         return {**result, "skipped": reason}
-    workers = eval_params.get("workers")
-    workers = 1 if workers is None else workers  # absent, or emptied by `dvc exp run -S eval.workers=null`
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise UbpError(f"params.yaml: eval.workers must be a whole number >= 1, got {eval_params.get('workers')!r}")
+    workers = cfg.workers or 1  # None: emptied by `dvc exp run -S eval.workers=null`
 
     started = time.perf_counter()
     # Every non-churn task covers all relevant clients (churn only the active ones).
@@ -138,7 +135,7 @@ def evaluate_profile(profile: str, eval_params: dict, embeddings_dir: Path = sch
     stored = store.open_profile(profile_dir, relevant)  # NaN/inf: counted by write_float32
     ids, (n, width) = stored.client_ids, stored.shape
     log.info("%s: %d clients x %d dims; network %s (thin %d, wide %d), %d epochs, device %s",
-             profile, n, width, size, config.thin, config.wide, config.epochs, config.device)
+             profile, n, width, cfg.profile, config.thin, config.wide, config.epochs, config.device)
     # One float32 copy on disk (TMPDIR) that every worker reads, plus each task's rows and labels:
     # the parent never holds an aligned copy of the embedding.
     with tempfile.TemporaryDirectory(prefix="ubp-evaluate-") as tmp:
@@ -203,8 +200,8 @@ def main(argv: list[str]) -> int:
         raise UbpError("usage: python -m ubp evaluate <profile>")
     profile = argv[0]
     params = load_params()
-    eval_params = section(params, "eval")
-    metrics = evaluate_profile(profile, eval_params, embeddings_root(params, profile))
+    cfg = EvalConfig.from_params(params)  # a typo stops here, before any work
+    metrics = evaluate_profile(profile, cfg, embeddings_root(params, profile))
     out = schema.METRICS_DIR / f"{profile}.json"
     save_json(out, metrics)
     log.info("%s: sum %s -> %s", profile, metrics.get("sum", "skipped"), out)

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ubp import schema
-from ubp.features.sources import ITEM_WORD, NONE_VALUE, TYPES, Block, Family, Feature, Settings, ratio
+from ubp.features.sources import ITEM_WORD, NONE_VALUE, TYPES, Block, Family, Feature, FeaturesConfig, ratio
 
 PRODUCT = "type IN ('buy', 'add', 'remove')"
 
@@ -28,7 +28,7 @@ def _totals() -> str:
     return f"SELECT client_id, {', '.join(exprs)} FROM items GROUP BY client_id"
 
 
-def diversity(settings: Settings) -> Family:
+def diversity(settings: FeaturesConfig) -> Family:
     """Entropy (natural log) and Gini of a client's counts over the values it touched."""
     counts = " UNION ALL ".join(
         f"SELECT client_id, '{scope}_{key}' AS dist, {key} AS value, sum(n) AS n FROM items "
@@ -55,7 +55,7 @@ def diversity(settings: Settings) -> Family:
     return Family("diversity", "Diversity of categories, prices and urls", [Block(query, features)])
 
 
-def exploration(settings: Settings) -> Family:
+def exploration(settings: FeaturesConfig) -> Family:
     exprs, features = [], []
     for t in TYPES:
         exprs.append(f"{ratio(f'd_{t}', f'n_{t}')} AS {t}_exploration")
@@ -76,7 +76,7 @@ def _later_bought(key: str) -> str:
             f"ON a.client_id = b.client_id AND a.{key} = b.{key} GROUP BY a.client_id")
 
 
-def funnel(settings: Settings) -> Family:
+def funnel(settings: FeaturesConfig) -> Family:
     rates = (
         ("funnel_visit_per_search", "n_visit", "n_search", "page visits / searches"),
         ("funnel_add_per_visit", "n_add", "n_visit", "add-to-carts / page visits"),
@@ -100,7 +100,7 @@ def funnel(settings: Settings) -> Family:
     return Family("funnel", "Funnel rates and event mix (all history)", [mix, *later])
 
 
-def prices(settings: Settings) -> Family:
+def prices(settings: FeaturesConfig) -> Family:
     exprs, features = [], []
     for t in ("buy", "add"):
         for stat, agg, default in (("mean", "avg", NONE_VALUE), ("std", "stddev_pop", 0.0),
@@ -113,7 +113,7 @@ def prices(settings: Settings) -> Family:
     return Family("prices", "Prices of bought and added items", [Block(query, features)])
 
 
-def popularity(settings: Settings) -> Family:
+def popularity(settings: FeaturesConfig) -> Family:
     """Global popularity = purchase (or visit) counts over every client's events before the cutoff."""
     sku = f"SELECT {schema.SKU} AS item, ln(1 + count(*)) AS pop FROM all_buy GROUP BY ALL"
     category = (f"SELECT p.{schema.CATEGORY} AS category, ln(1 + count(*)) AS pop FROM all_buy b "
@@ -138,7 +138,7 @@ def popularity(settings: Settings) -> Family:
     ])
 
 
-def codes(settings: Settings) -> Family:
+def codes(settings: FeaturesConfig) -> Family:
     """Mean of each of the 16 quantized text-embedding codes (0..255)."""
     blocks = []
     for t, column, what in (("buy", schema.NAME, "bought items' names"), ("add", schema.NAME, "added items' names"),

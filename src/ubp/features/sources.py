@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,9 @@ import numpy as np
 import pyarrow as pa
 
 from ubp import schema
-from ubp.db import sql_text
+from ubp.db import check_size, sql_text
+from ubp.io import UbpError
+from ubp.params import section_config
 
 # event type -> the short name used in column names and in `events.type`
 TYPE_NAMES = {
@@ -38,7 +41,7 @@ TYPES = tuple(TYPE_NAMES.values())
 PRODUCT_TYPES = tuple(TYPE_NAMES[e] for e in schema.PRODUCT_EVENTS)
 ITEM_WORD = {"buy": "skus", "add": "skus", "remove": "skus", "visit": "urls", "search": "queries"}
 
-CAP = "cap"  # a default meaning "the recency cap" (see Settings.cap_days)
+CAP = "cap"  # a default meaning "the recency cap" (see build.build_features)
 NONE_VALUE = -1.0  # default of a mean/min/max of prices or codes when the client has nothing to average
 
 
@@ -68,20 +71,44 @@ class Family:
 
 
 @dataclass(frozen=True)
-class Settings:
-    windows: tuple[int, ...] = (7, 14, 28, 60)
+class FeaturesConfig:
+    """params.yaml's `features:` section, the only home of its defaults (`FeaturesConfig.from_params`).
+
+    `windows` and `session_gap_minutes` decide the columns, `threads` and `recency_cap_days` their
+    values (threads only in the last bits, see `build.build_features`); `memory_limit` and
+    `temp_directory` bound every stage's DuckDB (ubp.db.connect) and change no result.
+    """
+    windows: tuple[int, ...] = (7, 14, 28, 60)  # day counts, kept sorted
     session_gap_minutes: float = 30.0
+    threads: int = 1  # DuckDB threads of the features table (1: the same bytes every run)
+    recency_cap_days: float | None = None  # None: the days from the earliest event to the cutoff
+    memory_limit: str | None = None  # a DuckDB size such as "8GB"
+    temp_directory: str | None = None  # where DuckDB spills
 
     def __post_init__(self):
-        windows = tuple(int(w) for w in self.windows)
+        windows = tuple(self.windows)
         if not windows or any(w <= 0 for w in windows) or len(set(windows)) != len(windows):
-            raise ValueError(f"windows must be distinct positive day counts, got {list(self.windows)}")
+            raise UbpError(f"params.yaml: features.windows must be distinct positive day counts, got {list(windows)}")
         object.__setattr__(self, "windows", tuple(sorted(windows)))
-        if float(self.session_gap_minutes) <= 0:
-            raise ValueError(f"session_gap_minutes must be positive, got {self.session_gap_minutes}")
+        if self.session_gap_minutes <= 0:
+            raise UbpError(f"params.yaml: features.session_gap_minutes must be positive, "
+                           f"got {self.session_gap_minutes}")
+        if self.threads < 1:
+            raise UbpError(f"params.yaml: features.threads must be a whole number >= 1, got {self.threads}")
+        if self.memory_limit is not None:
+            check_size(self.memory_limit, "params.yaml: features.memory_limit")
+
+    @classmethod
+    def from_params(cls, params: Mapping) -> "FeaturesConfig":
+        return section_config(params, cls, "features")
+
+    @property
+    def resources(self) -> dict:
+        """ubp.db.connect's memory_limit / temp_directory: every stage's DuckDB connections take them from here."""
+        return {"memory_limit": self.memory_limit, "temp_directory": self.temp_directory}
 
 
-def window_suffixes(settings: Settings) -> list[tuple[str, str]]:
+def window_suffixes(settings: FeaturesConfig) -> list[tuple[str, str]]:
     """(column suffix, SQL condition on `age`) for each window and for all history."""
     return [(f"{w}d", f"age <= {w}") for w in settings.windows] + [("all", "TRUE")]
 

@@ -1,7 +1,7 @@
 """The feature table for an EmbedContext: the stage's output when the context names it, else built.
 
 A stored table is used only when its features.json records the context's cutoff and the settings
-of params.yaml's `features:` section (ctx.feature_settings); otherwise it is refused, never silently
+of params.yaml's `features:` section (ctx.feature_settings, a FeaturesConfig); otherwise it is refused, never silently
 replaced: a context that wants the features as of another date (stacked's shifted cutoff, a
 competition entry over all events) leaves `features_path` unset and gets them computed.
 """
@@ -41,7 +41,7 @@ def load_features(path: Path, client_ids: np.ndarray) -> pd.DataFrame:
 
 def check_stored(path: Path, cutoff: str, settings: dict) -> None:
     """UbpError unless the features.json beside `path` records this cutoff and these settings
-    (`recorded_settings` of build_features' keyword arguments)."""
+    (`recorded_settings` of a FeaturesConfig)."""
     from ubp.features.build import META_FILE
 
     path = Path(path)
@@ -65,15 +65,15 @@ def load_or_build(ctx) -> pd.DataFrame:
     ctx.features_path set: that table, checked by `check_stored` (an error if it does not fit).
     ctx.features_path None: computed from ctx.events_dir.
     """
-    from ubp.features.build import build_features, recorded_settings, settings_from
+    from ubp.features.build import build_features, recorded_settings
 
-    kwargs = settings_from(ctx.feature_settings)
+    cfg = ctx.feature_settings
     if ctx.features_path is not None:
-        check_stored(ctx.features_path, ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT), recorded_settings(kwargs))
+        check_stored(ctx.features_path, ctx.cutoff.strftime(schema.TIMESTAMP_FORMAT), recorded_settings(cfg))
         return load_features(ctx.features_path, ctx.client_ids)
     log.info("features: computing the table of %d clients as of %s from %s", len(ctx.client_ids), ctx.cutoff,
              ctx.events_dir)
-    return build_features(ctx.events_dir, ctx.properties_path, ctx.client_ids, ctx.cutoff, **kwargs)
+    return build_features(ctx.events_dir, ctx.properties_path, ctx.client_ids, ctx.cutoff, cfg)
 
 
 def feature_matrix(table: pd.DataFrame) -> np.ndarray:

@@ -5,7 +5,7 @@ i.e. in [cutoff - w days, cutoff); an event exactly w days before the cutoff is 
 """
 from __future__ import annotations
 
-from ubp.features.sources import (CAP, ITEM_WORD, PRODUCT_TYPES, TYPES, Block, Family, Feature, Settings, ratio,
+from ubp.features.sources import (CAP, ITEM_WORD, PRODUCT_TYPES, TYPES, Block, Family, Feature, FeaturesConfig, ratio,
                                   window_doc, window_suffixes)
 
 SCOPES = (*TYPES, "any")  # "any": all five event types together
@@ -19,7 +19,7 @@ def _what(scope: str) -> str:
     return "events of any type" if scope == "any" else f"'{scope}' events"
 
 
-def _counts_block(settings: Settings) -> Block:
+def _counts_block(settings: FeaturesConfig) -> Block:
     """Counts per window, their change against the window before, and recency.
 
     Aggregated per (client, type) first, so the per-window filters run once per event, not once
@@ -55,7 +55,7 @@ def _counts_block(settings: Settings) -> Block:
     return Block(query, features)
 
 
-def _distinct_block(settings: Settings, key: str, key_sql: str, scopes: tuple[str, ...], word,
+def _distinct_block(settings: FeaturesConfig, key: str, key_sql: str, scopes: tuple[str, ...], word,
                     table: str = "events") -> Block:
     """Distinct values of a key per window: a value is in a window when its most recent event is."""
     per_scope = [f"count(*) FILTER (WHERE {in_window}) AS c_{suffix}" for suffix, in_window in window_suffixes(settings)]
@@ -93,7 +93,7 @@ def _gaps_block() -> Block:
                  features)
 
 
-def activity(settings: Settings) -> Family:
+def activity(settings: FeaturesConfig) -> Family:
     days = "CAST(ts AS DATE)"
     return Family("activity", "Activity per event type and window: counts, distinct values, active days, "
                               "change, recency, gaps", [
@@ -105,7 +105,7 @@ def activity(settings: Settings) -> Family:
     ])
 
 
-def sessions(settings: Settings) -> Family:
+def sessions(settings: FeaturesConfig) -> Family:
     """A new session starts when the gap to the client's previous event (any type) exceeds the threshold."""
     gap_s = int(round(float(settings.session_gap_minutes) * 60))
     marked = ("SELECT client_id, ts, age, type, CASE WHEN prev IS NULL OR date_diff('second', prev, ts) > "
@@ -146,7 +146,7 @@ def sessions(settings: Settings) -> Family:
                   [Block(query, features)])
 
 
-def cycles(settings: Settings) -> Family:
+def cycles(settings: FeaturesConfig) -> Family:
     """Hour-of-day and weekday as points on a circle, averaged, and part-of-day shares."""
     hour = "(hour(ts) + minute(ts) / 60.0 + second(ts) / 3600.0)"
     weekday = "(isodow(ts) - 1)"  # Monday = 0

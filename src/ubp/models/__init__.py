@@ -3,6 +3,8 @@
 A profile in params.yaml (`models.<name>`) names its method with `method:`, so one method can back
 several profiles (e.g. two variants). What a method is (tabular? as of a date? what it reads) is
 declared on its module and read here (`traits`), never listed elsewhere: see `ubp.models.base`.
+The methods that build a profile from other profiles (`combined:`) live in `ubp.combine`
+(`ubp.combine.METHODS`); this registry serves both.
 """
 from __future__ import annotations
 
@@ -11,18 +13,24 @@ import importlib
 import pkgutil
 from types import ModuleType
 
+from ubp import combine
 from ubp.io import UbpError
 from ubp.models import base
 
 
 def available_methods() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "base")
+    own = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "base"]
+    return sorted(own + list(combine.METHODS))
+
+
+def package_of(method: str) -> str:
+    return combine.__name__ if method in combine.METHODS else __name__
 
 
 def get_method(method: str) -> ModuleType:
     if method not in available_methods():
         raise UbpError(f"params.yaml: unknown embedding method '{method}' (have: {', '.join(available_methods())})")
-    return importlib.import_module(f"{__name__}.{method}")
+    return importlib.import_module(f"{package_of(method)}.{method}")
 
 
 def config_class(method: str) -> type:
@@ -36,7 +44,7 @@ def config_class(method: str) -> type:
 def method_of(cfg) -> str:
     """The method a Config belongs to: the module that declares its class."""
     package, _, method = type(cfg).__module__.rpartition(".")
-    if package != __name__ or method not in available_methods():
+    if method not in available_methods() or package != package_of(method):
         raise UbpError(f"{type(cfg).__qualname__} is not the Config of an embedding method")
     return method
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ubp import schema
+from ubp.features.sources import FeaturesConfig
+from ubp.sequences import SequencesConfig
 
 # What a method may read, each one field of EmbedContext (or, for `embeddings`, other profiles).
 INPUTS = {
@@ -58,12 +60,19 @@ class EmbedContext:
     # Precomputed per-client tables for exactly these events and cutoff (None: methods compute them).
     features_path: Path | None = None  # ubp.features.table.load_or_build refuses it unless it fits
     # params.yaml's `features:` (settings to build or check the features; memory_limit/temp_directory for DuckDB)
-    feature_settings: dict = field(default_factory=dict)
+    feature_settings: FeaturesConfig = FeaturesConfig()
     sequences_dir: Path | None = None  # the sequences stage's output (ubp.sequences.load_or_build checks it fits)
-    sequence_settings: dict = field(default_factory=dict)  # params.yaml's `sequences:` (to build them when needed)
+    sequence_settings: SequencesConfig = SequencesConfig()  # params.yaml's `sequences:` (to build them when needed)
     # Filled by the method for the record: "curve" (a list of per-epoch dicts, saved as
     # training_curve.csv beside the embedding) and any scalar facts worth keeping in meta.json.
     info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # A params section passed as its raw dict would fail deep inside a feature family, minutes in.
+        for name, kind in (("feature_settings", FeaturesConfig), ("sequence_settings", SequencesConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"EmbedContext.{name} must be a {kind.__name__} (build it with "
+                                f"{kind.__name__}.from_params), not {type(getattr(self, name)).__name__}")
 
     def events(self, event_type: str) -> Path:
         return self.events_dir / f"{event_type}.parquet"

@@ -12,7 +12,8 @@ from ubp import schema
 from ubp.profile_store import write as write_profile_dir
 from ubp.io import UbpError
 from ubp.inner_labels import open_train_labels
-from ubp.selection import InnerScorer, earlier, greedy, inner_scorer, main, markdown, select
+from ubp.combine.selection import InnerScorer, greedy, inner_scorer, main, select
+from ubp.combine.selection_report import earlier, markdown
 
 EVAL = {"profile": "tiny", "sizes": {"tiny": {"thin": 16, "wide": 32}}, "seed": 0, "epochs": 3,
         "batch_size": 64, "lr": 0.01, "threads": 1, "device": "cpu"}
@@ -159,11 +160,13 @@ def test_selection_runs_and_chooses_alike_without_any_hidden_task_or_validation_
     assert all(result["scored"][k]["tasks"] == clean["scored"][k]["tasks"] for k in clean["scored"])
 
 
-def test_oracle_is_not_a_candidate_and_missing_candidates_are_named(problem, tmp_path):
+def test_oracle_and_combined_profiles_are_not_candidates_and_missing_candidates_are_named(problem, tmp_path):
     root, params = problem
-    write_profile_dir(tmp_path / "oracle", np.arange(3, dtype=np.int64), {}, np.zeros((3, 2), np.float16))
-    from ubp.selection import default_candidates
-    assert default_candidates({"models": {"oracle": {}, "x": {}}}, tmp_path, ["oracle"]) == []
+    for name in ("oracle", "stack", "plain"):
+        write_profile_dir(tmp_path / name, np.arange(3, dtype=np.int64), {}, np.zeros((3, 2), np.float16))
+    from ubp.combine.selection import default_candidates
+    models = {"oracle": {}, "x": {}, "stack": {"method": "stacked"}, "plain": {"method": "random"}}
+    assert default_candidates({"models": models}, tmp_path, ["oracle"]) == ["plain"]  # by its method's trait
     with pytest.raises(UbpError, match="'ghost' has no embedding"):
         select({**params, "selection": {"candidates": ["ghost"]}}, root / "embeddings", root / "data" / "canonical",
                root / "data" / "split")
@@ -173,7 +176,7 @@ def test_oracle_is_not_a_candidate_and_missing_candidates_are_named(problem, tmp
 
 def spy_on_scoring(monkeypatch) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Replace the network by a spy recording (task, rows trained on, rows scored on)."""
-    from ubp import selection
+    from ubp.combine import selection
     seen = []
 
     def spy(task, x_fit, y_fit, x_score, y_score, popularity, config):
@@ -218,3 +221,17 @@ def test_select_scores_every_set_on_the_same_sample(problem, monkeypatch):
     assert len(category) == 2 * result["n_scored"]  # two folds per scored set
     assert {len(fit) + len(score) for fit, score in category} == {60}
     assert "a sample of 60 clients drawn with seed 0" in markdown(result)
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"selection": {"fold": 3}}, r"unknown key 'selection\.fold'; did you mean 'folds'"),
+    ({"selection": {"min_gain": "0.01"}}, r"selection\.min_gain must be a number, got '0\.01'"),
+    ({"selection": {"folds": 1}}, r"selection needs folds >= 2"),
+    ({"selection": {"max_sources": 0}}, r"selection\.max_sources must be a whole number >= 1"),
+    ({"ensemble": {"per_source": {"signal": {"wieght": 2}}}}, r"unknown key 'ensemble\.per_source\.signal\.wieght'"),
+])
+def test_a_typo_or_wrong_type_in_its_sections_stops_selection_before_any_work(problem, tmp_path, sections, message):
+    """Refused before a label, profile or candidate is read: the directories given do not exist."""
+    root, params = problem
+    with pytest.raises(UbpError, match=message):
+        select({**params, **sections}, tmp_path / "no_embeddings", tmp_path / "no_canonical", tmp_path / "no_split")

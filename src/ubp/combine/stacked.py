@@ -10,11 +10,12 @@ real target windows is ever read, and only the three open tasks appear as heads 
 clients active before the window, and the top `n_labels` categories and SKUs bought in the window
 — so that conversion, new-SKU and price propensity (the hidden tasks) measure generalisation.
 
-Network (the write-up stacks with a GELU MLP): input = `ubp.ensemble`'s concatenation of the
-sources, each normalised on its own; Linear → GELU → LayerNorm → Dropout → Linear(`dim`) = the
-profile; one linear head per task on the profile, plus an optional self-supervised head that
-reconstructs the input (`reconstruction_weight`). Loss = BCE per head (churn masked to active
-clients) + weight × MSE; AdamW; early stopping on held-out clients (`_training.fit`).
+A combined profile (`combined.stacked`, inheriting `model:`; `python -m ubp combine stacked`).
+Network (the write-up stacks with a GELU MLP): input = the ensemble of the sources (`sources`,
+`per_source`, `balance` as in `ubp.combine.ensemble`); Linear → GELU → LayerNorm → Dropout →
+Linear(`dim`) = the profile; one linear head per task on the profile, plus an optional
+self-supervised head that reconstructs the input (`reconstruction_weight`). Loss = BCE per head
+(churn masked to active clients) + weight × MSE; AdamW; early stopping on held-out clients.
 
 Where the write-up is silent: 14-day shift and window (the target windows' length); heads weighted
 equally; the profile is the pre-activation of the last hidden layer, so the heads are linear in it.
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
@@ -35,7 +38,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ubp import schema
-from ubp.config import as_dict
+from ubp.combine import ensemble
+from ubp.combine.sources import SourceSettings, check_sources
 from ubp.features.build import connect_for
 from ubp.io import UbpError
 from ubp.models import _training as T
@@ -47,7 +51,8 @@ READS = ("events", "properties", "embeddings")
 
 @dataclass(frozen=True)
 class Config(T.TrainingConfig):
-    sources: tuple[str, ...] | dict[str, dict | None] = ("features", "svd", "aggregated")  # as ensemble.sources
+    sources: tuple[str, ...] = ("features", "svd", "aggregated")  # base profiles, as ensemble.sources
+    per_source: Mapping[str, SourceSettings] = field(default_factory=lambda: MappingProxyType({}))  # default: auto
     shift_days: int = 14
     window_days: int = 14
     n_labels: int = 100
@@ -55,12 +60,13 @@ class Config(T.TrainingConfig):
     dropout: float = 0.1
     reconstruction_weight: float = 0.0
     weight_decay: float = 1e-4
-    balance: Literal["source", "dimension", "none"] = "source"  # how ubp.ensemble balances the sources
+    balance: Literal["source", "dimension", "none"] = "source"  # how the sources are balanced (ubp.combine.blocks)
     embeddings_dir: str | None = None  # where stored sources are (None: embeddings/), e.g. for tests
     params_file: str | None = None  # where the sources' settings are (None: params.yaml), e.g. for tests
 
     def __post_init__(self):
         super().__post_init__()
+        check_sources(self.sources, self.per_source)
         if self.shift_days < self.window_days or self.window_days < 1:
             raise UbpError(f"stacked: shift_days ({self.shift_days}) must be >= window_days ({self.window_days}) "
                            ">= 1, so the label window ends before the profile's cutoff")
@@ -178,29 +184,27 @@ def train(x: np.ndarray, labels: WindowLabels, cfg: Config, info: dict | None = 
 
 
 def source_matrix(ctx: EmbedContext, cfg: Config) -> np.ndarray:
-    """The normalised, concatenated sources for ctx (as of ctx.cutoff), float32."""
-    from ubp.ensemble import build
+    """The normalised, concatenated sources for ctx (as of ctx.cutoff), float32: the ensemble of them
+    with this profile's sources, per_source, balance and seed (the ensemble's defaults otherwise)."""
+    sources = ensemble.Config(sources=cfg.sources, per_source=cfg.per_source, balance=cfg.balance, seed=cfg.seed,
+                              embeddings_dir=cfg.embeddings_dir, params_file=cfg.params_file)
+    return np.asarray(ensemble.build(dataclasses.replace(ctx, info={}), sources), dtype=np.float32)
 
-    ens_cfg = {k: v for k, v in as_dict(cfg).items()
-               if k in ("sources", "balance", "seed", "embeddings_dir", "params_file") and v is not None}
-    return np.asarray(build(dataclasses.replace(ctx, info={}), ens_cfg), dtype=np.float32)
 
-
-def check_sources(cfg: Config) -> None:
+def check_as_of(cfg: Config) -> None:
     """Every source must be computable as of an earlier date (its method's AS_OF trait)."""
-    from ubp.ensemble import parse_sources
     from ubp.models import traits
     from ubp.params import PARAMS_FILE, load_params, profile_method
 
     params = load_params(cfg.params_file or PARAMS_FILE)
-    for source in parse_sources(as_dict(cfg)["sources"]):
-        if source.name in (params.get("models") or {}) and not traits(profile_method(params, source.name)).as_of:
-            raise UbpError(f"stacked: source '{source.name}' cannot be computed as of an earlier date "
-                           f"(method {profile_method(params, source.name)}); remove it from the sources")
+    for name in cfg.sources:
+        if name in (params.get("models") or {}) and not traits(profile_method(params, name)).as_of:
+            raise UbpError(f"stacked: source '{name}' cannot be computed as of an earlier date "
+                           f"(method {profile_method(params, name)}); remove it from the sources")
 
 
 def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
-    check_sources(cfg)
+    check_as_of(cfg)
     shifted = ctx.cutoff - timedelta(days=cfg.shift_days)
     # The stored features table is as of ctx.cutoff: the sources as of the shifted date compute
     # theirs (load_or_build would refuse the stored one).

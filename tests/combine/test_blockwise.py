@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from ubp import ensemble as E
+from ubp.combine import blocks as B
+from ubp.combine import ensemble as E
+from ubp.combine import sources as S
 from ubp.config import build
+from ubp.io import UbpError
 from ubp.models import features as features_model
 from ubp.models.features import quantile_normal
-from tests.test_ensemble import context, params_file, store
+from tests.combine.test_ensemble import context, ens, params_file, store
 
 
 # --- the in-memory code as it was before the blockwise rewrite (the reference) ----------------------
@@ -35,7 +38,7 @@ def old_reduce(x, dims, seed=0):
 
 
 def old_block(x, present, src, method, balance, seed=0, n_quantiles=1000, subsample=200_000):
-    x = old_normalise(x, E.resolve_norm(src.norm, method), seed, n_quantiles, subsample)
+    x = old_normalise(x, B.resolve_norm(src.norm, method), seed, n_quantiles, subsample)
     if src.pca:
         x = old_reduce(x, src.pca, seed)
     if src.center:
@@ -75,33 +78,34 @@ def matrix(rng, d, dtype=np.float16):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 3 rows and 2 quantile columns, so every chunked loop runs many times."""
-    monkeypatch.setattr(E, "CHUNK_BYTES", 3 * 4 * 20)
+    monkeypatch.setattr(B, "CHUNK_BYTES", 3 * 4 * 20)
     monkeypatch.setattr(features_model, "QUANTILE_COLUMNS", 2)
 
 
 SOURCES = [  # (source, method, width)
-    (E.Source("tab", norm="quantile"), "features", 9),
-    (E.Source("emb", weight=0.5), "gru_ae", 20),
-    (E.Source("std", norm="standard", pca=4), "svd", 7),
-    (E.Source("raw", norm="none", center=False, weight=2.0), "features", 5),
+    (S.Source(name="tab", norm="quantile"), "features", 9),
+    (S.Source(name="emb", weight=0.5), "gru_ae", 20),
+    (S.Source(name="std", norm="standard", pca=4), "svd", 7),
+    (S.Source(name="raw", norm="none", center=False, weight=2.0), "features", 5),
 ]
 
 
-@pytest.mark.parametrize("balance, center", itertools.product(E.BALANCES, (True, False)))
+@pytest.mark.parametrize("balance, center", itertools.product(B.BALANCES, (True, False)))
 def test_chunked_blocks_equal_the_whole_matrix_code_to_the_last_bit(small_chunks, balance, center):
     rng = np.random.default_rng(7)
     parts, loaded = [], []
     for src, method, d in SOURCES:
-        src = E.Source(src.name, src.weight, src.pca, src.norm, center and src.center)
+        src = S.Source(name=src.name, weight=src.weight, pca=src.pca, norm=src.norm, center=center and src.center)
         present = rng.random(N) < 0.8
         x = matrix(rng, d)[present]
         parts.append((x, present, src, method))
-        loaded.append(E.Loaded(src, method, x, present, "stored"))
+        loaded.append(S.Loaded(src, method, x, present, "stored"))
     kw = {"seed": 3, "n_quantiles": 10, "subsample": 30}  # subsample < rows: the quantiles' sampling too
+    cfg = ens(balance=balance, **kw)
     for (x, present, src, method), item in zip(parts, loaded):  # float32, before the cast to float16
-        assert np.array_equal(E.block(item, N, balance, **kw), old_block(x, present, src, method, balance, **kw))
+        assert np.array_equal(B.block(item, N, cfg), old_block(x, present, src, method, balance, **kw))
     expected = old_combine(parts, balance, **kw)
-    got = E.combine(loaded, N, {"balance": balance, **kw})
+    got = B.combine(loaded, N, cfg)
     assert got.dtype == np.float16 and np.array_equal(got, expected)
 
 
@@ -110,7 +114,7 @@ def test_written_ensemble_equals_the_in_memory_one_and_the_old_code(small_chunks
     ids = np.arange(100, 100 + N)
     ctx = context(tmp_path, ids)
     rng = np.random.default_rng(11)
-    parts, spec = [], {}
+    parts, per_source = [], {}
     for src, method, d in SOURCES:
         x = matrix(rng, d)
         keep = rng.permutation(N)[: N - 3]  # shuffled rows, three clients absent
@@ -118,9 +122,8 @@ def test_written_ensemble_equals_the_in_memory_one_and_the_old_code(small_chunks
         present = np.isin(ids, ids[keep])
         order = np.argsort(ids[keep])
         parts.append((x[keep][order], present, src, method))
-        spec[src.name] = {"weight": src.weight, "pca": src.pca, "norm": src.norm, "center": src.center}
-    cfg = {"sources": spec, "balance": "source", "embeddings_dir": tmp_path / "emb",
-           "params_file": params_file(tmp_path)}
+        per_source[src.name] = S.SourceSettings(weight=src.weight, pca=src.pca, norm=src.norm, center=src.center)
+    cfg = ens(tmp_path, sources=tuple(per_source), per_source=per_source)
     in_memory = E.build(ctx, cfg)
     shape = E.write(ctx, cfg, tmp_path / "out.npy")
     written = np.load(tmp_path / "out.npy")
@@ -134,47 +137,24 @@ def test_written_ensemble_equals_the_in_memory_one_and_the_old_code(small_chunks
 def test_a_source_outside_float16s_range_is_named(tmp_path):
     ctx = context(tmp_path, range(4))
     store(tmp_path / "emb", "big", range(4), np.full((4, 2), 60000.0), ctx)
-    cfg = {"sources": {"big": {"norm": "none", "center": False, "weight": 2.0}}, "balance": "none",
-           "embeddings_dir": tmp_path / "emb", "params_file": params_file(tmp_path)}
-    with pytest.raises(E.UbpError, match="source big has values beyond float16"):
+    cfg = ens(tmp_path, sources=("big",), per_source={"big": S.SourceSettings(norm="none", center=False, weight=2.0)},
+              balance="none")
+    with pytest.raises(UbpError, match="source big has values beyond float16"):
         E.write(ctx, cfg, tmp_path / "out.npy")
 
 
 def test_stored_sources_are_mapped_not_read_whole(tmp_path):
     ctx = context(tmp_path, range(6))
     store(tmp_path / "emb", "a", range(6), np.eye(6), ctx)
-    loaded, _ = E.load_all(ctx, {"sources": ["a"], "embeddings_dir": tmp_path / "emb",
-                                 "params_file": params_file(tmp_path)})
+    loaded = E.load_all(ctx, ens(tmp_path, sources=("a",)))
     assert isinstance(loaded[0].x, np.memmap) and loaded[0].rows is not None
 
 
-def test_the_stage_writes_the_profile_through_the_method_and_refuses_standardize(tmp_path):
-    from ubp.models import ensemble as method
-
+def test_the_method_writes_what_it_embeds_and_refuses_standardize(tmp_path):
     ctx = context(tmp_path, range(5))
     store(tmp_path / "emb", "a", range(5), np.arange(10.0).reshape(5, 2), ctx)
     cfg = {"sources": ["a"], "embeddings_dir": str(tmp_path / "emb"), "params_file": str(params_file(tmp_path))}
-    assert method.write_embeddings(ctx, build(method.Config, cfg, "ensemble"), tmp_path / "a.npy") == (5, 2)
-    assert np.array_equal(np.load(tmp_path / "a.npy"), method.embed(context(tmp_path, range(5)), method.Config(**cfg)))
-    with pytest.raises(E.UbpError, match="unknown key 'ensemble.standardize'"):
-        build(method.Config, {**cfg, "standardize": True}, "ensemble")
-
-
-def test_the_embed_stage_output_is_what_it_was(tmp_path, monkeypatch):
-    """`python -m ubp embed ensemble` (written block by block) == the in-memory matrix saved whole."""
-    import yaml
-    from ubp import embed
-
-    ctx = context(tmp_path, [7, 3, 5, 1])
-    store(tmp_path / "emb", "a", [1, 3, 5, 7], np.arange(12.0).reshape(4, 3), ctx)
-    ensemble = {"sources": {"a": {"norm": "standard"}}, "balance": "source", "embeddings_dir": str(tmp_path / "emb"),
-                "params_file": str(params_file(tmp_path))}
-    params = {"ensemble": ensemble, "combined": {"ens": {"method": "ensemble", "inherits": "ensemble"}}, "models": {}}
-    monkeypatch.setattr(embed, "local_context", lambda **kw: context(tmp_path, [7, 3, 5, 1]))
-    embed.run("ens", params, out_dir=tmp_path / "out")
-    expected = E.build(context(tmp_path, [7, 3, 5, 1]), ensemble)
-    np.save(tmp_path / "expected.npy", expected)
-    assert (tmp_path / "out" / "embeddings.npy").read_bytes() == (tmp_path / "expected.npy").read_bytes()
-    assert np.array_equal(np.load(tmp_path / "out" / "client_ids.npy"), [7, 3, 5, 1])
-    meta = yaml.safe_load((tmp_path / "out" / "meta.json").read_text())
-    assert meta["dim"] == 3 and meta["method"] == "ensemble" and meta["sources"]["a"]["from"] == "stored"
+    assert E.write_embeddings(ctx, build(E.Config, cfg, "ensemble"), tmp_path / "a.npy") == (5, 2)
+    assert np.array_equal(np.load(tmp_path / "a.npy"), E.embed(context(tmp_path, range(5)), build(E.Config, cfg, "e")))
+    with pytest.raises(UbpError, match="unknown key 'ensemble.standardize'"):
+        build(E.Config, {**cfg, "standardize": True}, "ensemble")

@@ -20,9 +20,9 @@ same folds and network seed, so differences between sets are paired. The objecti
 
 Candidates: every stored profile of params.yaml's `models` (`embeddings/<profile>/`) except
 `selection.exclude` (`oracle`: the generator's truth, a ceiling, not a method), skipped profiles and
-ensembles; or `selection.candidates`. Each is normalised once exactly as in the ensemble
-(`ubp.ensemble.block`, with its `ensemble.sources` settings if listed there, and `ensemble.balance`);
-a set is its blocks side by side in candidate order; sets wider than `ensemble.max_dim` are not tried.
+combined ones; or `selection.candidates`. Each is normalised once exactly as in the ensemble
+(`ubp.combine.blocks.block`, with its `ensemble.per_source` settings, and `ensemble.balance`); a set
+is its blocks side by side in candidate order; sets wider than `ensemble.max_dim` are not tried.
 Cost: a scoring trains 3 tasks x `folds` x `repeats` networks; forward selection over C candidates
 scores at most C + (C-1) + ... sets (no set twice), `max_sources` bounds its steps. At the real
 data's size, `sample_clients: N` scores every set on one seeded sample of N clients (the cost is
@@ -32,31 +32,63 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ubp import profile_store as store
 from ubp import schema
-from ubp.ensemble import DEFAULTS as ENSEMBLE_DEFAULTS
-from ubp.ensemble import SKIPPED_FILE, Loaded, Source, block, parse_sources, stored
+from ubp.combine import ensemble
+from ubp.combine.blocks import block
+from ubp.combine.selection_report import earlier, markdown
+from ubp.combine.sources import Loaded, Source, SourceSettings, stored
+from ubp.config import as_dict, build
+from ubp.data.targets import TargetsConfig
 from ubp.evaluate.protocol import SCORE_DECIMALS, ProtocolConfig, train_and_score
-from ubp.features.build import resources
+from ubp.features.build import FeaturesConfig
 from ubp.inner_labels import open_train_labels
 from ubp.io import UbpError, save_json, save_text
+from ubp.models import available_methods, traits
 from ubp.params import load_params, section
 
 log = logging.getLogger("ubp.selection")
 
-DEFAULTS = {"candidates": None, "exclude": ["oracle"], "folds": 2, "repeats": 1, "min_gain": 0.01, "max_sources": None,
-            "seed": 0, "sample_clients": None}
 REPORT = schema.BENCH_DIR / "ensemble_selection"
 # What the inner split scores: the open tasks. The hidden ones (conversion, new SKU, price) only measure.
 TASKS = schema.OPEN_TASKS
+
+
+@dataclass(frozen=True)
+class Config:
+    """params.yaml's `selection:` section (the only home of its defaults)."""
+    candidates: tuple[str, ...] | None = None  # None: every stored base profile but `exclude`
+    exclude: tuple[str, ...] = ("oracle",)  # the generator's truth is a ceiling, not a method
+    folds: int = 2  # of the inner split
+    repeats: int = 1  # re-drawn inner splits (seeds seed, seed + 1, ...)
+    min_gain: float = 0.01  # a source is added only if the objective gains more than this
+    max_sources: int | None = None  # at most this many forward steps
+    sample_clients: int | None = None  # score on a seeded sample of this many clients (None: all)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.folds < 2 or self.repeats < 1:
+            raise UbpError(f"params.yaml: selection needs folds >= 2 and repeats >= 1, got {self.folds} and "
+                           f"{self.repeats}")
+        for key in ("max_sources", "sample_clients"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise UbpError(f"params.yaml: selection.{key} must be a whole number >= 1 or null, "
+                               f"got {getattr(self, key)}")
+
+
+def settings(params: dict) -> tuple[Config, ensemble.Config]:
+    """The `selection:` and `ensemble:` sections, typed and checked before any work."""
+    return (build(Config, params.get("selection"), "selection"),
+            build(ensemble.Config, params.get("ensemble"), "ensemble"))
 
 
 # --- one task, one fold ----------------------------------------------------------------------------
@@ -132,8 +164,8 @@ def inner_scorer(params: dict, threads: int | None = None, folds: int = 2, seed:
     config = ProtocolConfig.from_params(section(params, "eval"))
     if threads:
         config = dataclasses.replace(config, threads=int(threads))
-    n_labels = int((params.get("targets") or {}).get("n_labels", schema.N_TARGET_LABELS))
-    labels = open_train_labels(canonical_dir, split_dir, n_labels, **resources(params.get("features")))
+    n_labels = TargetsConfig.from_params(params).n_labels
+    labels = open_train_labels(canonical_dir, split_dir, n_labels, **FeaturesConfig.from_params(params).resources)
     labels = sample_labels(labels, sample_clients, int(seed))
     return InnerScorer(labels, config, int(folds), int(seed), int(repeats))
 
@@ -186,10 +218,11 @@ def default_candidates(params: dict, embeddings_dir: Path, exclude: list[str]) -
     names = []
     for name, entry in (params.get("models") or {}).items():
         method = (entry or {}).get("method", name)
+        combined = method in available_methods() and traits(method).combined  # built from profiles: never one
         profile_dir = Path(embeddings_dir) / name
-        if name in exclude or method == "ensemble" or (profile_dir / SKIPPED_FILE).exists():
+        if name in exclude or combined or store.skipped(profile_dir) is not None:
             continue
-        if (profile_dir / "embeddings.npy").exists():
+        if (profile_dir / store.EMBEDDINGS).exists():
             names.append(name)
         else:
             log.warning("selection: profile %s has no embedding in %s: not a candidate", name, profile_dir)
@@ -197,25 +230,22 @@ def default_candidates(params: dict, embeddings_dir: Path, exclude: list[str]) -
 
 
 def source_blocks(candidates: list[str], params: dict, client_ids: np.ndarray, embeddings_dir: Path,
-                  ensemble_cfg: dict) -> dict[str, np.ndarray]:
-    """Each candidate's ensemble block (float16) for client_ids, normalised as the ensemble does; only
-    client_ids' rows of each stored profile are read (it is memory-mapped)."""
-    listed = {}
-    if ensemble_cfg.get("sources"):
-        listed = {s.name: s for s in parse_sources(ensemble_cfg["sources"])}
+                  ensemble_cfg: ensemble.Config) -> dict[str, np.ndarray]:
+    """Each candidate's ensemble block (float16) for client_ids, normalised as the ensemble does (its
+    `per_source` settings, `balance`, `seed`); only client_ids' rows of each stored profile are read
+    (it is memory-mapped)."""
     models = params.get("models") or {}
-    s = {**ENSEMBLE_DEFAULTS, **ensemble_cfg}
     blocks = {}
     for name in candidates:
         profile_dir = Path(embeddings_dir) / name
-        if not (profile_dir / "embeddings.npy").exists():
+        if not (profile_dir / store.EMBEDDINGS).exists():
             raise UbpError(f"selection: candidate '{name}' has no embedding in {profile_dir} "
                            f"(run `python -m ubp embed {name}` first)")
         x, rows, present = stored(profile_dir, client_ids)
         method = str((models.get(name) or {}).get("method", name))
-        loaded = Loaded(listed.get(name, Source(name)), method, x, present, "stored", rows)
-        blocks[name] = block(loaded, len(client_ids), s["balance"], int(s["seed"]), int(s["n_quantiles"]),
-                             int(s["subsample"])).astype(np.float16)
+        source = Source(name=name, **dataclasses.asdict(ensemble_cfg.per_source.get(name, SourceSettings())))
+        loaded = Loaded(source, method, x, present, "stored", rows)
+        blocks[name] = block(loaded, len(client_ids), ensemble_cfg).astype(np.float16)
     return blocks
 
 
@@ -225,16 +255,15 @@ def select(params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR, canonical
     Reads the stored profiles, the relevant clients (and shipped open label sets) of `canonical_dir`
     and the train window and input purchases of `split_dir`; nothing of the validation window."""
     started, load_before = time.perf_counter(), os.getloadavg()[0]
-    s = {**DEFAULTS, **(params.get("selection") or {})}
-    ensemble_cfg = {**ENSEMBLE_DEFAULTS, **(params.get("ensemble") or {})}
-    candidates = list(s["candidates"] or default_candidates(params, embeddings_dir, list(s["exclude"] or [])))
+    cfg, ensemble_cfg = settings(params)
+    candidates = list(cfg.candidates or default_candidates(params, embeddings_dir, list(cfg.exclude)))
     if not candidates:
         raise UbpError("selection: no candidate profiles (embed some profiles first, or set selection.candidates)")
-    scorer = inner_scorer(params, threads, s["folds"], s["seed"], s["repeats"], canonical_dir, split_dir,
-                          s["sample_clients"])
+    scorer = inner_scorer(params, threads, cfg.folds, cfg.seed, cfg.repeats, canonical_dir, split_dir,
+                          cfg.sample_clients)
     config = scorer.config
     blocks = source_blocks(candidates, params, scorer.client_ids, embeddings_dir, ensemble_cfg)
-    max_dim = min(int(ensemble_cfg["max_dim"]), schema.MAX_EMBEDDING_DIM)
+    max_dim = min(ensemble_cfg.max_dim, schema.MAX_EMBEDDING_DIM)
     scored = {}
 
     def objective(names: tuple[str, ...]) -> float | None:
@@ -251,95 +280,13 @@ def select(params: dict, embeddings_dir: Path = schema.EMBEDDINGS_DIR, canonical
                  time.perf_counter() - t)
         return total
 
-    chosen, steps = greedy(candidates, objective, float(s["min_gain"]), s["max_sources"])
+    chosen, steps = greedy(candidates, objective, cfg.min_gain, cfg.max_sources)
     return {"candidates": candidates, "tasks": list(TASKS), "selected": list(chosen),
             "objective": scored["+".join(chosen)]["objective"] if chosen else None,
-            "settings": {**s, "candidates": candidates, "eval": dataclasses.asdict(config)},
+            "settings": {**as_dict(cfg), "candidates": candidates, "eval": dataclasses.asdict(config)},
             "steps": steps, "scored": scored, "n_scored": len(scored),
             "seconds": round(time.perf_counter() - started, 1),
             "load": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cores": os.cpu_count()}
-
-
-# --- report ----------------------------------------------------------------------------------------
-
-def sample_note(settings: dict) -> str:
-    size = settings.get("sample_clients")
-    return "" if size is None else f"; a sample of {size} clients drawn with seed {settings['seed']}"
-
-
-def load_note(result: dict) -> str:
-    if "load" not in result:
-        return ""
-    return (f"; 1-minute load {result['load'][0]} at the start, {result['load'][1]} at the end, "
-            f"on {result['cores']} cores")
-
-
-def short(task: str) -> str:
-    return task.replace("propensity_", "")
-
-
-def comparison(result: dict) -> list[str]:
-    """Report lines setting `result` beside the earlier selection stored in result["before"] (e.g. one
-    made with another objective): per set, its objective, its scores of this run's tasks, and now."""
-    before, tasks = result["before"], result.get("tasks", schema.TASKS)
-    old_tasks = before.get("tasks", schema.TASKS)
-    lines = ["", "## Compared with an earlier selection", "",
-             f"`{before['file']}`: objective the sum of {', '.join(short(t) for t in old_tasks)}; selected "
-             f"**{', '.join(before['selected']) or '(none)'}** (objective {before['objective']}). Columns: its "
-             f"objective; its scores of {', '.join(short(t) for t in tasks)} summed; this run's objective "
-             "(— : not scored by that run).", "",
-             "| set | earlier objective | earlier, this run's tasks | now |", "|---|---:|---:|---:|"]
-    now = result["scored"]
-    names = sorted(set(now) | set(before["scored"]), key=lambda n: (-now[n]["objective"] if n in now else 0, n))
-    for name in names:
-        old, new = before["scored"].get(name), now.get(name)
-        same_tasks = old is not None and all(t in old["tasks"] for t in tasks)
-        cells = [f"{old['objective']:.4f}" if old else "—",
-                 f"{sum(old['tasks'][t] for t in tasks):.4f}" if same_tasks else "—",
-                 f"{new['objective']:.4f}" if new else "—"]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def markdown(result: dict) -> str:
-    tasks = result.get("tasks", schema.TASKS)  # a report made before the hidden tasks stopped choosing: all six
-    s = result["settings"]
-    lines = ["# Ensemble selection", "",
-             f"Greedy forward selection then backward pruning over {len(result['candidates'])} candidates "
-             f"({', '.join(result['candidates'])}), scored on an inner {s['folds']}-fold split of the train "
-             f"window only (the validation window is never read{sample_note(s)}). Objective: the sum of the "
-             f"inner scores of {', '.join(short(t) for t in tasks)}"
-             + ("" if len(tasks) == len(schema.TASKS) else " (the open tasks; the hidden ones only measure)")
-             + f"; a source is added only if it gains more than {s['min_gain']}. Made by `python -m ubp select"
-             + (f" --before {result['before']['file']}" if result.get("before") else "") + "`.",
-             "", f"**Selected:** {', '.join(result['selected']) or '(none)'} — inner objective {result['objective']}",
-             f"({result['n_scored']} sets scored in {result['seconds']} s{load_note(result)}).", "",
-             "## Steps", "", "| step | phase | from | tried | objective | gain | accepted |", "|---|---|---|---|---:|---:|---|"]
-    for i, step in enumerate(result["steps"], 1):
-        for name, value in sorted(step["tried"].items(), key=lambda kv: -kv[1]):
-            picked = name == step["pick"]
-            sign = "−" if step["phase"] == "backward" else "+"
-            lines.append(f"| {i} | {step['phase']} | {'+'.join(step['base']) or '∅'} | {sign}{name} | "
-                         f"{value:.4f} | {step['gain'] if picked and step['gain'] is not None else ''} | "
-                         f"{('yes' if step['accepted'] else 'no') if picked else ''} |")
-    lines += ["", "## Every set scored", "", "| set | dim | " + " | ".join(short(t) for t in tasks)
-              + " | objective |", "|---|---:|" + "---:|" * (len(tasks) + 1)]
-    for name, row in sorted(result["scored"].items(), key=lambda kv: -kv[1]["objective"]):
-        lines.append(f"| {name} | {row['dim']} | " + " | ".join(f"{row['tasks'][t]:.4f}" for t in tasks)
-                     + f" | {row['objective']:.4f} |")
-    if result.get("before"):
-        lines += comparison(result)
-    return "\n".join(lines) + "\n"
-
-
-def earlier(path: Path) -> dict:
-    """What the report shows of an earlier selection's .json (`--before`)."""
-    if not Path(path).is_file():
-        raise UbpError(f"{path}: file not found (--before takes an earlier selection's .json)")
-    result = json.loads(Path(path).read_text())
-    return {"file": str(path), "tasks": result.get("tasks", list(schema.TASKS)),  # no "tasks": all six were scored
-            "selected": result["selected"], "objective": result["objective"],
-            "scored": {n: {"objective": r["objective"], "tasks": r["tasks"]} for n, r in result["scored"].items()}}
 
 
 def main(argv: list[str]) -> int:

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
+from ubp.combine import stacked
+from ubp.features.build import FeaturesConfig
 from ubp.io import UbpError
-from ubp.models import stacked
 from ubp.models.base import EmbedContext
 from tests.conftest import REPO
 from tests.features.conftest import CUTOFF, D, write_log
@@ -51,8 +52,8 @@ def test_settings_that_would_leak_are_refused():
     with pytest.raises(UbpError, match="must be >= window_days"):
         stacked.Config(shift_days=7, window_days=14)
     with pytest.raises(UbpError, match="source 'oracle' cannot be computed as of an earlier date"):
-        stacked.check_sources(stacked.Config(sources=("features", "oracle"), params_file=PARAMS_FILE))
-    stacked.check_sources(stacked.Config(sources=("features", "random"), params_file=PARAMS_FILE))
+        stacked.check_as_of(stacked.Config(sources=("features", "oracle"), params_file=PARAMS_FILE))
+    stacked.check_as_of(stacked.Config(sources=("features", "random"), params_file=PARAMS_FILE))
 
 
 def test_a_source_is_refused_by_its_method_s_trait_not_its_name(tmp_path, monkeypatch):
@@ -64,9 +65,9 @@ def test_a_source_is_refused_by_its_method_s_trait_not_its_name(tmp_path, monkey
     path.write_text(yaml.safe_dump({"embedding": {"seed": 0},
                                     "models": {"truth": {"method": "oracle", "inherits": "embedding"}}}))
     with pytest.raises(UbpError, match="source 'truth' cannot be computed"):
-        stacked.check_sources(stacked.Config(sources=("truth",), params_file=str(path)))
+        stacked.check_as_of(stacked.Config(sources=("truth",), params_file=str(path)))
     monkeypatch.setattr(oracle, "AS_OF", True)
-    stacked.check_sources(stacked.Config(sources=("truth",), params_file=str(path)))
+    stacked.check_as_of(stacked.Config(sources=("truth",), params_file=str(path)))
 
 
 def test_training_fits_the_shifted_window_and_the_profile_reads_the_full_input(tiny_context):
@@ -96,10 +97,10 @@ def test_sources_as_of_the_shifted_date_compute_their_features(monkeypatch, log_
         return np.random.default_rng(0).standard_normal((len(ctx.client_ids), 3)).astype(np.float32)
 
     monkeypatch.setattr(stacked, "source_matrix", sources)
-    ctx = dataclasses.replace(log_ctx, features_path=tmp_path / "features.parquet", feature_settings={"windows": [7]},
-                              info={})
+    ctx = dataclasses.replace(log_ctx, features_path=tmp_path / "features.parquet",
+                              feature_settings=FeaturesConfig(windows=(7,)), info={})
     stacked.embed(ctx, stacked.Config(sources=("aggregated",), hidden=4, dim=2, epochs=1, threads=1,
                                       params_file=PARAMS_FILE))
     assert [c.cutoff for c in seen] == [CUTOFF - 14 * D, CUTOFF]
     assert seen[0].features_path is None and seen[1].features_path == ctx.features_path
-    assert all(c.feature_settings == {"windows": [7]} for c in seen)
+    assert all(c.feature_settings == FeaturesConfig(windows=(7,)) for c in seen)
