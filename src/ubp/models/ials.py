@@ -60,8 +60,8 @@ class Weights:
 class Config(EmbeddingConfig):
     factors: Factors = Factors()
     weights: Weights = Weights()
-    alpha: float = 2.0  # confidence of a positive: 1 + alpha * r (default data: 2 > 10 ≈ 40)
-    regularization: float = 1.0  # default data: 1.0 > 0.05
+    alpha: float = 2.0  # confidence of a positive: 1 + alpha * r (inner objective: 2 > 10 ≈ 40)
+    regularization: float = 1.0  # inner objective: 1.0 > 0.05 (reports/bench/graph_profiles.md)
     iterations: int = 15
     min_clients: int = 2
     max_items: int = 1_000_000  # per block, most touched first
