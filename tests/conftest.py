@@ -6,6 +6,8 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+import ubp  # noqa: F401  first: pins the CPU kernels (ubp.portable) before numpy loads
+
 import numpy as np
 import pytest
 import yaml

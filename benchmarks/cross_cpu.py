@@ -1,0 +1,163 @@
+"""Which library's CPU dispatch moves which profile's bytes: each profile embedded (and optionally
+evaluated) under the native kernels and under each pin of #16 part 6, compared byte for byte.
+
+    python benchmarks/cross_cpu.py [--profiles svd rcae next_event] [--evaluate features]
+
+    python benchmarks/cross_cpu.py --profiles aggregated --evaluate --variants native all
+
+reports/bench/cross_cpu.json keeps one entry per CPU model and the rows of earlier runs, so profiles can
+be added a run at a time and a run on another machine adds its column: whether the pinned bytes agree
+across CPU models is read off that table, not assumed.
+
+Another CPU model runs other kernels: torch's own vectorised ops (ATen: AVX-512 or AVX2), MKL's
+BLAS under torch, oneDNN, numpy's SIMD loops and OpenBLAS under numpy/scipy/sklearn. Each sums
+floats in its own order, so the last bits differ, and a network trained for epochs amplifies them.
+On this machine the kernels of a plainer CPU can be forced one library at a time (the variables in
+PINS); a profile whose bytes change under a pin is moved by that library. The variables are read
+when the libraries load, so every run is its own process. Embeddings go to a temporary directory
+(never the workspace); the report is reports/bench/cross_cpu.{md,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from ubp import portable  # noqa: E402
+from ubp import schema  # noqa: E402
+from ubp.io import save_json, save_text  # noqa: E402
+
+OUT = schema.BENCH_DIR / "cross_cpu"
+# One library at a time, then all of them (ubp.portable.ENV: what the stages set).
+ALL = "all"
+PINS = {name: {name: value} for name, value in portable.ENV.items()} | {ALL: dict(portable.ENV)}
+
+CHILD = """
+import hashlib, json, sys, time
+from pathlib import Path
+from ubp.params import load_params
+name, out, evaluate = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
+params = load_params()
+start = time.perf_counter()
+if evaluate:
+    from ubp.evaluate.run import evaluate_profile
+    from ubp.evaluate.protocol import EvalConfig
+    result = evaluate_profile(name, EvalConfig.from_params(params))
+    print(json.dumps({"sum": result["sum"], "tasks": {t: e["score"] for t, e in result["tasks"].items()},
+                      "seconds": round(time.perf_counter() - start, 1)}))
+else:
+    from ubp import embed
+    embed.run(name, params, out_dir=out / name)
+    digest = hashlib.md5((out / name / "embeddings.npy").read_bytes()).hexdigest()
+    print(json.dumps({"md5": digest, "seconds": round(time.perf_counter() - start, 1)}))
+"""
+
+
+def run_one(name: str, env_pins: dict, out: Path, evaluate: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in portable.ENV}
+    env.update({portable.OPT_OUT: "1", **env_pins})  # only these pins: `import ubp` sets none of its own
+    env["PYTHONPATH"] = str(REPO / "src")
+    done = subprocess.run([sys.executable, "-c", CHILD, name, str(out), "1" if evaluate else "0"], cwd=REPO,
+                          env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{name} under {env_pins or 'native'} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profiles", nargs="*", default=["svd", "rcae", "next_event"])
+    parser.add_argument("--evaluate", nargs="*", default=["features"], help="profiles whose evaluation is compared")
+    parser.add_argument("--variants", nargs="*", help="only these (native, a variable of PINS, all)")
+    args = parser.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    variants = {label: pins for label, pins in {"native": {}, **PINS}.items()
+                if not args.variants or label.split()[0] in args.variants}
+    path = OUT.with_suffix(".json")
+    result = json.loads(path.read_text()) if path.exists() else {"pins": portable.ENV, "machines": {}}
+    # One entry per CPU model; rows of an earlier run on it are kept (profiles are added a run at a time).
+    machine = result["machines"].setdefault(cpu_model(), {"flags": isa_flags(), "rows": {}})
+    with tempfile.TemporaryDirectory(prefix="ubp-cross-cpu-") as tmp:
+        for kind, names in (("embed", args.profiles), ("evaluate", args.evaluate)):
+            for name in names:
+                for label, pins in variants.items():
+                    if kind == "evaluate" and label not in ("native", ALL):
+                        continue
+                    t = time.perf_counter()
+                    out = run_one(name, pins, Path(tmp) / label.split()[0], kind == "evaluate")
+                    machine["rows"].setdefault(f"{kind} {name}", {})[label] = {**out, "commit": commit}
+                    print(f"{kind} {name:12s} {label:24s} {out.get('md5') or out['sum']} "
+                          f"({time.perf_counter() - t:.0f} s)", flush=True)
+    result["pins"] = portable.ENV
+    save_json(path, result)
+    save_text(OUT.with_suffix(".md"), markdown(result))
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def isa_flags() -> list[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return sorted(f for f in line.split(":", 1)[1].split() if f.startswith("avx"))
+    return []
+
+
+def cell(c: dict) -> str:
+    return c["md5"][:8] if "md5" in c else f"{c['sum']:.6f}"
+
+
+def value(c: dict):
+    return c.get("md5", c.get("sum"))
+
+
+def markdown(result: dict) -> str:
+    labels = ["native", *PINS]
+    lines = ["# Across CPU models: which library moves which profile", "",
+             "Made by `python benchmarks/cross_cpu.py` (default data). A cell is the embedding's md5 (first 8 hex) "
+             "or the evaluation's six-task sum, with the commit each row ran at in the JSON. Per machine: each "
+             "library's kernels pinned alone, then all of them (`ubp.portable`, what every stage runs under "
+             "unless UBP_NATIVE_KERNELS=1); **bold** where a run differs from the machine's native one.", ""]
+    machines = result["machines"]
+    for cpu, m in machines.items():
+        lines += [f"## {cpu}", "", f"AVX flags: {', '.join(m['flags'])}", "",
+                  "| run | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        for key, cells in m["rows"].items():
+            native = cells.get("native")
+            out = ["" if label not in cells else
+                   cell(cells[label]) if native is None or value(cells[label]) == value(native)
+                   else f"**{cell(cells[label])}**" for label in labels]
+            lines.append(f"| {key} | " + " | ".join(out) + " |")
+        lines.append("")
+    if len(machines) > 1:
+        lines += ["## The same run on each CPU model", "",
+                  "Pinned (`all`) and native results side by side; a row agrees across machines when its "
+                  "pinned cells are equal.", "",
+                  "| run | " + " | ".join(f"{cpu}: {kind}" for cpu in machines for kind in ("native", "pinned"))
+                  + " | pinned equal |", "|---|" + "---|" * (2 * len(machines) + 1)]
+        keys = dict.fromkeys(k for m in machines.values() for k in m["rows"])
+        for key in keys:
+            cells = [m["rows"].get(key, {}) for m in machines.values()]
+            out = [cell(c[kind]) if kind in c else "" for c in cells for kind in ("native", ALL)]
+            pinned = {value(c[ALL]) for c in cells if ALL in c}
+            lines.append(f"| {key} | " + " | ".join(out) + f" | {'yes' if len(pinned) == 1 else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
