@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from cross_cpu import cpu_model  # noqa: E402  (benchmarks/ is this script's directory)
 from tests.conftest import GIT_ENV, graph_outputs, tiny_repo  # noqa: E402
 from ubp import schema  # noqa: E402
 from ubp.io import save_json, save_text  # noqa: E402
@@ -53,13 +53,6 @@ def markdown(result: dict) -> str:
     lines += ["", f"All outputs: {same} of {len(set(first) | set(second))} files equal "
               f"({result['seconds'][0]:.0f} s and {result['seconds'][1]:.0f} s)."]
     return "\n".join(lines) + "\n"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
