@@ -83,7 +83,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     variants = {label: pins for label, pins in {"native": {}, **PINS}.items()
-                if not args.variants or label.split()[0] in args.variants}
+                if not args.variants or label in args.variants}
     path = OUT.with_suffix(".json")
     result = json.loads(path.read_text()) if path.exists() else {"pins": portable.ENV, "machines": {}}
     # One entry per CPU model; rows of an earlier run on it are kept (profiles are added a run at a time).
@@ -95,7 +95,7 @@ def main() -> None:
                     if kind == "evaluate" and label not in ("native", ALL):
                         continue
                     t = time.perf_counter()
-                    out = run_one(name, pins, Path(tmp) / label.split()[0], kind == "evaluate")
+                    out = run_one(name, pins, Path(tmp) / label, kind == "evaluate")
                     machine["rows"].setdefault(f"{kind} {name}", {})[label] = {**out, "commit": commit}
                     print(f"{kind} {name:12s} {label:24s} {out.get('md5') or out['sum']} "
                           f"({time.perf_counter() - t:.0f} s)", flush=True)
@@ -104,18 +104,18 @@ def main() -> None:
     save_text(OUT.with_suffix(".md"), markdown(result))
 
 
+def cpuinfo(field: str) -> str | None:
+    """The first value of `field` in /proc/cpuinfo (None where there is no such line)."""
+    return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith(field)), None)
+
+
 def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+    return cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def isa_flags() -> list[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return sorted(f for f in line.split(":", 1)[1].split() if f.startswith("avx"))
-    return []
+    return sorted(f for f in (cpuinfo("flags") or "").split() if f.startswith("avx"))
 
 
 def cell(c: dict) -> str:

@@ -73,9 +73,8 @@ def data_context(data: Path, params: dict):
 
 def tune(args) -> None:
     """Score each GRID variant on the inner split's open tasks (train window only); record them all."""
-    import numpy as np
-
     from ubp.combine.selection import inner_scorer, settings
+    from ubp.combine.sources import align_rows
     from ubp.embed import compute
     from ubp.params import model_config
 
@@ -98,8 +97,7 @@ def tune(args) -> None:
             start = time.perf_counter()
             matrix = compute(name, cfg, ctx)
             seconds = time.perf_counter() - start
-            order = np.argsort(ctx.client_ids)
-            rows_of = order[np.searchsorted(ctx.client_ids, scorer.client_ids, sorter=order)]
+            rows_of, _ = align_rows(ctx.client_ids, scorer.client_ids)  # the scorer's clients are relevant ones
             tasks = scorer.score(matrix[rows_of])
             row = {"variant": variant, "objective": round(sum(tasks.values()), 4),
                    "tasks": {t: round(v, 4) for t, v in tasks.items()}, "dim": int(matrix.shape[1]),

@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cross_cpu import cpu_model  # noqa: E402
 from repro_costs import STAGE_LINE, Sampler  # noqa: E402
 
 from ubp.io import save_json, save_text  # noqa: E402
@@ -162,8 +163,7 @@ def record(path: Path, scale: float, size: dict, stages: dict) -> None:
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
+    model = cpu_model()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores ({model}), {memory:.0f} GB RAM, {platform.system()}"
 
