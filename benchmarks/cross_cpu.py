@@ -5,6 +5,14 @@ evaluated) under the native kernels and under each pin of #16 part 6, compared b
 
     python benchmarks/cross_cpu.py --profiles aggregated --evaluate --variants native all
 
+    python benchmarks/cross_cpu.py --emulate Haswell --profiles svd --evaluate --variants native
+
+--emulate runs every child under QEMU's user-mode emulator (`qemu-x86_64 -cpu Haswell`, Debian's
+qemu-user), whose CPUID reports the named CPU model: torch, numpy and OpenBLAS then pick that model's
+kernels themselves, as they would on such a machine, and QEMU computes each instruction's IEEE result
+exactly. It is another CPU model's run without another machine (tens of times slower): its `native`
+column is what that machine would give unpinned.
+
 reports/bench/cross_cpu.json keeps one entry per CPU model and the rows of earlier runs, so profiles can
 be added a run at a time and a run on another machine adds its column: whether the pinned bytes agree
 across CPU models is read off that table, not assumed.
@@ -59,15 +67,18 @@ else:
     from ubp import embed
     embed.run(name, params, out_dir=out / name)
     digest = hashlib.md5((out / name / "embeddings.npy").read_bytes()).hexdigest()
-    print(json.dumps({"md5": digest, "seconds": round(time.perf_counter() - start, 1)}))
+    import torch
+    print(json.dumps({"md5": digest, "seconds": round(time.perf_counter() - start, 1),
+                      "aten": torch.backends.cpu.get_cpu_capability()}))
 """
 
 
-def run_one(name: str, env_pins: dict, out: Path, evaluate: bool) -> dict:
+def run_one(name: str, env_pins: dict, out: Path, evaluate: bool, emulate: str | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in portable.ENV}
     env.update({portable.OPT_OUT: "1", **env_pins})  # only these pins: `import ubp` sets none of its own
     env["PYTHONPATH"] = str(REPO / "src")
-    done = subprocess.run([sys.executable, "-c", CHILD, name, str(out), "1" if evaluate else "0"], cwd=REPO,
+    python = [sys.executable] if not emulate else ["qemu-x86_64", "-cpu", emulate, os.path.realpath(sys.executable)]
+    done = subprocess.run([*python, "-c", CHILD, name, str(out), "1" if evaluate else "0"], cwd=REPO,
                           env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{name} under {env_pins or 'native'} failed:\n{done.stderr[-3000:]}")
@@ -79,6 +90,7 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="*", default=["svd", "rcae", "next_event"])
     parser.add_argument("--evaluate", nargs="*", default=["features"], help="profiles whose evaluation is compared")
     parser.add_argument("--variants", nargs="*", help="only these (native, a variable of PINS, all)")
+    parser.add_argument("--emulate", metavar="CPU", help="run under qemu-x86_64 -cpu CPU (e.g. Haswell)")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
@@ -87,7 +99,9 @@ def main() -> None:
     path = OUT.with_suffix(".json")
     result = json.loads(path.read_text()) if path.exists() else {"pins": portable.ENV, "machines": {}}
     # One entry per CPU model; rows of an earlier run on it are kept (profiles are added a run at a time).
-    machine = result["machines"].setdefault(cpu_model(), {"flags": isa_flags(), "rows": {}})
+    key, flags = (cpu_model(), isa_flags()) if not args.emulate else \
+        (f"QEMU {args.emulate} (emulated on {cpu_model()})", [f"as QEMU's {args.emulate} model"])
+    machine = result["machines"].setdefault(key, {"flags": flags, "rows": {}})
     with tempfile.TemporaryDirectory(prefix="ubp-cross-cpu-") as tmp:
         for kind, names in (("embed", args.profiles), ("evaluate", args.evaluate)):
             for name in names:
@@ -95,7 +109,7 @@ def main() -> None:
                     if kind == "evaluate" and label not in ("native", ALL):
                         continue
                     t = time.perf_counter()
-                    out = run_one(name, pins, Path(tmp) / label, kind == "evaluate")
+                    out = run_one(name, pins, Path(tmp) / label, kind == "evaluate", args.emulate)
                     machine["rows"].setdefault(f"{kind} {name}", {})[label] = {**out, "commit": commit}
                     print(f"{kind} {name:12s} {label:24s} {out.get('md5') or out['sum']} "
                           f"({time.perf_counter() - t:.0f} s)", flush=True)
@@ -111,7 +125,10 @@ def cpuinfo(field: str) -> str | None:
 
 
 def cpu_model() -> str:
-    return cpuinfo("model name") or platform.processor() or "unknown"
+    """The model name with its family/model/stepping numbers (a VM may shorten the name to "AMD EPYC")."""
+    name = cpuinfo("model name") or platform.processor() or "unknown"
+    ids = [cpuinfo(f) for f in ("cpu family", "model\t", "stepping")]
+    return f"{name} ({'/'.join(ids)})" if all(ids) else name
 
 
 def isa_flags() -> list[str]:

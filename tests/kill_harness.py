@@ -120,7 +120,9 @@ def run_case(root: Path, case: Case, baseline: dict[str, str]) -> dict:
     dep = root / case.dep
     original = dep.read_bytes()
     if case.runner == "dvc":
-        dep.write_bytes(original + b"\n# kill test\n")
+        # One comment per kill point: with the same comment as an earlier case DVC would take the stage's
+        # outputs from its run cache instead of running it, and nothing would be killed.
+        dep.write_bytes(original + f"\n# kill test: {case.point}\n".encode())
         killed = dvc(root, "repro", *TARGETS, fault=fault)
         left = leftovers(root)
         recovered = run(root, ["dvc", "repro", *TARGETS], check=False)

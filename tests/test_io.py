@@ -36,10 +36,26 @@ def test_full_disk_names_the_output_and_keeps_the_previous_one(split_workdir):
                           capture_output=True, text=True)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: data/split: cannot write the output:") and "File too large" in last
+    assert last.startswith("error: data/split: cannot write the output: File too large")
     assert "Traceback" not in done.stderr
     assert digest(split_workdir / schema.SPLIT_DIR) == before
     assert sorted(p.name for p in (split_workdir / "data").iterdir()) == ["canonical", "split"]  # no temporaries
+
+
+def test_a_full_disk_reported_by_duckdb_names_the_cause_not_its_json(tmp_path):
+    """DuckDB's COPY raises its own IOException whose text is a JSON blob: the user reads the cause."""
+    import duckdb
+
+    with io.atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "a").write_text("old")
+    blob = ('IO Error: Async write failed for range [offset=0, size=106]: {"exception_type":"IO","exception_message":'
+            '"Could not write file \\"x.parquet\\": No space left on device","errno":"28"}')
+    with pytest.raises(io.UbpError) as err:
+        with io.atomic_dir(tmp_path / "out") as tmp:
+            raise duckdb.IOException(blob)
+    assert str(err.value) == (f"{tmp_path / 'out'}: cannot write the output: No space left on device (reported by "
+                              "DuckDB; the previous output, if any, is unchanged)")
+    assert (tmp_path / "out" / "a").read_text() == "old"
 
 
 def test_read_only_filesystem_names_the_output(tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
 """Competition entries (SPEC §7): `submit` writes the relevant clients with their own rows, made from
 all events; the validator rejects every broken form with a message naming the file and the problem."""
 import importlib
+import io
 import json
+import re
 import sys
 from datetime import timedelta
 
@@ -36,24 +38,25 @@ def test_valid_entry_in_any_order_passes(tmp_path):
     validate(entry)  # without the relevant-clients check too
 
 
-@pytest.mark.parametrize(
-    "ids, emb, message",
-    [
-        (None, good_embeddings(), "client_ids.npy: file not found"),
-        (RELEVANT, None, "embeddings.npy: file not found"),
-        (RELEVANT.reshape(2, 2), good_embeddings(), "expected a 1-D int64 array, got int64 with shape (2, 2)"),
-        (RELEVANT.astype(np.int32), good_embeddings(), "expected a 1-D int64 array, got int32"),
-        (RELEVANT, good_embeddings().astype(np.float32), "must be float16, got float32"),
-        (RELEVANT, good_embeddings().ravel(), "expected a 2-D float array"),
-        (RELEVANT, np.zeros((4, 2049), dtype=np.float16), "2049 dimensions, the limit is 2048"),
-        (RELEVANT, good_embeddings(n=3), "3 rows for 4 client ids in client_ids.npy"),
-        (RELEVANT, np.where(np.eye(4, 8) > 0, np.nan, 0).astype(np.float16), "NaN or inf values in 4 rows (first in row 0)"),
-        (RELEVANT, np.full((4, 8), np.inf, dtype=np.float16), "NaN or inf"),
-        (np.array([11, 22, 22, 44], dtype=np.int64), good_embeddings(), "1 duplicate client ids (e.g. 22)"),
-        (np.array([11, 22, 33, 55], dtype=np.int64), good_embeddings(), "(1 missing, 1 not relevant; missing e.g. 44)"),
-        (RELEVANT[:3], good_embeddings(n=3), "exactly the 4 relevant clients (1 missing"),
-    ],
-)
+# (client ids, embeddings, a part of the message): also benchmarks/bad_inputs.py's validator cases
+BROKEN_ENTRIES = [
+    (None, good_embeddings(), "client_ids.npy: file not found"),
+    (RELEVANT, None, "embeddings.npy: file not found"),
+    (RELEVANT.reshape(2, 2), good_embeddings(), "expected a 1-D int64 array, got int64 with shape (2, 2)"),
+    (RELEVANT.astype(np.int32), good_embeddings(), "expected a 1-D int64 array, got int32"),
+    (RELEVANT, good_embeddings().astype(np.float32), "must be float16, got float32"),
+    (RELEVANT, good_embeddings().ravel(), "expected a 2-D float array"),
+    (RELEVANT, np.zeros((4, 2049), dtype=np.float16), "2049 dimensions, the limit is 2048"),
+    (RELEVANT, good_embeddings(n=3), "3 rows for 4 client ids in client_ids.npy"),
+    (RELEVANT, np.where(np.eye(4, 8) > 0, np.nan, 0).astype(np.float16), "NaN or inf values in 4 rows (first in row 0)"),
+    (RELEVANT, np.full((4, 8), np.inf, dtype=np.float16), "NaN or inf"),
+    (np.array([11, 22, 22, 44], dtype=np.int64), good_embeddings(), "1 duplicate client ids (e.g. 22)"),
+    (np.array([11, 22, 33, 55], dtype=np.int64), good_embeddings(), "(1 missing, 1 not relevant; missing e.g. 44)"),
+    (RELEVANT[:3], good_embeddings(n=3), "exactly the 4 relevant clients (1 missing"),
+]
+
+
+@pytest.mark.parametrize("ids, emb, message", BROKEN_ENTRIES)
 def test_broken_entries_are_rejected(tmp_path, ids, emb, message):
     entry = write_entry(tmp_path / "e", ids, emb)
     with pytest.raises(UbpError) as err:
@@ -61,24 +64,38 @@ def test_broken_entries_are_rejected(tmp_path, ids, emb, message):
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("target, content, message", [
-    ("embeddings.npy", b"not an array", "embeddings.npy: not a readable .npy array"),
-    ("embeddings.npy", b"", "embeddings.npy: not a readable .npy array"),  # an empty file
-    ("client_ids.npy", b"", "client_ids.npy: not a readable .npy array"),
-    ("client_ids.npy", b"11,22,33,44\n", "client_ids.npy: not a readable .npy array"),  # a CSV, not .npy
-])
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+UNREADABLE_FILES = [  # (file, its bytes, the message)
+    ("embeddings.npy", b"not an array", "embeddings.npy: not a .npy array (the file does not start with numpy's header"),
+    ("embeddings.npy", b"", "embeddings.npy: an empty file, not a .npy array"),
+    ("client_ids.npy", b"", "client_ids.npy: an empty file, not a .npy array"),
+    ("client_ids.npy", b"11,22,33,44\n", "client_ids.npy: not a .npy array"),  # a CSV, not .npy
+    ("embeddings.npy", npy_bytes(good_embeddings())[:-10], "embeddings.npy: a truncated or corrupt .npy array"),
+]
+
+
+@pytest.mark.parametrize("target, content, message", UNREADABLE_FILES)
 def test_unreadable_files_are_named(tmp_path, target, content, message):
     entry = write_entry(tmp_path / "e", RELEVANT, good_embeddings())
     (entry / target).write_bytes(content)
-    with pytest.raises(UbpError, match=message):
+    with pytest.raises(UbpError, match=re.escape(message)) as err:
         validate(entry, RELEVANT)
+    assert "allow_pickle" not in str(err.value)  # numpy's advice to unpickle is never passed on
 
 
-@pytest.mark.parametrize("ids, message", [
+NON_INT_IDS = [  # (client ids, the message)
     (RELEVANT.astype(np.float64), "expected a 1-D int64 array, got float64"),  # ids not integers
     (np.array(["11", "22", "33", "44"]), "expected a 1-D int64 array, got <U2"),
     (np.array([], dtype=np.int64), "4 rows for 0 client ids"),  # an empty id file
-])
+]
+
+
+@pytest.mark.parametrize("ids, message", NON_INT_IDS)
 def test_ids_that_are_not_int64_clients_are_refused(tmp_path, ids, message):
     entry = write_entry(tmp_path / "e", ids, good_embeddings())
     with pytest.raises(UbpError, match=message):
@@ -88,7 +105,8 @@ def test_ids_that_are_not_int64_clients_are_refused(tmp_path, ids, message):
 def test_object_arrays_are_refused_without_unpickling(tmp_path):
     entry = write_entry(tmp_path / "e", RELEVANT, good_embeddings())
     np.save(entry / "client_ids.npy", np.array([11, 22, 33, 44], dtype=object), allow_pickle=True)
-    with pytest.raises(UbpError, match="client_ids.npy: not a readable .npy array"):
+    with pytest.raises(UbpError, match=re.escape("client_ids.npy: a .npy array of Python objects (pickled), "
+                                                 "refused without unpickling")):
         validate(entry, RELEVANT)
 
 

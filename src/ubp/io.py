@@ -93,9 +93,11 @@ def _writing(path: Path) -> Iterator[None]:
         raise
     except Exception as exc:  # DuckDB reports a full disk with its own exception type
         duckdb = sys.modules.get("duckdb")
-        if duckdb is not None and isinstance(exc, duckdb.IOException) and re.search(
-                r"No space left|File too large|Disk quota|Read-only file system", str(exc)):
-            raise UbpError(f"{path}: cannot write the output: {exc} (the previous output, if any, is unchanged)") from None
+        found = re.search(r"No space left on device|File too large|Disk quota exceeded|Read-only file system",
+                          str(exc)) if duckdb is not None and isinstance(exc, duckdb.IOException) else None
+        if found:  # DuckDB's own text is a JSON blob: name the cause, as for an OSError
+            raise UbpError(f"{path}: cannot write the output: {found.group(0)} (reported by DuckDB; "
+                           f"the previous output, if any, is unchanged)") from None
         raise
 
 
@@ -201,6 +203,20 @@ def save_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def npy_problem(path: Path, exc: Exception) -> str:
+    """Why numpy could not load `path`, in the user's terms (numpy's own text for a file that is not
+    .npy at all talks of pickles and `allow_pickle`, which a user must not be told to switch on)."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "an empty file, not a .npy array"
+    if not head.startswith(b"\x93NUMPY"):
+        return "not a .npy array (the file does not start with numpy's header; save it with numpy.save)"
+    if b"'descr': '|O'" in head:
+        return "a .npy array of Python objects (pickled), refused without unpickling; save plain numbers"
+    return f"a truncated or corrupt .npy array ({type(exc).__name__}: {exc})"
+
+
 def load_npy(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.exists():
@@ -208,7 +224,7 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for a corrupt file
-        raise UbpError(f"{path}: not a readable .npy array ({exc})") from None
+        raise UbpError(f"{path}: {npy_problem(path, exc)}") from None
 
 
 def load_json(path: str | os.PathLike):
@@ -260,7 +276,7 @@ def load_int_npy(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
     except UbpError:
         raise
     except Exception as exc:  # a truncated or corrupt file: numpy and pickle raise many types
-        raise UbpError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc})") from None
+        raise UbpError(f"{path}: {npy_problem(path, exc)}") from None
     if not isinstance(array, np.ndarray) or array.dtype != np.dtype(object) or array.shape != tuple(shape):
         raise UbpError(f"{path}: the pickled payload is not the object array its header announces")
     flat = array.ravel(order="F" if fortran else "C")

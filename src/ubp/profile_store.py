@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ubp import schema
-from ubp.io import UbpError, atomic_dir, load_npy
+from ubp.io import UbpError, atomic_dir, load_npy, npy_problem
 
 CLIENT_IDS = "client_ids.npy"
 EMBEDDINGS = "embeddings.npy"
@@ -104,7 +104,7 @@ def open_matrix(path: Path) -> np.ndarray:
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:  # numpy raises several types for a corrupt file
-        raise UbpError(f"{path}: not a readable .npy array ({exc})") from None
+        raise UbpError(f"{path}: {npy_problem(path, exc)}") from None
     if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
         raise UbpError(f"{path}: expected a 2-D float array (clients x dimensions), got {x.dtype} with shape {x.shape}")
     return x
