@@ -15,7 +15,8 @@ import numpy as np
 
 from ubp import schema
 from ubp.io import UbpError, load_npy
-from ubp.models.base import EmbedContext, EmbeddingConfig, ProfileUnavailable, standardize
+from ubp.models.base import STANDARDIZE_COLUMNS, EmbedContext, EmbeddingConfig, ProfileUnavailable, standardize
+from ubp.profile_store import open_matrix
 
 READS = ("synthetic",)
 AS_OF = False  # the generator's state at the split, whatever the context's cutoff
@@ -45,18 +46,26 @@ def transform(state: np.ndarray, columns: list[str]) -> np.ndarray:
 
 
 def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
+    """Bounded memory at the real size: the state is mapped, the clients' rows gathered once (float32)
+    and transformed and standardised a block of columns at a time, in float64 as before (the bytes of
+    the whole-matrix version; 1M clients took 15.9 GB with a float64 copy of everything, twice)."""
     oracle_dir = ctx.synthetic_dir / schema.ORACLE_SUBDIR
     if not (oracle_dir / "state.npy").exists():
         raise ProfileUnavailable(f"no latent state in {oracle_dir}: the oracle exists only for synthetic data")
     ids = load_npy(oracle_dir / "client_ids.npy")
     columns = json.loads((oracle_dir / "columns.json").read_text())
-    state = load_npy(oracle_dir / "state.npy")
+    state = open_matrix(oracle_dir / "state.npy")
     if state.shape != (len(ids), len(columns)):
         raise UbpError(f"{oracle_dir / 'state.npy'}: shape {state.shape}, expected ({len(ids)}, {len(columns)})")
-    row = {int(c): i for i, c in enumerate(ids)}
-    missing = [int(c) for c in ctx.client_ids if int(c) not in row]
-    if missing:
+    order = np.argsort(ids, kind="stable")
+    pos = np.minimum(np.searchsorted(ids[order], ctx.client_ids), len(ids) - 1)
+    missing = ctx.client_ids[ids[order][pos] != ctx.client_ids]
+    if len(missing):
         raise UbpError(f"{oracle_dir / 'client_ids.npy'}: {len(missing)} clients to embed have no state (e.g. {missing[0]})")
-    state = transform(state[[row[int(c)] for c in ctx.client_ids]], columns)
+    picked = state[order[pos]]  # float32, the clients' rows in their order
+    out = np.empty(picked.shape, dtype=np.float32)
     # Standardised so no latent variable dominates the downstream network by its scale alone.
-    return standardize(state)
+    for c in range(0, picked.shape[1], STANDARDIZE_COLUMNS):
+        block = slice(c, c + STANDARDIZE_COLUMNS)
+        standardize(transform(picked[:, block], columns[block]), out=out[:, block])
+    return out
