@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
@@ -56,6 +58,12 @@ from pathlib import Path
 from ubp.params import load_params
 name, out, evaluate = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
 params = load_params()
+for dotted, value in json.loads(sys.argv[4]).items():  # --set: the same overrides on every machine
+    *parents, key = dotted.split(".")
+    node = params
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[key] = value
 start = time.perf_counter()
 if evaluate:
     from ubp.evaluate.run import evaluate_profile
@@ -73,12 +81,14 @@ else:
 """
 
 
-def run_one(name: str, env_pins: dict, out: Path, evaluate: bool, emulate: str | None = None) -> dict:
+def run_one(name: str, env_pins: dict, out: Path, evaluate: bool, emulate: str | None = None,
+            overrides: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in portable.ENV}
     env.update({portable.OPT_OUT: "1", **env_pins})  # only these pins: `import ubp` sets none of its own
     env["PYTHONPATH"] = str(REPO / "src")
     python = [sys.executable] if not emulate else ["qemu-x86_64", "-cpu", emulate, os.path.realpath(sys.executable)]
-    done = subprocess.run([*python, "-c", CHILD, name, str(out), "1" if evaluate else "0"], cwd=REPO,
+    done = subprocess.run([*python, "-c", CHILD, name, str(out), "1" if evaluate else "0", json.dumps(overrides or {})],
+                          cwd=REPO,
                           env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{name} under {env_pins or 'native'} failed:\n{done.stderr[-3000:]}")
@@ -91,9 +101,13 @@ def main() -> None:
     parser.add_argument("--evaluate", nargs="*", default=["features"], help="profiles whose evaluation is compared")
     parser.add_argument("--variants", nargs="*", help="only these (native, a variable of PINS, all)")
     parser.add_argument("--emulate", metavar="CPU", help="run under qemu-x86_64 -cpu CPU (e.g. Haswell)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="params overrides (e.g. model.epochs=2: a cheaper run to compare under emulation)")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    suffix = f" [{', '.join(args.set)}]" if args.set else ""
     variants = {label: pins for label, pins in {"native": {}, **PINS}.items()
                 if not args.variants or label in args.variants}
     path = OUT.with_suffix(".json")
@@ -109,8 +123,8 @@ def main() -> None:
                     if kind == "evaluate" and label not in ("native", ALL):
                         continue
                     t = time.perf_counter()
-                    out = run_one(name, pins, Path(tmp) / label, kind == "evaluate", args.emulate)
-                    machine["rows"].setdefault(f"{kind} {name}", {})[label] = {**out, "commit": commit}
+                    out = run_one(name, pins, Path(tmp) / label, kind == "evaluate", args.emulate, overrides)
+                    machine["rows"].setdefault(f"{kind} {name}{suffix}", {})[label] = {**out, "commit": commit}
                     print(f"{kind} {name:12s} {label:24s} {out.get('md5') or out['sum']} "
                           f"({time.perf_counter() - t:.0f} s)", flush=True)
     result["pins"] = portable.ENV
