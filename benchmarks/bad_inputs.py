@@ -12,13 +12,11 @@ listed as not run.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from runs import scratch_and_commit  # noqa: E402  (benchmarks/ is this script's directory)
 from tests.data.conftest import RELEVANT, handmade_tables, write_raw  # noqa: E402
 from tests.data.test_ingest import BAD_TABLES, plant  # noqa: E402
 from tests.test_submission import BROKEN_ENTRIES, NON_INT_IDS, UNREADABLE_FILES, good_embeddings, write_entry  # noqa: E402
@@ -203,12 +202,7 @@ def markdown(rows: list[dict], commit: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path)
-    args = parser.parse_args()
-    root = args.workdir or Path(tempfile.mkdtemp(prefix="ubp-bad-inputs-"))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
+    root, commit = scratch_and_commit(__doc__.splitlines()[0], "ubp-bad-inputs-")
     rows = []
     for make in (ingest_cases, output_cases, params_cases, entry_cases):
         for kind, case, result in make(root):

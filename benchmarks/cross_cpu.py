@@ -28,7 +28,6 @@ when the libraries load, so every run is its own process. Embeddings go to a tem
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -43,6 +42,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from runs import head_commit  # noqa: E402  (benchmarks/ is this script's directory)
 from ubp import portable  # noqa: E402
 from ubp import schema  # noqa: E402
 from ubp.io import save_json, save_text  # noqa: E402
@@ -104,8 +104,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="params overrides (e.g. model.epochs=2: a cheaper run to compare under emulation)")
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
+    commit = head_commit()
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     suffix = f" [{', '.join(args.set)}]" if args.set else ""
     variants = {label: pins for label, pins in {"native": {}, **PINS}.items()
@@ -185,8 +184,9 @@ def markdown(result: dict) -> str:
         for key in keys:
             cells = [m["rows"].get(key, {}) for m in machines.values()]
             out = [cell(c[kind]) if kind in c else "" for c in cells for kind in ("native", ALL)]
-            pinned = {value(c[ALL]) for c in cells if ALL in c}
-            lines.append(f"| {key} | " + " | ".join(out) + f" | {'yes' if len(pinned) == 1 else '**no**'} |")
+            pinned = [value(c[ALL]) for c in cells if ALL in c]
+            agree = "(one machine)" if len(pinned) < 2 else "yes" if len(set(pinned)) == 1 else "**no**"
+            lines.append(f"| {key} | " + " | ".join(out) + f" | {agree} |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,18 +9,17 @@ removed: tests/conftest.graph_outputs) and the leaderboard.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from cross_cpu import cpu_model  # noqa: E402  (benchmarks/ is this script's directory)
+from runs import scratch_and_commit  # noqa: E402
 from tests.conftest import GIT_ENV, graph_outputs, tiny_repo  # noqa: E402
 from ubp import schema  # noqa: E402
 from ubp.io import save_json, save_text  # noqa: E402
@@ -56,12 +55,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path)
-    args = parser.parse_args()
-    root = args.workdir or Path(tempfile.mkdtemp(prefix="ubp-determinism-"))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
+    root, commit = scratch_and_commit(__doc__.splitlines()[0], "ubp-determinism-")
     runs, seconds = [], []
     for i in (1, 2):
         started = time.perf_counter()

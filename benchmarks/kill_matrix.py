@@ -6,15 +6,12 @@ Not a speed benchmark: the full matrix of #16 part 1 (tests/test_kill.py runs a 
 """
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from runs import scratch_and_commit  # noqa: E402  (benchmarks/ is this script's directory)
 from tests import kill_harness as K  # noqa: E402
 from ubp import schema  # noqa: E402
 from ubp.io import save_json, save_text  # noqa: E402
@@ -39,11 +36,7 @@ def markdown(rows: list[dict], commit: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path)
-    args = parser.parse_args()
-    root = args.workdir or Path(tempfile.mkdtemp(prefix="ubp-kill-"))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    root, commit = scratch_and_commit(__doc__.splitlines()[0], "ubp-kill-")
     K.make_repo(root)
     baseline = K.snapshot(root)
     rows = []

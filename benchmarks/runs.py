@@ -1,0 +1,22 @@
+"""What the fault and determinism benchmarks share: the commit a run is made at, and its scratch directory."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def head_commit(cwd: Path = REPO) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def scratch_and_commit(description: str, prefix: str) -> tuple[Path, str]:
+    """Parse `--workdir DIR` (default: a new temporary directory named `prefix`...); the commit of HEAD."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--workdir", type=Path, help="where the runs are made (default: a new temporary directory)")
+    args = parser.parse_args()
+    return args.workdir or Path(tempfile.mkdtemp(prefix=prefix)), head_commit()
