@@ -6,7 +6,7 @@ the real long tail whatever the scale. Categories scale with the square root (6.
 0.01): linearly, a small scale would leave fewer categories than the category task's 100 labels.
 The shape keys are per client (session rates, lifetimes, funnel rates), so event mix, history
 lengths and buyer sparsity do not depend on the scale; they were chosen so that they match SPEC
-§2 (benchmarks/data_stats.py measures them: reports/data_stats.md). Blocks of BLOCK_CLIENTS
+§2 (benchmarks/data_stats.py measures them: reports/bench/data_stats.md). Blocks of BLOCK_CLIENTS
 clients bound the generator's memory; the dataset depends on the block size (each block draws
 from its own random stream), not on anything else about the machine.
 """
