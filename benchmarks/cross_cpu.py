@@ -101,12 +101,15 @@ def main() -> None:
     parser.add_argument("--evaluate", nargs="*", default=["features"], help="profiles whose evaluation is compared")
     parser.add_argument("--variants", nargs="*", help="only these (native, a variable of PINS, all)")
     parser.add_argument("--emulate", metavar="CPU", help="run under qemu-x86_64 -cpu CPU (e.g. Haswell)")
+    parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="variables set on top of every variant (e.g. MKL_CBWR=COMPATIBLE: a candidate pin)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="params overrides (e.g. model.epochs=2: a cheaper run to compare under emulation)")
     args = parser.parse_args()
     commit = head_commit()
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
-    suffix = f" [{', '.join(args.set)}]" if args.set else ""
+    extra = dict(item.split("=", 1) for item in args.env)
+    suffix = f" [{', '.join(args.set + args.env)}]" if args.set or args.env else ""
     variants = {label: pins for label, pins in {"native": {}, **PINS}.items()
                 if not args.variants or label in args.variants}
     path = OUT.with_suffix(".json")
@@ -122,7 +125,8 @@ def main() -> None:
                     if kind == "evaluate" and label not in ("native", ALL):
                         continue
                     t = time.perf_counter()
-                    out = run_one(name, pins, Path(tmp) / label, kind == "evaluate", args.emulate, overrides)
+                    out = run_one(name, {**pins, **extra}, Path(tmp) / label, kind == "evaluate", args.emulate,
+                                  overrides)
                     machine["rows"].setdefault(f"{kind} {name}{suffix}", {})[label] = {**out, "commit": commit}
                     print(f"{kind} {name:12s} {label:24s} {out.get('md5') or out['sum']} "
                           f"({time.perf_counter() - t:.0f} s)", flush=True)
