@@ -16,6 +16,7 @@ import numpy as np
 from ubp import schema
 from ubp.io import UbpError, load_npy
 from ubp.models.base import STANDARDIZE_COLUMNS, EmbedContext, EmbeddingConfig, ProfileUnavailable, standardize
+from ubp.combine.sources import align_rows
 from ubp.profile_store import open_matrix
 
 READS = ("synthetic",)
@@ -57,12 +58,11 @@ def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
     state = open_matrix(oracle_dir / "state.npy")
     if state.shape != (len(ids), len(columns)):
         raise UbpError(f"{oracle_dir / 'state.npy'}: shape {state.shape}, expected ({len(ids)}, {len(columns)})")
-    order = np.argsort(ids, kind="stable")
-    pos = np.minimum(np.searchsorted(ids[order], ctx.client_ids), len(ids) - 1)
-    missing = ctx.client_ids[ids[order][pos] != ctx.client_ids]
+    rows, present = align_rows(ids, ctx.client_ids)
+    missing = ctx.client_ids[~present]
     if len(missing):
         raise UbpError(f"{oracle_dir / 'client_ids.npy'}: {len(missing)} clients to embed have no state (e.g. {missing[0]})")
-    picked = state[order[pos]]  # float32, the clients' rows in their order
+    picked = state[rows]  # float32, the clients' rows in their order
     out = np.empty(picked.shape, dtype=np.float32)
     # Standardised so no latent variable dominates the downstream network by its scale alone.
     for c in range(0, picked.shape[1], STANDARDIZE_COLUMNS):
