@@ -110,8 +110,7 @@ def shape_rows(con, split: dict) -> list[tuple[str, str, str]]:
 
 
 def window_labels(con, split, col: str, lo, hi) -> tuple[np.ndarray, np.ndarray]:
-    """(label ids, relevant clients x labels bool) of purchases in [lo, hi) by label value."""
-    rel = split["relevant"]
+    """(client ids, label values) of every purchase in [lo, hi), one pair per buy event, any client."""
     df = con.execute(f"SELECT client_id, {col} AS v FROM product_buy JOIN props ON value = sku "
                      "WHERE ts >= ? AND ts < ?", [lo.item(), hi.item()]).fetchnumpy()
     return df["client_id"], df["v"]

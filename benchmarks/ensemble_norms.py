@@ -69,9 +69,9 @@ def extra_profiles(params: dict, profiles: dict, workdir: Path) -> tuple[dict, P
         raise SystemExit(f"--configs: profiles {clash} already exist in params.yaml's models")
     params = {**params, "models": {**(params.get("models") or {}), **profiles}}
     workdir.mkdir(parents=True, exist_ok=True)
-    for stored in schema.EMBEDDINGS_DIR.iterdir():
-        if stored.is_dir() and not (workdir / stored.name).exists():
-            (workdir / stored.name).symlink_to(stored.resolve())
+    for source in schema.EMBEDDINGS_DIR.iterdir():
+        if source.is_dir() and not (workdir / source.name).exists():
+            (workdir / source.name).symlink_to(source.resolve())
     for name in profiles:
         embed_run(name, params, out_dir=workdir / name)
     return params, workdir

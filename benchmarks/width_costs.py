@@ -67,7 +67,7 @@ def main() -> None:
         total += base * ratio if base == base else 0.0
         lines.append(f"| {name} | {n_clients} | " + " | ".join(f"{s:.1f}" for s in seconds)
                      + f" | {ratio:.1f} | {base:.1f} | {base * ratio / 60:.1f} |")
-    lines.append(f"| **all** | | " + "| " * len(args.widths) + f"| {sum(stage.get(r[0], 0.0) for r in rows):.1f} | "
+    lines.append("| **all** | | " + "| " * len(args.widths) + f"| {sum(stage.get(r[0], 0.0) for r in rows):.1f} | "
                  f"**{total / 60:.1f}** |")
     save_text(args.out, "\n".join(lines) + "\n")  # atomic: temp file, then rename
     print("\n".join(lines))

@@ -37,7 +37,7 @@ def test_unknown_key_names_section_and_close_match():
 @pytest.mark.parametrize("key,value,expected", [
     ("hidden", "512", "an integer"), ("hidden", True, "an integer"), ("hidden", 1.5, "an integer"),
     ("lr", "fast", "a number"), ("standardize", 1, "true or false"),
-    ("fit_clients", 1.0, "an integer or null"), ("windows", [1, "a"], "a list of an integer"),
+    ("fit_clients", 1.0, "an integer or null"), ("windows", [1, "a"], "a list of integers"),
     ("dims", {"sku": "x"}, "a mapping"),
 ])
 def test_wrong_type_names_key_and_type(key, value, expected):

@@ -112,10 +112,18 @@ def describe(kind: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (tuple, list):
-        return f"a list of {describe(args[0]) if args else 'values'}"
+        return "a list of " + (plural(args[0]) if args else "values")
     if origin in (dict, Mapping) or kind is dict:
         return "a mapping"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def plural(kind: Any) -> str:
+    """What a list of `kind` holds, in words: 'integers', 'strings', 'integers or nulls'."""
+    if typing.get_origin(kind) in (Union, types.UnionType):
+        return " or ".join(plural(a) for a in typing.get_args(kind))
+    names = {bool: "true/false values", int: "integers", float: "numbers", str: "strings", type(None): "nulls"}
+    return names.get(kind) or f"values each {describe(kind)}"
 
 
 def as_dict(cfg: Any) -> dict:

@@ -71,7 +71,7 @@ def test_sources_in_order_each_with_its_settings():
 @pytest.mark.parametrize("section, message", [
     ({"sources": []}, "sources must name at least one profile"),
     ({"sources": ["a", "b", "a"]}, "sources lists a more than once"),
-    ({"sources": {"a": {"norm": "l2"}}}, r"ensemble\.sources must be a list of a string"),
+    ({"sources": {"a": {"norm": "l2"}}}, r"ensemble\.sources must be a list of strings"),
     ({"per_source": {"a": {"weight": 0}}}, r"per_source\.a\.weight must be a number > 0"),
     ({"per_source": {"a": {"pca": 0}}}, r"per_source\.a\.pca must be a whole number"),
     ({"per_source": {"a": {"norm": "minmax"}}}, r"ensemble\.per_source\.a\.norm must be one of 'auto'"),

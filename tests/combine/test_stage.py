@@ -149,5 +149,5 @@ def test_stacked_settings_are_typed_too(repo):
     with pytest.raises(UbpError, match=r"unknown key 'combined\.st\.shift_dys'; did you mean 'shift_days'"):
         model_config(params, "st")
     params["combined"]["st"] = {"method": "stacked", "inherits": "model", "sources": "base"}
-    with pytest.raises(UbpError, match=r"combined\.st\.sources must be a list of a string, got 'base'"):
+    with pytest.raises(UbpError, match=r"combined\.st\.sources must be a list of strings, got 'base'"):
         model_config(params, "st")
