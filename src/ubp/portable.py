@@ -1,15 +1,27 @@
-"""The same kernels on every x86-64 CPU with AVX2: the numerical libraries' CPU dispatch pinned.
+"""The numerical libraries' CPU dispatch pinned to AVX2, so that other x86-64 CPUs compute alike.
 
-torch (ATen's vectorised ops, MKL's BLAS, oneDNN), numpy's SIMD loops and OpenBLAS each pick the
-widest instructions the CPU has. AVX-512 and AVX2 code sum floats in different orders, so a profile
-trained on an AVX-512 Xeon and the same profile trained on an AVX2 laptop differ in their last bits,
-and epochs of training amplify that into the fourth decimal of a score
-(reports/bench/cross_cpu.md: which library moves which profile). Every library reads its variable
-once, when it loads: `apply()` must run before numpy or torch is imported, which `import ubp`
-does (ubp/__init__.py), so `python -m ubp <stage>` and the tests run pinned.
+torch (ATen's vectorised ops, MKL's BLAS and vector maths, oneDNN), numpy's SIMD loops and OpenBLAS
+each pick the widest instructions the CPU has. AVX-512 and AVX2 code sum floats in different orders,
+and epochs of training amplify a last-bit difference into the fourth decimal of a score. Every
+library reads its variable once, when it loads: `apply()` must run before numpy or torch is
+imported, which `import ubp` does (ubp/__init__.py), so `python -m ubp <stage>` and the tests run
+pinned.
 
-What still differs between machines: the number of threads (pinned by the params: `threads`),
-CPUs without AVX2 (pre-2013), other architectures (ARM), and GPUs (`device: cuda`). Set
+What the pins buy, measured op by op on this AMD EPYC and QEMU's Intel Haswell and AMD EPYC-Milan
+(reports/bench/kernel_probe.md, reports/bench/cross_cpu.md):
+- numpy and OpenBLAS (svd, features, the generator): the same bytes on every AVX2 x86-64 CPU.
+- torch's own kernels (reductions, softmax, layer/batch norm, GELU, losses, random draws, GRU,
+  attention, the fused Adam our networks train with): the same bytes on all three.
+- MKL, under torch's matmuls and its exp, log and sqrt, chooses its code by CPU *vendor*:
+  `MKL_CBWR=AVX2` makes AMD CPUs agree among themselves but not with Intel ones. Setting
+  `MKL_CBWR=COMPATIBLE` yourself makes Intel and AMD agree, at ~3.5x the matmul time.
+- MKL's sqrt on AMD refines the approximate `rsqrtps` instruction, whose result is the CPU's own:
+  torch's default Adam/AdamW, and so the evaluator (the official optimizer, kept bit for bit),
+  differ in the last bits between CPU implementations. Scores agree to the conformance tolerance
+  across machines, byte for byte only on one CPU model.
+
+Also still different between machines: CPUs without AVX2 (pre-2013), other architectures (ARM),
+GPUs (`device: cuda`). The threads torch uses are pinned by the params (`threads`). Set
 UBP_NATIVE_KERNELS=1 to let each library use everything the CPU has (faster on AVX-512 machines,
 reproducible only on the same CPU model).
 """
