@@ -242,3 +242,28 @@ def test_a_sample_fitted_network_embeds_every_client(tiny_context, monkeypatch, 
     outside = sorted(set(range(n)) - sample)
     rows = np.array([0, outside[0], outside[-1], sorted(sample)[0], n - 1])
     np.testing.assert_allclose(out[rows], _profiles_of(name, models[0], ctx, s, rows), atol=1e-5)
+
+
+@pytest.mark.parametrize("weight_decay", [None, 0.0, 0.05])
+def test_optimizer_is_fused_adam_with_torchs_arithmetic(weight_decay):
+    """T.optimizer: Adam (weight_decay None) or AdamW on the fused kernel, the same steps as torch's
+    reference implementation up to the last bits of the square root (reports/bench/kernel_probe.md)."""
+    def trained(make):
+        torch.manual_seed(0)
+        p = nn.Parameter(torch.randn(40, 7))
+        opt = make([p])
+        for step in range(5):
+            opt.zero_grad()
+            ((p - step) ** 2).sum().backward()
+            opt.step()
+        return opt, p.detach()
+
+    opt, ours = trained(lambda ps: T.optimizer(ps, 0.01, weight_decay))
+    reference = (lambda ps: torch.optim.Adam(ps, lr=0.01, foreach=False)) if weight_decay is None else \
+        (lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=weight_decay, foreach=False))
+    _, expected = trained(reference)
+    assert opt.defaults["fused"] is True
+    assert isinstance(opt, torch.optim.AdamW) == (weight_decay is not None)
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-7)
+    moved = (ours - trained(lambda ps: torch.optim.SGD(ps, lr=0.0))[1]).abs()
+    assert (moved > 0).all() and moved.mean() > 0.01  # the steps moved every weight, ~lr a step

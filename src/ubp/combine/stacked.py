@@ -154,7 +154,7 @@ def train(x: np.ndarray, labels: WindowLabels, cfg: Config, info: dict | None = 
     device = T.resolve_device(cfg.device)
     model = Stacker(x.shape[1], cfg.hidden, cfg.dim or cfg.hidden, labels.category.shape[1], labels.sku.shape[1],
                     cfg.dropout, cfg.reconstruction_weight > 0).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = T.optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     train_idx, val_idx = T.holdout_split(len(x), cfg.val_fraction, cfg.seed)
     data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
     targets = {"active": torch.from_numpy(labels.active.astype(np.float32)), "churn": torch.from_numpy(labels.churn),

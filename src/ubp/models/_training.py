@@ -11,6 +11,8 @@ weights and writes the per-epoch curve into `ctx.info["curve"]`.
 Determinism: every random draw comes from `torch.manual_seed(seed)` or a numpy Generator made
 from the seed, and the ops used (dense layers, BatchNorm, GELU) are deterministic on CPU, so one
 cfg gives byte-identical outputs; on GPU `deterministic()` also asks cuDNN for deterministic kernels.
+Every network trains with `optimizer()` (torch's fused Adam/AdamW), whose step does not depend on
+the CPU model; the matmuls do (MKL chooses its kernels by CPU vendor): see ubp/portable.py.
 """
 from __future__ import annotations
 
@@ -93,6 +95,21 @@ def deterministic(threads: int | None) -> Iterator[None]:
     finally:
         torch.set_num_threads(old_threads)
         torch.backends.cudnn.deterministic = old_cudnn
+
+
+def optimizer(params, lr: float, weight_decay: float | None) -> torch.optim.Optimizer:
+    """AdamW (Adam when `weight_decay` is None) on torch's fused kernel.
+
+    The default implementation takes the second moment's square root with `torch.sqrt`, which on a
+    CPU goes through MKL's vector maths: MKL chooses that code by CPU vendor, and on AMD processors
+    it is not IEEE's square root (it refines the approximate `rsqrtps` instruction, whose result
+    differs between CPU implementations). So the same gradients gave other weights after one step
+    on another CPU model; the fused step gave the same bytes on all three tried
+    (reports/bench/kernel_probe.md), and is faster.
+    """
+    if weight_decay is None:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def holdout_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -295,7 +295,7 @@ def train(seqs: Sequences, cfg: Config, info: dict, device: torch.device) -> tup
     usable[fitted] = fitted_usable(data, fitted, shifts, cfg.window_days)
     train_idx, val_idx = train_idx[usable[train_idx].any(1)], val_idx[usable[val_idx].any(1)]
     model = TwoTower(seqs.sizes, cfg, data.n_labels).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = T.optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     lam, batch_size = cfg.lambda_bce, cfg.batch_size
 
     def step(rows: np.ndarray, shift: np.ndarray) -> torch.Tensor:

@@ -100,7 +100,7 @@ def train(x: np.ndarray, cfg: Config, info: dict | None = None) -> DCN:
     rng = T.seed_everything(cfg.seed)
     device = T.resolve_device(cfg.device)
     model = DCN(x.shape[1], cfg.width, cfg.cross_layers, cfg.deep_layers, cfg.projection, cfg.structure).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = T.optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     train_idx, val_idx = T.fit_split(len(x), cfg, info)
     data = torch.from_numpy(x).to(device)
 

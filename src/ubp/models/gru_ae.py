@@ -212,7 +212,7 @@ def train(tokens: np.ndarray, lengths: np.ndarray, sizes: dict, cfg: Config,
     rng = T.seed_everything(cfg.seed)
     device = T.resolve_device(cfg.device)
     model = GRUAutoencoder(sizes, fields, cfg.hidden, cfg.layers, cfg.dropout, cfg.output_top).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = T.optimizer(model.parameters(), cfg.lr, weight_decay=None)
     train_idx, val_idx = T.fit_split(len(lengths), cfg, info)
     max_len = cfg.max_len
     kept = kept_lengths(lengths, max_len)  # batches group similar lengths of what is read

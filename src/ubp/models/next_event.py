@@ -201,7 +201,7 @@ def train(seqs: Sequences, cfg: Config, info: dict | None = None) -> NextEventMo
     rng = T.seed_everything(cfg.seed)
     device = T.resolve_device(cfg.device)
     model = build(seqs, cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = T.optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     train_idx, val_idx = T.fit_split(len(seqs.lengths), cfg, info)
     train_idx = train_idx[seqs.lengths[train_idx] > 0]  # an empty history has nothing to predict
     draws = rng if cfg.random_windows else None

@@ -100,7 +100,7 @@ def train(x: np.ndarray, cfg: Config, info: dict | None = None) -> RCAE:
     rng = T.seed_everything(cfg.seed)
     device = T.resolve_device(cfg.device)
     model = RCAE(x.shape[1], list(cfg.widths), cfg.latent).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = T.optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     train_idx, val_idx = T.fit_split(len(x), cfg, info)
     data = torch.from_numpy(x).to(device)
 

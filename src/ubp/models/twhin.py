@@ -28,7 +28,9 @@ other clients getting the inductive vector above. Held-out edges stop improving 
 Determinism: every draw from torch.manual_seed / numpy Generators of the seed, `threads` fixed
 (`_training.deterministic`) and torch's deterministic kernels on: with two threads the tables'
 sparse and scattered gradients otherwise sum duplicate rows in a varying order (the last bits of
-the profile differed run to run). One cfg gives byte-identical profiles.
+the profile differed run to run). One cfg gives byte-identical profiles. Across CPU models: the
+dense weights train with the fused AdamW (`_training.optimizer`), but the tables' SparseAdam has no
+fused kernel and takes MKL's square root, which differs between CPU implementations (ubp/portable.py).
 """
 from __future__ import annotations
 
@@ -212,7 +214,7 @@ def train(graph: Graph, cfg: Config, info: dict) -> tuple[TwHIN, np.ndarray]:
     train_edges, val_edges = candidates[train_rows], candidates[val_rows]
     sparse = [model.clients.weight, model.sku_ids.weight, model.urls.weight]
     dense = [p for p in model.parameters() if all(p is not s for s in sparse)]
-    optimizers = [torch.optim.SparseAdam(sparse, lr=cfg.embedding_lr), torch.optim.AdamW(dense, lr=cfg.lr)]
+    optimizers = [torch.optim.SparseAdam(sparse, lr=cfg.embedding_lr), T.optimizer(dense, cfg.lr, weight_decay=0.01)]
     tensors = [torch.from_numpy(a) for a in (graph.client, graph.item, graph.relation)]
 
     def loss_of(edges: np.ndarray) -> torch.Tensor:
