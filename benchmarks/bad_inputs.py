@@ -24,7 +24,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from runs import scratch_and_commit  # noqa: E402  (benchmarks/ is this script's directory)
+from runs import scratch_and_commit, set_dotted  # noqa: E402  (benchmarks/ is this script's directory)
 from tests.data.conftest import RELEVANT, handmade_tables, write_raw  # noqa: E402
 from tests.data.test_ingest import BAD_TABLES, plant  # noqa: E402
 from tests.test_submission import BROKEN_ENTRIES, NON_INT_IDS, UNREADABLE_FILES, good_embeddings, write_entry  # noqa: E402
@@ -49,11 +49,7 @@ def workdir(root: Path, name: str, params: dict | None = None) -> Path:
     path.mkdir(parents=True)
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     for dotted, value in (params or {}).items():
-        *parents, key = dotted.split(".")
-        node = base
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[key] = value
+        set_dotted(base, dotted, value)
     (path / "params.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
     return path
 

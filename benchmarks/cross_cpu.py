@@ -58,12 +58,10 @@ from pathlib import Path
 from ubp.params import load_params
 name, out, evaluate = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
 params = load_params()
+sys.path.insert(0, "benchmarks")
+from runs import set_dotted
 for dotted, value in json.loads(sys.argv[4]).items():  # --set: the same overrides on every machine
-    *parents, key = dotted.split(".")
-    node = params
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[key] = value
+    set_dotted(params, dotted, value)
 start = time.perf_counter()
 if evaluate:
     from ubp.evaluate.run import evaluate_profile

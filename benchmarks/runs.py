@@ -1,4 +1,4 @@
-"""What the fault and determinism benchmarks share: the commit a run is made at, and its scratch directory."""
+"""What the benchmarks share: the commit a run is made at, its scratch directory, params overrides."""
 from __future__ import annotations
 
 import argparse
@@ -20,3 +20,12 @@ def scratch_and_commit(description: str, prefix: str) -> tuple[Path, str]:
     parser.add_argument("--workdir", type=Path, help="where the runs are made (default: a new temporary directory)")
     args = parser.parse_args()
     return args.workdir or Path(tempfile.mkdtemp(prefix=prefix)), head_commit()
+
+
+def set_dotted(params: dict, dotted: str, value) -> None:
+    """params['a']['b']['c'] = value for 'a.b.c', making the missing sections (a `dvc exp run -S`)."""
+    *parents, key = dotted.split(".")
+    node = params
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[key] = value

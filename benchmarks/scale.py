@@ -30,6 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cross_cpu import cpu_model  # noqa: E402
 from repro_costs import STAGE_LINE, Sampler  # noqa: E402
+from runs import set_dotted  # noqa: E402
 
 from ubp.io import save_json, save_text  # noqa: E402
 
@@ -77,11 +78,7 @@ def prepare(workdir: Path, scale: float, overrides: list[str], at: str = "HEAD",
     params["data"]["synthetic"] = {"seed": (params["data"].get("synthetic") or {}).get("seed", 2025), "scale": scale}
     for item in overrides:
         key, _, value = item.partition("=")
-        node = params
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = parse_value(value)
+        set_dotted(params, key, parse_value(value))
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     if cache_type:  # untracked .dvc/config.local: the checkout's tracked files stay the commit's
         subprocess.run(["dvc", "config", "--local", "cache.type", cache_type], cwd=workdir, check=True)
