@@ -151,7 +151,8 @@ def isa_flags() -> list[str]:
 
 
 def cell(c: dict) -> str:
-    return c["md5"][:8] if "md5" in c else f"{c['sum']:.6f}"
+    """The result and the commit it ran at: rows are added a run at a time, and code changes between."""
+    return (c["md5"][:8] if "md5" in c else f"{c['sum']:.6f}") + f" ({c.get('commit', '?')})"
 
 
 def value(c: dict):
@@ -162,9 +163,10 @@ def markdown(result: dict) -> str:
     labels = ["native", *PINS]
     lines = ["# Across CPU models: which library moves which profile", "",
              "Made by `python benchmarks/cross_cpu.py` (default data). A cell is the embedding's md5 (first 8 hex) "
-             "or the evaluation's six-task sum, with the commit each row ran at in the JSON. Per machine: each "
+             "or the evaluation's six-task sum, then the commit it ran at. Per machine: each "
              "library's kernels pinned alone, then all of them (`ubp.portable`, what every stage runs under "
-             "unless UBP_NATIVE_KERNELS=1); **bold** where a run differs from the machine's native one.", ""]
+             "unless UBP_NATIVE_KERNELS=1); **bold** where a run differs from the machine's native one at the same "
+             "commit. Which single op differs between CPU models: kernel_probe.md.", ""]
     machines = result["machines"]
     for cpu, m in machines.items():
         lines += [f"## {cpu}", "", f"AVX flags: {', '.join(m['flags'])}", "",
@@ -172,8 +174,8 @@ def markdown(result: dict) -> str:
         for key, cells in m["rows"].items():
             native = cells.get("native")
             out = ["" if label not in cells else
-                   cell(cells[label]) if native is None or value(cells[label]) == value(native)
-                   else f"**{cell(cells[label])}**" for label in labels]
+                   f"**{cell(cells[label])}**" if native is not None and value(cells[label]) != value(native)
+                   and cells[label].get("commit") == native.get("commit") else cell(cells[label]) for label in labels]
             lines.append(f"| {key} | " + " | ".join(out) + " |")
         lines.append("")
     if len(machines) > 1:
