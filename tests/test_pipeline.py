@@ -1,7 +1,9 @@
 """The whole DVC graph end to end on a tiny generated dataset, in a throw-away copy of the repo."""
 import json
 import os
+import shutil
 import subprocess
+import sys
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -105,6 +107,20 @@ def test_metrics_are_visible_to_dvc_and_graph_is_up_to_date(workspace):
     shown = sh(root, "dvc", "metrics", "show", "--json")
     assert all(f"metrics/{name}.json" in shown for name in profile_names(params))
     assert "changed" not in sh(root, "dvc", "status")
+
+
+def test_bytecode_beside_the_code_changes_no_stage(workspace):
+    """Python writes __pycache__/ into src/ubp/<package>/ on import (unless PYTHONDONTWRITEBYTECODE):
+    a stage whose code dependency is a directory (features, combine, evaluate) must not look changed."""
+    root, _ = workspace
+    packages = [root / "src" / "ubp" / name for name in ("features", "combine", "evaluate")]
+    sh(root, sys.executable, "-m", "compileall", "-q", *map(str, packages))
+    assert all(any((package / "__pycache__").glob("*.pyc")) for package in packages)
+    try:
+        assert "changed" not in sh(root, "dvc", "status")
+    finally:
+        for package in packages:
+            shutil.rmtree(package / "__pycache__")
 
 
 def last_event(root) -> datetime:
