@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,10 @@ def ubp(args: list[str], cwd: Path) -> dict:
     """`python -m ubp ARGS` in cwd: its exit code, last stderr line and the log lines that warn."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run([sys.executable, "-m", "ubp", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    lines = done.stderr.strip().splitlines()
+    # The scratch root and the log's clock are the run's, not the message's: left out, so that two
+    # runs of this script give the same report.
+    lines = [re.sub(r"^\d\d:\d\d:\d\d ", "", line.replace(str(cwd.parent), "<scratch>"))
+             for line in done.stderr.strip().splitlines()]
     return {"rc": done.returncode, "last": lines[-1] if lines else "", "traceback": "Traceback" in done.stderr,
             "warnings": [line for line in lines if "not part of the data layout" in line or "dropped" in line]}
 
