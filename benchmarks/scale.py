@@ -8,6 +8,15 @@
 merges the figures of every stage that ran into reports/bench/scale.json, each with the commit it ran at
 (so a real-scale run can be split over sessions: one target at a time, figures appended, the checkout
 pinned with --at to the commit the run began at).
+The real-size run as it is being made (README "Your own data"'s params; DuckDB spills to a temp
+directory, which must exist), one target at a time, each appended to the JSON:
+
+    python benchmarks/scale.py run --scale 1.0 --at a5f3c57 --cache-type symlink \
+        --set features.memory_limit=6GB --set features.temp_directory=/work/scale/tmp \
+        --set sequences.memory_limit=6GB --set sequences.temp_directory=/work/scale/tmp \
+        --set sequences.chunk_clients=50000 --set model.fit_clients=100000 \
+        --set selection.sample_clients=50000 evaluate@gru_ae_day
+
 `report` writes reports/bench/scale.md and scale.png from that JSON: one row per stage, one column per
 scale, and the slope of cost against events on a log-log fit (1.0 = linear).
 Peak RSS is the summed RSS of the stage's whole process tree (sampled every 0.2 s); disk written
