@@ -12,8 +12,8 @@ of its output bytes as JSON. Run it under `import ubp` (the kernel pins), native
 
 `--compare` writes reports/bench/kernel_probe.md and .json. The emulator is TCG: an instruction
 it implements differently from silicon (notably the approximate reciprocals rcpps/rsqrtps, which
-QEMU computes exactly) can make an op differ under emulation that would agree on real hardware;
-the report names the ops, not the cause.
+QEMU computes exactly) can make an op differ under emulation that would agree on real hardware:
+the report's last section shows what this CPU and QEMU return for one such instruction.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -199,13 +198,6 @@ def rsqrtps(emulate: str | None, workdir: Path) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def child(emulate: str | None, env_set: dict, what: str = "--child"):
     python = [sys.executable] if not emulate else ["qemu-x86_64", "-cpu", emulate, os.path.realpath(sys.executable)]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **env_set)
@@ -233,6 +225,7 @@ def main() -> None:
         return
     import tempfile
 
+    from cross_cpu import cpu_model
     from runs import head_commit
 
     models = args.emulate or ["Haswell", "EPYC-Milan-v1"]

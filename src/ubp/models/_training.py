@@ -105,7 +105,7 @@ def optimizer(params, lr: float, weight_decay: float | None) -> torch.optim.Opti
     it is not IEEE's square root (it refines the approximate `rsqrtps` instruction, whose result
     differs between CPU implementations). So the same gradients gave other weights after one step
     on another CPU model; the fused step gave the same bytes on all three tried
-    (reports/bench/kernel_probe.md), and is faster.
+    (reports/bench/kernel_probe.md).
     """
     if weight_decay is None:
         return torch.optim.Adam(params, lr=lr, fused=True)
