@@ -103,7 +103,7 @@ def oracle_expectations(
     approximated in mean field: P(s) ~ 3 p_s y_s / (y_s + 2 sum_j p_j y_j), y = exp(taste) x on sale,
     p = the SKU's share of its category's popularity (price buckets: the plain p_s y_s / sum_j p_j y_j)."""
     idx = np.arange(cl.n_relevant)
-    n, n_cat, n_sku = len(idx), len(cat.cat_topic), len(cat.sku_id)
+    n, n_cat = len(idx), len(cat.cat_topic)
     _, cat_pref = category_preference(cl, cat, idx, t_split)
     sp = _session_params(cl, idx)
     views, conv, conv_s, rho = sp["views"], sp["conv"], sp["conv_s"], sp["rho"]

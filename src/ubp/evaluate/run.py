@@ -31,7 +31,7 @@ from ubp import profile_store as store
 from ubp import schema
 from ubp.evaluate.protocol import (BLOCK_BYTES, SCORE_DECIMALS, EvalConfig, ProtocolConfig, Rows, align_rows,
                                    evaluate_task)
-from ubp.io import UbpError, load_npy, save_json
+from ubp.io import UbpError, save_json
 from ubp.params import load_params, profile_dir, profile_names
 
 log = logging.getLogger(__name__)
