@@ -174,8 +174,10 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}), {memory:.0f} GB RAM, {platform.system()}"
 
 
-STAGE_ORDER = ["generate", "ingest", "split", "targets", "features", "sequences", "embed@", "combine@",
-               "evaluate@", "evaluate_combined@", "reference", "report"]
+STAGE_ORDER = ["generate", "ingest", "split", "targets", "features", "sequences", "embed@", "ensemble_sources@",
+               "stacked_sources@", "combine@", "evaluate@", "evaluate_combined@", "reference", "report"]
+DATA_STAGES = ("ingest", "split", "targets", "features", "sequences")  # part 7's first target, with the tabular embeds
+DATA_TARGET_S, GRAPH_TARGET_S, MEMORY_TARGET_MB = 45 * 60, 8 * 3600, 16 * 1024
 
 
 def stage_rank(name: str) -> tuple[int, str]:
@@ -233,6 +235,7 @@ def report(args) -> None:
         return rows + [""]
 
     lines += score_table(data, scales)
+    lines += targets_section(data, scales[-1], expected_stages(Path("params.yaml")))
     lines += table("Wall time (s)", "seconds", ".1f")
     lines += [f"\\* the machine's mean load was above {CORES} while the stage ran (other work shared the cores): "
               "its wall time is an upper bound.", ""]
@@ -266,6 +269,51 @@ def score_table(data: dict, scales: list[str]) -> list[str]:
         cells = [scored(s, name) for s in scales]
         rows.append(f"| {name} | {default.get(name) or ''} | {' | '.join(cells)} |")
     return rows + [""]
+
+
+def expected_stages(params_path: Path) -> dict[str, list[str]]:
+    """The default graph's stages (this commit's params.yaml), grouped: `data` (the data stages, features,
+    sequences and the embeds of profiles inheriting `embedding`: part 7's first target), `rest`."""
+    params = yaml.safe_load(params_path.read_text())
+    models, combined = params["models"], params["combined"]
+    tabular = [f"embed@{m}" for m, entry in models.items() if entry.get("inherits") == "embedding"]
+    rest = (["generate"] + [f"embed@{m}" for m, entry in models.items() if entry.get("inherits") != "embedding"]
+            + [f"ensemble_sources@{s}" for s in params["ensemble"]["sources"]]
+            + [f"stacked_sources@{s}" for s in combined["stacked"]["sources"]]
+            + [f"combine@{c}" for c in combined] + [f"evaluate@{m}" for m in models]
+            + [f"evaluate_combined@{c}" for c in combined] + ["reference", "report"])
+    return {"data": [*DATA_STAGES, *tabular], "rest": rest}
+
+
+def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> list[str]:
+    """Part 7's targets at the largest scale: the sums of the measured stages, what is not measured yet."""
+    stages = data["scales"][scale]["stages"]
+
+    def total(names: list[str]) -> tuple[float, list[str], list[str]]:
+        measured = [n for n in names if n in stages]
+        busy = [n for n in measured if stages[n].get("load", 0) > CORES + 0.5]
+        return sum(stages[n]["seconds"] for n in measured), [n for n in names if n not in stages], busy
+
+    def row(label: str, names: list[str], target: float) -> str:
+        seconds, missing, busy = total(names)
+        state = "within" if seconds <= target else "over"
+        return (f"| {label} | {len(names) - len(missing)} of {len(names)} | {seconds:,.0f} s ({seconds / 3600:.2f} h) | "
+                f"{target / 3600:.2f} h | {state} so far | {len(busy)} | {', '.join(missing) or 'none'} |")
+
+    peak = max(stages.items(), key=lambda kv: kv[1]["peak_rss_mb"])
+    commits = sorted({st["commit"] for st in stages.values()})
+    return ["## Part 7's targets at scale " + f"{float(scale):g}", "",
+            "Sums of the stages measured at this scale (commits " + ", ".join(commits) + "), against the targets of "
+            "issue #13; the default graph's stages are this commit's `params.yaml`. A stage measured while other work "
+            "shared the cores counts with its loaded (upper-bound) time. 'Tabular' embeds: the profiles inheriting "
+            "`embedding` (no network).", "",
+            "| stages | measured | sum | target | | of them loaded | not measured yet |",
+            "|---|---:|---:|---:|---|---:|---|",
+            row("data stages, features, sequences, tabular embeds", expected["data"], DATA_TARGET_S),
+            row("the whole default graph", expected["data"] + expected["rest"], GRAPH_TARGET_S),
+            "",
+            f"Largest peak RSS: {peak[0]}, {peak[1]['peak_rss_mb']:,} MB (target: no stage above "
+            f"{MEMORY_TARGET_MB:,} MB; none killed for memory).", ""]
 
 
 def plot(data: dict, scales: list[str], names: list[str], out: Path) -> None:
