@@ -95,10 +95,11 @@ def prepare(workdir: Path, scale: float, overrides: list[str], at: str = "HEAD",
 
 
 def data_size(workdir: Path) -> dict:
-    """Events in the raw files and relevant clients (parquet metadata only: cheap at any size)."""
+    """Events in the raw files and relevant clients (parquet metadata only: cheap at any size); the raw
+    files are the checkout's `data.raw_dir` (the generator's output, or a user's directory)."""
     import pyarrow.parquet as pq
 
-    raw = workdir / "data" / "synthetic"
+    raw = workdir / yaml.safe_load((workdir / "params.yaml").read_text())["data"]["raw_dir"]
     events = sum(pq.ParquetFile(raw / f"{name}.parquet").metadata.num_rows
                  for name in ("product_buy", "add_to_cart", "remove_from_cart", "page_visit", "search_query")
                  if (raw / f"{name}.parquet").exists())
