@@ -235,3 +235,16 @@ def test_a_typo_or_wrong_type_in_its_sections_stops_selection_before_any_work(pr
     root, params = problem
     with pytest.raises(UbpError, match=message):
         select({**params, **sections}, tmp_path / "no_embeddings", tmp_path / "no_canonical", tmp_path / "no_split")
+
+
+def test_networks_trained_in_worker_processes_score_as_in_one(problem):
+    root, params = problem
+    dirs = {"canonical_dir": root / "data" / "canonical", "split_dir": root / "data" / "split"}
+    one = inner_scorer(params, sample_clients=120, **dirs)
+    two = inner_scorer({**params, "eval": {**EVAL, "workers": 2}}, sample_clients=120, **dirs)
+    assert (one.workers, two.workers) == (1, 2)
+    x = np.random.default_rng(5).standard_normal((len(one.client_ids), 6)).astype(np.float16)
+    first, second = one.score(x), two.score(x)
+    assert tuple(first) == tuple(second) == schema.OPEN_TASKS
+    assert first == second  # each network is seeded on its own: the process it ran in changes no bit
+    assert len(set(first.values())) > 1  # three real scores, not one constant

@@ -23,18 +23,21 @@ Candidates: every stored profile of params.yaml's `models` (`embeddings/<profile
 combined ones; or `selection.candidates`. Each is normalised once exactly as in the ensemble
 (`ubp.combine.blocks.block`, with its `ensemble.per_source` settings, and `ensemble.balance`); a set
 is its blocks side by side in candidate order; sets wider than `ensemble.max_dim` are not tried.
-Cost: a scoring trains 3 tasks x `folds` x `repeats` networks; forward selection over C candidates
-scores at most C + (C-1) + ... sets (no set twice), `max_sources` bounds its steps. At the real
-data's size, `sample_clients: N` scores every set on one seeded sample of N clients (the cost is
-linear in the clients; only the sample's rows of each candidate are read).
+Cost: a scoring trains 3 tasks x `folds` x `repeats` networks (`eval.workers` at a time); forward
+selection over C candidates scores at most C + (C-1) + ... sets (no set twice), `max_sources`
+bounds its steps. At the real data's size, `sample_clients: N` scores every set on one seeded
+sample of N clients (the cost is linear in the clients; only the sample's rows of each candidate
+are read).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import logging
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -49,7 +52,7 @@ from ubp.combine.selection_report import earlier, markdown
 from ubp.combine.sources import Loaded, Source, SourceSettings, stored
 from ubp.config import as_dict, build
 from ubp.data.targets import TargetsConfig
-from ubp.evaluate.protocol import SCORE_DECIMALS, ProtocolConfig, train_and_score
+from ubp.evaluate.protocol import SCORE_DECIMALS, EvalConfig, ProtocolConfig, train_and_score
 from ubp.features.build import FeaturesConfig
 from ubp.inner_labels import open_train_labels
 from ubp.io import UbpError, save_json, save_text
@@ -104,7 +107,7 @@ class InnerScorer:
     open tasks (`TASKS`) only: `labels` must hold exactly them ({task: {client_ids, y_train[, popularity]}})."""
 
     def __init__(self, labels: dict[str, dict], config: ProtocolConfig, folds: int = 2, seed: int = 0,
-                 repeats: int = 1):
+                 repeats: int = 1, workers: int = 1):
         if folds < 2 or repeats < 1:
             raise UbpError(f"params.yaml: selection needs folds >= 2 and repeats >= 1, got {folds} and {repeats}")
         if set(labels) != set(TASKS):
@@ -114,7 +117,7 @@ class InnerScorer:
             if lab["y_train"].ndim != 2 or len(lab["y_train"]) != len(lab["client_ids"]):
                 raise UbpError(f"selection: {task}'s y_train has shape {lab['y_train'].shape}, "
                                f"expected ({len(lab['client_ids'])}, labels)")
-        self.labels, self.config, self.folds = labels, config, int(folds)
+        self.labels, self.config, self.folds, self.workers = labels, config, int(folds), max(1, int(workers))
         # Every non-churn task covers all relevant clients (churn only the active ones), as in evaluate.
         self.client_ids = np.unique(np.concatenate([lab["client_ids"] for lab in labels.values()]))
         n = len(self.client_ids)
@@ -125,15 +128,22 @@ class InnerScorer:
             self.rows[task], self.fold[task] = rows, [fold[rows] for fold in folds_of]
 
     def score(self, x: np.ndarray) -> dict[str, float]:
-        """Per task, the mean over repeats and folds of the inner score; one row of x per self.client_ids."""
-        out = {}
-        for task in TASKS:
-            lab, rows, y = self.labels[task], self.rows[task], self.labels[task]["y_train"]
-            scores = [fit_and_score(task, x[rows[fold != k]], y[fold != k], x[rows[fold == k]], y[fold == k],
-                                    lab.get("popularity"), self.config)
-                      for fold in self.fold[task] for k in range(self.folds)]
-            out[task] = round(float(np.mean(scores)), SCORE_DECIMALS)
-        return out
+        """Per task, the mean over repeats and folds of the inner score; one row of x per self.client_ids.
+        The networks (tasks x repeats x folds) train in `workers` processes when there are several: each
+        is seeded on its own, so the scores are the same as in one process."""
+        jobs = ((task, x[rows[fold != k]], y[fold != k], x[rows[fold == k]], y[fold == k],
+                 self.labels[task].get("popularity"), self.config)
+                for task, rows, y in ((t, self.rows[t], self.labels[t]["y_train"]) for t in TASKS)
+                for fold in self.fold[task] for k in range(self.folds))  # one fold's copy of x at a time
+        if self.workers == 1:
+            scores = [fit_and_score(*job) for job in jobs]
+        else:
+            # spawn, not fork, as the evaluate stage: a forked copy of a process whose torch threads ran can hang
+            with ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                scores = list(pool.map(fit_and_score, *zip(*jobs)))
+        per_task = len(scores) // len(TASKS)
+        return {task: round(float(np.mean(scores[i * per_task:(i + 1) * per_task])), SCORE_DECIMALS)
+                for i, task in enumerate(TASKS)}
 
 
 def sample_labels(labels: dict[str, dict], size: int | None, seed: int = 0) -> dict[str, dict]:
@@ -153,21 +163,23 @@ def sample_labels(labels: dict[str, dict], size: int | None, seed: int = 0) -> d
 
 def inner_scorer(params: dict, threads: int | None = None, folds: int = 2, seed: int = 0, repeats: int = 1,
                  canonical_dir: Path = schema.CANONICAL_DIR, split_dir: Path = schema.SPLIT_DIR,
-                 sample_clients: int | None = None) -> InnerScorer:
+                 sample_clients: int | None = None, workers: int | None = None) -> InnerScorer:
     """The inner-split scorer for params.yaml's downstream protocol (`eval`), on the open tasks'
     train-window labels built from `canonical_dir` and `split_dir`'s train window (`ubp.inner_labels`,
     with params.yaml's `targets.n_labels`).
 
-    `threads` overrides eval.threads (the scorer trains in this process: give it the cores).
+    `threads` overrides eval.threads (torch threads per network), `workers` eval.workers (processes
+    training the networks of a scoring side by side: workers x threads should not exceed the cores).
     `sample_clients`: score on a sample of that many clients drawn with `seed` (see `sample_labels`);
     the scorer never sees the others, and its client_ids are the rows to give it."""
     config = ProtocolConfig.from_params(section(params, "eval"))
+    workers = workers or EvalConfig.from_params(params).workers or 1
     if threads:
         config = dataclasses.replace(config, threads=int(threads))
     n_labels = TargetsConfig.from_params(params).n_labels
     labels = open_train_labels(canonical_dir, split_dir, n_labels, **FeaturesConfig.from_params(params).resources)
     labels = sample_labels(labels, sample_clients, int(seed))
-    return InnerScorer(labels, config, int(folds), int(seed), int(repeats))
+    return InnerScorer(labels, config, int(folds), int(seed), int(repeats), int(workers))
 
 
 # --- the search ------------------------------------------------------------------------------------
@@ -293,7 +305,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ubp select", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPORT, help="report path without suffix")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default eval.threads; 1 is much faster on a busy machine)")
+                        help="torch threads per network (default eval.threads; 1 is much faster on a busy "
+                             "machine); eval.workers networks train side by side")
     parser.add_argument("--embeddings-dir", type=Path, default=schema.EMBEDDINGS_DIR)
     parser.add_argument("--canonical-dir", type=Path, default=schema.CANONICAL_DIR)
     parser.add_argument("--split-dir", type=Path, default=schema.SPLIT_DIR)
