@@ -143,28 +143,36 @@ def run(args) -> None:
                         "disk_mb": round((bytes_after - bytes_before) / 2**20, 1), "load": sampler.load(name),
                         "commit": commit,
                         "params": args.set}
-    record(args.report, args.scale, {**data_size(workdir), "scores": scores(workdir, commit)}, stages)
+    record(args.report, args.scale, data_size(workdir), stages, scores(workdir, commit, stages))
     if code != 0:
         raise SystemExit(f"{' '.join(command)} failed ({code}) in {workdir}; see {log_path}")
 
 
-def scores(workdir: Path, commit: str) -> dict:
-    """Six-task sum of every profile scored in the checkout so far (metrics/<profile>.json)."""
+def scores(workdir: Path, commit: str, stages: dict) -> dict:
+    """Six-task scores of the profiles this run evaluated (metrics/<profile>.json), with the commit. Only
+    those: the checkout's other metrics files may be another run's (a fresh clone's are the default
+    data's, from git)."""
     out = {}
-    for path in sorted((workdir / "metrics").glob("*.json")):
-        metrics = json.loads(path.read_text())
-        if "sum" in metrics:
-            out[path.stem] = {"sum": metrics["sum"], "tasks": {t: v["score"] for t, v in metrics["tasks"].items()}}
+    for name in stages:
+        stage, _, profile = name.partition("@")
+        profile = "lightgbm" if stage == "reference" else profile
+        path = workdir / "metrics" / f"{profile}.json"
+        if stage in ("evaluate", "evaluate_combined", "reference") and path.exists():
+            metrics = json.loads(path.read_text())
+            if "sum" in metrics:
+                out[profile] = {"sum": metrics["sum"], "tasks": {t: v["score"] for t, v in metrics["tasks"].items()},
+                                "commit": commit}
     return out
 
 
-def record(path: Path, scale: float, size: dict, stages: dict) -> None:
+def record(path: Path, scale: float, size: dict, stages: dict, scored: dict) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     data["commit"] = git("rev-parse", "--short", "HEAD")
     data["machine"] = machine()
     entry = data.setdefault("scales", {}).setdefault(str(scale), {"stages": {}})
     entry.update(size)
     entry["stages"].update(stages)
+    entry.setdefault("scores", {}).update(scored)
     save_json(path, data)
     print(f"{len(stages)} stage(s) recorded in {path}")
 
