@@ -57,7 +57,7 @@ from ubp.features.build import FeaturesConfig
 from ubp.inner_labels import open_train_labels
 from ubp.io import UbpError, save_json, save_text
 from ubp.models import available_methods, traits
-from ubp.params import load_params, section
+from ubp.params import load_params
 
 log = logging.getLogger("ubp.selection")
 
@@ -172,8 +172,8 @@ def inner_scorer(params: dict, threads: int | None = None, folds: int = 2, seed:
     training the networks of a scoring side by side: workers x threads should not exceed the cores).
     `sample_clients`: score on a sample of that many clients drawn with `seed` (see `sample_labels`);
     the scorer never sees the others, and its client_ids are the rows to give it."""
-    config = ProtocolConfig.from_params(section(params, "eval"))
-    workers = workers or EvalConfig.from_params(params).workers or 1
+    evaluation = EvalConfig.from_params(params)
+    config, workers = evaluation.protocol(), workers or evaluation.workers or 1
     if threads:
         config = dataclasses.replace(config, threads=int(threads))
     n_labels = TargetsConfig.from_params(params).n_labels
