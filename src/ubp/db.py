@@ -6,6 +6,9 @@ may spill. Every stage opens its connection here, so each honours the same limit
 spills; None = a fresh directory under the system temp dir, removed on close). The environment
 variables UBP_DUCKDB_MEMORY_LIMIT and UBP_DUCKDB_TEMP_DIR fill in what the caller leaves None, so a
 user can bound every stage at once without touching params.yaml (they change no result).
+
+`write_parquet` writes a query's rows with a layout that depends only on the rows, so a stage's
+output has the same bytes however many threads ran it (DVC hashes those bytes).
 """
 from __future__ import annotations
 
@@ -26,6 +29,11 @@ SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.I
 def sql_text(value) -> str:
     """A SQL string literal."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def timestamp_sql(value) -> str:
+    """A SQL TIMESTAMP literal of a datetime."""
+    return f"TIMESTAMP {sql_text(value.isoformat(sep=' '))}"
 
 
 def check_size(value, where: str) -> str:
@@ -58,3 +66,17 @@ def connect(threads: int | None = None, memory_limit: str | None = None, temp_di
     finally:
         con.close()
         spill.cleanup()
+
+
+def write_parquet(con: duckdb.DuckDBPyConnection, query: str, out: str | Path) -> None:
+    """COPY (query) TO out as zstd parquet, on one thread. With several threads DuckDB's parallel
+    writer cuts row groups where its threads happen to flush (at 154M rows two runs of one COPY cut
+    row 236 at 122,880 and 120,832 rows): the same rows in other bytes, so DVC re-ran every stage
+    downstream of an unchanged input. One thread cuts them at the same rows every time; writing is
+    bound by compression on one core anyway (measured at 1M: 52-59 s either way)."""
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute("SET threads TO 1")
+    try:
+        con.execute(f"COPY ({query}) TO {sql_text(out)} (FORMAT parquet, COMPRESSION zstd)")
+    finally:
+        con.execute(f"SET threads TO {threads}")

@@ -20,7 +20,7 @@ import duckdb
 import numpy as np
 
 from ubp import db
-from ubp.db import sql_text
+from ubp.db import sql_text, timestamp_sql
 from ubp import schema as S
 from ubp.data.timestamps import DROPPED_FILE, TimestampsConfig, plausible_range
 from ubp.io import UbpError, atomic_dir, load_int_npy, save_json
@@ -45,7 +45,6 @@ SQL_TIMESTAMP_FORMAT = S.TIMESTAMP_FORMAT  # DuckDB's strptime uses the same cod
 DIGITS = r"[0-9]+"
 VECTOR_TEXT = r"\s*\[[\s0-9,]*\]\s*"  # brackets around digits, separated by whitespace (or commas)
 VECTOR_PROBLEM = f"not a vector of {S.VECTOR_DIM} integers in 0..255"
-PARQUET_OPTIONS = "(FORMAT parquet, COMPRESSION zstd)"
 
 
 @contextlib.contextmanager
@@ -200,7 +199,7 @@ def ingest_table(con, raw_dir: Path, out_dir: Path, name: str) -> int:
     if bad:
         raise_bad_row(con, path, *bad)
     try:
-        con.execute(f"COPY (SELECT {', '.join(select)} FROM {scan(path)}) TO {sql_text(out)} {PARQUET_OPTIONS}")
+        db.write_parquet(con, f"SELECT {', '.join(select)} FROM {scan(path)}", out)
     except duckdb.Error as exc:  # every value was checked above; this is a bug or a full disk
         raise UbpError(f"{path}: could not be converted ({exc})") from None
     return con.execute(f"SELECT count(*) FROM {scan(out)}").fetchone()[0]
@@ -320,7 +319,7 @@ def check_timestamps(con, raw_dir: Path, out_dir: Path, cfg: TimestampsConfig, c
         dropped[event] = n
         if n:
             kept = out.with_name(f".{out.name}.kept")
-            con.execute(f"COPY (SELECT * FROM {scan(out)} WHERE NOT ({bad})) TO {sql_text(kept)} {PARQUET_OPTIONS}")
+            db.write_parquet(con, f"SELECT * FROM {scan(out)} WHERE NOT ({bad})", kept)
             os.replace(kept, out)
             counts[event] -= n
             log.warning("%s: dropped %d row(s) with an implausible timestamp", raw_dir / out.name, n)
@@ -328,10 +327,6 @@ def check_timestamps(con, raw_dir: Path, out_dir: Path, cfg: TimestampsConfig, c
         save_json(out_dir / DROPPED_FILE, {"plausible_from": str(low), "plausible_before": str(high),
                                            "earliest": cfg.earliest, "days_after_bulk": cfg.days_after_bulk,
                                            "dropped_rows": dropped})
-
-
-def timestamp_sql(value) -> str:
-    return f"TIMESTAMP {sql_text(value.isoformat(sep=' '))}"
 
 
 def ingest(raw_dir: Path, out_dir: Path = S.CANONICAL_DIR, memory_limit: str | None = None,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 
 from ubp import schema as S
-from ubp.data.ingest import PARQUET_OPTIONS, connect, resource_settings, scan
-from ubp.db import sql_text
+from ubp.data.ingest import connect, resource_settings, scan
+from ubp.db import timestamp_sql, write_parquet
 from ubp.io import UbpError, atomic_dir, load_json, save_json
 
 log = logging.getLogger("ubp.split")
@@ -29,10 +29,6 @@ def split_dates(end_date: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     return train_start, train_start + dt.timedelta(days=DAYS_IN_TARGET)
 
 
-def timestamp_literal(value: dt.datetime) -> str:
-    return f"TIMESTAMP {sql_text(value.isoformat(sep=' '))}"
-
-
 def count_rows(con, path: Path) -> int:
     return con.execute(f"SELECT count(*) FROM {scan(path)}").fetchone()[0]
 
@@ -41,12 +37,12 @@ def write_target(con, canonical_dir: Path, out: Path, start: dt.datetime, end: d
     """Purchases with start <= timestamp `end_op` end, joined with their properties, in the original row order."""
     buys, props = canonical_dir / f"{S.PRODUCT_BUY}.parquet", canonical_dir / f"{S.PROPERTIES}.parquet"
     joined = (f"FROM {scan(buys, True)} b LEFT JOIN {scan(props)} p ON b.{S.SKU} = p.{S.SKU} "
-              f"WHERE b.timestamp >= {timestamp_literal(start)} AND b.timestamp {end_op} {timestamp_literal(end)}")
+              f"WHERE b.timestamp >= {timestamp_sql(start)} AND b.timestamp {end_op} {timestamp_sql(end)}")
     missing = con.execute(f"SELECT min(b.file_row_number) {joined} AND p.{S.SKU} IS NULL").fetchone()[0]
     if missing is not None:
         raise UbpError(f"{buys}: row {missing} (0-based): sku has no product properties (re-run ingest)")
     columns = ", ".join([f"b.{S.CLIENT_ID}", "b.timestamp", f"b.{S.SKU}", f"p.{S.CATEGORY}", f"p.{S.PRICE}", f"p.{S.NAME}"])
-    con.execute(f"COPY (SELECT {columns} {joined} ORDER BY b.file_row_number) TO {sql_text(out)} {PARQUET_OPTIONS}")
+    write_parquet(con, f"SELECT {columns} {joined} ORDER BY b.file_row_number", out)
     return count_rows(con, out)
 
 
@@ -62,14 +58,13 @@ def split(canonical_dir: Path = S.CANONICAL_DIR, out_dir: Path = S.SPLIT_DIR, me
         if end_date is None:
             raise UbpError(f"{canonical_dir / S.PRODUCT_BUY}.parquet: no purchases, cannot place the target windows")
         train_start, validation_start = split_dates(end_date)
-        before_train = f"timestamp < {timestamp_literal(train_start)}"
+        before_train = f"timestamp < {timestamp_sql(train_start)}"
         rows: dict = {"input": {}}
         with atomic_dir(out_dir) as tmp:
             (tmp / "input").mkdir()
             for event in S.EVENT_TYPES:
                 out = tmp / "input" / f"{event}.parquet"
-                con.execute(f"COPY (SELECT * FROM {scan(canonical_dir / f'{event}.parquet')} WHERE {before_train}) "
-                            f"TO {sql_text(out)} {PARQUET_OPTIONS}")
+                write_parquet(con, f"SELECT * FROM {scan(canonical_dir / f'{event}.parquet')} WHERE {before_train}", out)
                 rows["input"][event] = count_rows(con, out)
             rows[S.TRAIN_TARGET] = write_target(
                 con, canonical_dir, tmp / f"{S.TRAIN_TARGET}.parquet", train_start, validation_start, "<")

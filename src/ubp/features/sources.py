@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from ubp import schema
-from ubp.db import check_size, sql_text
+from ubp.db import check_size, sql_text, timestamp_sql
 from ubp.io import UbpError
 from ubp.params import section_config
 
@@ -121,10 +121,6 @@ def ratio(numerator: str, denominator: str) -> str:
     """numerator / denominator, 0 when the denominator is 0 (or NULL)."""
     return f"coalesce(CASE WHEN ({denominator}) > 0 THEN ({numerator})::DOUBLE / ({denominator}) END, 0)"
 
-
-
-def timestamp_sql(value: datetime) -> str:
-    return f"TIMESTAMP '{value.strftime(schema.TIMESTAMP_FORMAT)}'"
 
 
 def parquet(path: Path) -> str:

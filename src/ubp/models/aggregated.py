@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from ubp import schema
-from ubp.db import sql_text
+from ubp.db import sql_text, timestamp_sql
 from ubp.features.build import connect_for
 from ubp.models.base import EmbedContext, EmbeddingConfig
 
@@ -49,10 +49,6 @@ class Config(EmbeddingConfig):
     windows: tuple[int, ...] = (1, 7, 30)  # the official --num-days
     top_n: int = 10  # the official --top-n
     threads: int = 2  # DuckDB threads (no effect on the values)
-
-
-def timestamp_sql(value: datetime) -> str:
-    return f"TIMESTAMP {sql_text(value.isoformat(sep=' '))}"
 
 
 def events_sql(ctx: EmbedContext, event_type: str) -> str:
