@@ -9,6 +9,13 @@ Run from a pipeline workspace (the repo root after `dvc repro`, or a copy with a
 size): scores each embedding in `embeddings/` (or `combined/`: ensemble, stacked) with every size and evaluator seed, then reports
 per task the scores, their spread over seeds, and whether each size ranks the profiles alike.
 Raw results go to the same path with a .json suffix, so a run can be resumed/merged.
+
+    cd /work/scale/1.0 && python /path/to/repo/benchmarks/eval_calibration.py --eval-params /path/to/repo/params.yaml \
+        --sizes compact --seeds 1278 --from-scale /path/to/repo/reports/bench/scale.json 1.0 --profiles ...
+
+scores a real-size workspace's embeddings with the network sizes of another params file, and takes
+the `default` size's seed-1278 scores from what `benchmarks/scale.py` recorded for that scale
+(its evaluate stages ran the same evaluator with the workspace's params) instead of re-running them.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 from itertools import combinations
 from pathlib import Path
 
@@ -27,10 +35,10 @@ from ubp.evaluate.run import embeddings_root, evaluate_profile
 from ubp.params import load_params
 
 
-def run_all(profiles, sizes, seeds, raw_path: Path) -> dict:
+def run_all(profiles, sizes, seeds, raw_path: Path, eval_params: Path | None = None) -> dict:
     results = json.loads(raw_path.read_text()) if raw_path.exists() else {}
     params = load_params()
-    base = EvalConfig.from_params(params)
+    base = EvalConfig.from_params(load_params(eval_params) if eval_params else params)
     for size in sizes:
         for seed in seeds:
             for profile in profiles:
@@ -41,8 +49,23 @@ def run_all(profiles, sizes, seeds, raw_path: Path) -> dict:
                 metrics = evaluate_profile(profile, cfg, embeddings_root(params, profile))
                 results[key] = {t: metrics["tasks"][t]["score"] for t in schema.TASKS}
                 results[key]["seconds"] = metrics["seconds"]
+                results[key]["load"] = round(os.getloadavg()[2], 2)  # 15-minute mean: others sharing the cores
                 raw_path.write_text(json.dumps(results, indent=1))
                 logging.info("%s: sum %.4f (%.0f s)", key, sum(results[key][t] for t in schema.TASKS), metrics["seconds"])
+    return results
+
+
+def from_scale(results: dict, scale_json: Path, scale: str, profiles) -> dict:
+    """The `default|1278|<profile>` rows from the scores and evaluate-stage seconds benchmarks/scale.py
+    recorded at `scale` (seed 1278 and size default are the params those stages ran with)."""
+    recorded = json.loads(scale_json.read_text())["scales"][scale]
+    for profile in profiles:
+        score = recorded.get("scores", {}).get(profile)
+        stage = recorded["stages"].get(f"evaluate@{profile}")
+        if score is None or stage is None:
+            continue
+        results[f"default|1278|{profile}"] = {**score["tasks"], "seconds": stage["seconds"], "load": stage.get("load"),
+                                              "from": f"{scale_json.name} scale {scale}, commit {score['commit']}"}
     return results
 
 
@@ -117,12 +140,21 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1278, 1279, 42])
     parser.add_argument("--out", type=Path, default=schema.BENCH_DIR / "eval_calibration.md")
     parser.add_argument("--no-run", action="store_true", help="only report what the .json already holds")
+    parser.add_argument("--eval-params", type=Path, default=None,
+                        help="read the eval section (network sizes, seed...) from this params file, not ./params.yaml")
+    parser.add_argument("--from-scale", nargs=2, metavar=("SCALE_JSON", "SCALE"), default=None,
+                        help="take the default size's seed-1278 scores from benchmarks/scale.py's record of SCALE")
     parser.add_argument("--paired", nargs=2, metavar=("A", "B"), default=None,
                         help="also report the per-seed difference A - B (mean, standard error, wins)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     raw = args.out.with_suffix(".json")
-    results = json.loads(raw.read_text()) if args.no_run else run_all(args.profiles, args.sizes, args.seeds, raw)
+    if args.from_scale:
+        merged = from_scale(json.loads(raw.read_text()) if raw.exists() else {}, Path(args.from_scale[0]),
+                            args.from_scale[1], args.profiles)
+        raw.write_text(json.dumps(merged, indent=1))
+    results = json.loads(raw.read_text()) if args.no_run else run_all(args.profiles, args.sizes, args.seeds, raw,
+                                                                      args.eval_params)
     text = report(results, args.profiles, args.sizes, args.seeds)
     if args.paired:
         text += "".join(paired(results, *args.paired, size, args.seeds) for size in args.sizes)

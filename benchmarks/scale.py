@@ -187,6 +187,9 @@ STAGE_ORDER = ["generate", "ingest", "split", "targets", "features", "sequences"
                "stacked_sources@", "combine@", "evaluate@", "evaluate_combined@", "reference", "report"]
 DATA_STAGES = ("ingest", "split", "targets", "features", "sequences")  # part 7's first target, with the tabular embeds
 DATA_TARGET_S, GRAPH_TARGET_S, MEMORY_TARGET_MB = 45 * 60, 8 * 3600, 16 * 1024
+# The evaluations of the real-size profiles with another network size, made by benchmarks/eval_calibration.py
+# on the same checkouts' embeddings (its rows "<size>|<seed>|<profile>" carry the evaluation's seconds).
+OTHER_EVALUATORS = {"1.0": ("compact", Path("reports/bench/eval_compact_1m.json"))}
 
 
 def stage_rank(name: str) -> tuple[int, str]:
@@ -294,19 +297,34 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
     """Part 7's targets at the largest scale: the sums of the measured stages, what is not measured yet."""
     stages = data["scales"][scale]["stages"]
 
-    def total(names: list[str]) -> tuple[float, list[str], list[str]]:
+    def row(label: str, names: list[str], target: float, stages: dict = stages) -> str:
         measured = [n for n in names if n in stages]
         busy = [n for n in measured if stages[n].get("load", 0) > CORES + 0.5]
-        return sum(stages[n]["seconds"] for n in measured), [n for n in names if n not in stages], busy
-
-    def row(label: str, names: list[str], target: float) -> str:
-        seconds, missing, busy = total(names)
+        seconds, missing = sum(stages[n]["seconds"] for n in measured), [n for n in names if n not in stages]
         state = "within" if seconds <= target else "over"
         return (f"| {label} | {len(names) - len(missing)} of {len(names)} | {seconds:,.0f} s ({seconds / 3600:.2f} h) | "
                 f"{target / 3600:.2f} h | {state} so far | {len(busy)} | {', '.join(missing) or 'none'} |")
 
     peak = max(stages.items(), key=lambda kv: kv[1]["peak_rss_mb"])
     commits = sorted({st["commit"] for st in stages.values()})
+    other = []
+    if scale in OTHER_EVALUATORS and OTHER_EVALUATORS[scale][1].exists():
+        size, path = OTHER_EVALUATORS[scale]
+        runs = json.loads(path.read_text())
+        swapped = {}
+        for name, st in stages.items():
+            kind, _, profile = name.partition("@")
+            if kind in ("evaluate", "evaluate_combined"):
+                if f"{size}|1278|{profile}" in runs:
+                    swapped[name] = runs[f"{size}|1278|{profile}"]
+            else:
+                swapped[name] = st
+        other = [row(f"the whole default graph, evaluations with `eval.profile: {size}`",
+                     expected["data"] + expected["rest"], GRAPH_TARGET_S, swapped),
+                 "", f"The `eval.profile: {size}` row takes each evaluation's seconds from `{path}` "
+                 "(benchmarks/eval_calibration.py on the same embeddings, the evaluation alone: a stage adds a few "
+                 "seconds of start-up) and every other stage from the rows above; evaluations not run with that size "
+                 "count as not measured.", ""]
     return ["## Part 7's targets at scale " + f"{float(scale):g}", "",
             "Sums of the stages measured at this scale (commits " + ", ".join(commits) + "), against the targets of "
             "issue #13; the default graph's stages are this commit's `params.yaml`. A stage measured while other work "
@@ -316,6 +334,7 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
             "|---|---:|---:|---:|---|---:|---|",
             row("data stages, features, sequences, tabular embeds", expected["data"], DATA_TARGET_S),
             row("the whole default graph", expected["data"] + expected["rest"], GRAPH_TARGET_S),
+            *other,
             "",
             f"Largest peak RSS: {peak[0]}, {peak[1]['peak_rss_mb']:,} MB (target: no stage above "
             f"{MEMORY_TARGET_MB:,} MB; none killed for memory).", ""]
