@@ -92,6 +92,10 @@ def report(results: dict, profiles, sizes, seeds) -> str:
         f"Evaluator seeds {', '.join(map(str, seeds))}; network sizes {', '.join(sizes)}. "
         "Cells: mean score over the seeds run for that size (range max − min in brackets; 0 with one seed).",
         "",
+        *(["Rows taken from benchmarks/scale.py's record (--from-scale), not re-run: "
+            + "; ".join(sorted({f"{k.split('|')[0]} {k.split('|')[2]}: {r['from']}" for k, r in results.items()
+                                if "from" in r and k.split("|")[2] in profiles})), ""]
+          if any("from" in r for r in results.values()) else []),
         "| size | profile | " + " | ".join(tasks) + " | seconds/run |",
         "|---|---|" + "---:|" * (len(tasks) + 1),
     ]
