@@ -12,7 +12,6 @@ on 300k rows). Both runs use DuckDB's default thread count; the wall time of eac
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import shutil
@@ -27,19 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from cross_cpu import cpu_model  # noqa: E402  (benchmarks/ is this script's directory)
 from ubp import schema  # noqa: E402
+from ubp.combine.stage import fingerprint  # noqa: E402
 from ubp.data.ingest import ingest  # noqa: E402
 from ubp.data.split import split  # noqa: E402
 from ubp.io import save_json, save_text  # noqa: E402
 
 OUT = schema.BENCH_DIR / "data_determinism"
-
-
-def md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def run(raw_dir: Path, root: Path, memory_limit: str | None, temp_directory: str | None) -> tuple[dict, dict]:
@@ -51,8 +43,7 @@ def run(raw_dir: Path, root: Path, memory_limit: str | None, temp_directory: str
     started = time.perf_counter()
     split(root / "canonical", root / "split", memory_limit, temp_directory)
     seconds["split"] = round(time.perf_counter() - started, 1)
-    hashes = {str(p.relative_to(root)): md5(p) for p in sorted(root.rglob("*")) if p.is_file()}
-    return hashes, seconds
+    return fingerprint(root), seconds
 
 
 def markdown(result: dict) -> str:

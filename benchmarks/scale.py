@@ -148,16 +148,21 @@ def run(args) -> None:
         raise SystemExit(f"{' '.join(command)} failed ({code}) in {workdir}; see {log_path}")
 
 
+def scored_profile(stage: str) -> str | None:
+    """The profile whose metrics/<profile>.json a stage writes: evaluate@p and evaluate_combined@p -> p,
+    reference -> lightgbm; None for the other stages."""
+    kind, _, profile = stage.partition("@")
+    return "lightgbm" if kind == "reference" else profile if kind in ("evaluate", "evaluate_combined") else None
+
+
 def scores(workdir: Path, commit: str, stages: dict) -> dict:
     """Six-task scores of the profiles this run evaluated (metrics/<profile>.json), with the commit. Only
     those: the checkout's other metrics files may be another run's (a fresh clone's are the default
     data's, from git)."""
     out = {}
-    for name in stages:
-        stage, _, profile = name.partition("@")
-        profile = "lightgbm" if stage == "reference" else profile
+    for profile in filter(None, map(scored_profile, stages)):
         path = workdir / "metrics" / f"{profile}.json"
-        if stage in ("evaluate", "evaluate_combined", "reference") and path.exists():
+        if path.exists():
             metrics = json.loads(path.read_text())
             if "sum" in metrics:
                 out[profile] = {"sum": metrics["sum"], "tasks": {t: v["score"] for t, v in metrics["tasks"].items()},
@@ -273,8 +278,7 @@ def score_table(data: dict, scales: list[str]) -> list[str]:
     def scored(scale: str, name: str) -> str:
         """The sum only where this scale's run scored the profile (a fresh checkout carries the
         default data's metrics/ from git until its evaluate stage runs)."""
-        stages = data["scales"][scale]["stages"]
-        ran = name == "lightgbm" and "reference" in stages or {f"evaluate@{name}", f"evaluate_combined@{name}"} & set(stages)
+        ran = name in map(scored_profile, data["scales"][scale]["stages"])
         return str(data["scales"][scale].get("scores", {}).get(name, {}).get("sum", "")) if ran else ""
 
     for name in profiles:
@@ -313,12 +317,11 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
         runs = json.loads(path.read_text())
         swapped = {}
         for name, st in stages.items():
-            kind, _, profile = name.partition("@")
-            if kind in ("evaluate", "evaluate_combined"):
-                if f"{size}|1278|{profile}" in runs:
-                    swapped[name] = runs[f"{size}|1278|{profile}"]
-            else:
+            profile = None if name == "reference" else scored_profile(name)  # the reference has no network
+            if profile is None:
                 swapped[name] = st
+            elif f"{size}|1278|{profile}" in runs:
+                swapped[name] = runs[f"{size}|1278|{profile}"]
         other = [row(f"the whole default graph, evaluations with `eval.profile: {size}`",
                      expected["data"] + expected["rest"], GRAPH_TARGET_S, swapped),
                  "", f"The `eval.profile: {size}` row takes each evaluation's seconds from `{path}` "
