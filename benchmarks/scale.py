@@ -141,7 +141,7 @@ def run(args) -> None:
             break  # the failing stage: not a measurement
         stages[name] = {"seconds": round(finished - began, 1), "peak_rss_mb": round(sampler.peaks.get(name, 0.0)),
                         "disk_mb": round((bytes_after - bytes_before) / 2**20, 1), "load": sampler.load(name),
-                        "commit": commit,
+                        "commit": commit, "machine": machine(),
                         "params": args.set}
     record(args.report, args.scale, data_size(workdir), stages, scores(workdir, commit, stages))
     if code != 0:
@@ -172,6 +172,9 @@ def scores(workdir: Path, commit: str, stages: dict) -> dict:
 
 def record(path: Path, scale: float, size: dict, stages: dict, scored: dict) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
+    for entry in data.get("scales", {}).values():  # figures recorded before each stage named its machine
+        for st in entry["stages"].values():
+            st.setdefault("machine", data["machine"])
     data["commit"] = git("rev-parse", "--short", "HEAD")
     data["machine"] = machine()
     entry = data.setdefault("scales", {}).setdefault(str(scale), {"stages": {}})

