@@ -220,13 +220,23 @@ def report(args) -> None:
     data = json.loads(args.report.read_text())
     scales = sorted(data["scales"], key=float)
     names = sorted({n for s in scales for n in data["scales"][s]["stages"]}, key=stage_rank)
+    for entry in data["scales"].values():  # figures recorded before each stage named its machine
+        for st in entry["stages"].values():
+            st.setdefault("machine", data["machine"])
+    counts = {}
+    for s in scales:
+        for st in data["scales"][s]["stages"].values():
+            counts[st["machine"]] = counts.get(st["machine"], 0) + 1
+    main_machine = max(counts, key=counts.get)  # figures from any other machine are marked
+    machines = f"{main_machine}" + "".join(f"; {m} for {n} figure(s), marked †" for m, n in counts.items()
+                                           if m != main_machine)
     head = " | ".join(f"{float(s):g}" for s in scales)
     sizes = " | ".join(f"{data['scales'][s]['events']:,} events, {data['scales'][s]['clients']:,} relevant" for s in scales)
     lines = [
         "# Every stage at 1%, 10% and 100% of the real data's size",
         "",
         f"Made by `python benchmarks/scale.py` (report from commit {data['commit']}; each figure carries the commit "
-        f"it ran at in `reports/bench/scale.json`). Machine: {data['machine']}. Data: the generator's real-shape preset "
+        f"it ran at in `reports/bench/scale.json`). Machine: {machines}. Data: the generator's real-shape preset "
         "(`data.synthetic.scale`); 1.0 is the real dataset's size (SPEC §2).",
         "",
         f"| scale | {head} |",
@@ -247,7 +257,8 @@ def report(args) -> None:
                     continue
                 value = st[key] / (data["scales"][s]["events"] / 1e6) if per_event else st[key]
                 busy = key == "seconds" and st.get("load", 0) > CORES + 0.5  # others shared the cores
-                cells.append(format(value, fmt) + ("*" if busy else ""))
+                other = "†" if st["machine"] != main_machine else ""
+                cells.append(format(value, fmt) + ("*" if busy else "") + other)
                 points.append((data["scales"][s]["events"], st[key]))
             b = slope(points)
             tail = "" if per_event else f" {'' if b is None else f'{b:.2f}'} |"

@@ -83,9 +83,19 @@ def offset_cumsum(weights: np.ndarray, group: np.ndarray, n_groups: int) -> np.n
     return group + np.minimum(within, 1.0)
 
 
+def find_sorted(cum: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`np.searchsorted(cum, values, side="right")`, the values looked up in sorted order: the same
+    indices, several times faster once `cum` outgrows the CPU's cache (at the real size, 12.7M URLs:
+    consecutive lookups then share their cache lines)."""
+    order = np.argsort(values)
+    out = np.empty(len(values), dtype=np.intp)
+    out[order] = np.searchsorted(cum, values[order], side="right")
+    return out
+
+
 def sample_in_groups(cum: np.ndarray, group: np.ndarray, u: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Index of the item drawn in `group` with uniform `u` (see offset_cumsum)."""
-    idx = np.searchsorted(cum, group + u, side="right")
+    idx = find_sorted(cum, group + u)
     return np.clip(idx, starts[group], starts[group + 1] - 1)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from ubp.data.synthetic_catalog import CLIENT_ID_HIGH, Catalog, sample_in_groups, unique_ids
+from ubp.data.synthetic_catalog import CLIENT_ID_HIGH, Catalog, find_sorted, sample_in_groups, unique_ids
 
 if TYPE_CHECKING:  # the generator's settings (ubp.data.synthetic imports this module)
     from ubp.data.synthetic import SyntheticConfig
@@ -76,7 +76,7 @@ def row_cumsum(weights: np.ndarray) -> np.ndarray:
 
 def pick_in_rows(cum: np.ndarray, rows: np.ndarray, u: np.ndarray, width: int) -> np.ndarray:
     """Column drawn from each given row's weights, all rows in one searchsorted call."""
-    idx = np.searchsorted(cum, rows + u, side="right") - rows * width
+    idx = find_sorted(cum, rows + u) - rows * width
     return np.clip(idx, 0, width - 1)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ubp import schema as S
-from ubp.data.synthetic_catalog import codes_near
+from ubp.data.synthetic_catalog import codes_near, find_sorted
 from ubp.data.synthetic_clients import STAPLE_BUY_P, alive, sample_categories, sample_skus
 
 if TYPE_CHECKING:  # the generator's settings (ubp.data.synthetic imports this module)
@@ -113,7 +113,7 @@ def sample_events(rng, cfg: SyntheticConfig, cat, cl, sess_client, sess_start) -
     on_staple = staple_sess[sess[prod]] & (rng.random(len(prod)) < 0.6)
     p_cat = category_for(prod)
     p_sku = np.where(on_staple, staple[sess[prod]], sample_skus(rng, cl, cat, client[prod], p_cat, t[prod] / DAY))
-    generic_page = np.searchsorted(cat.generic_cum, rng.random(len(generic)), side="right")
+    generic_page = find_sorted(cat.generic_cum, rng.random(len(generic)))
     l_cat = category_for(listing)
 
     # Funnel: add after viewing; buy at checkout after the session's last page; else maybe remove.
