@@ -311,3 +311,25 @@ def test_generate_refuses_bad_settings_before_any_work(tmp_path, monkeypatch, da
     from tests.conftest import refuses_before_any_work
 
     refuses_before_any_work(main, [], {"data": data}, match, tmp_path, monkeypatch)
+
+
+def test_find_sorted_is_searchsorted_right():
+    from ubp.data.synthetic_catalog import find_sorted
+
+    cum = np.array([0.1, 0.1, 0.5, 0.5, 0.5, 0.9, 1.0])  # ties: side="right" goes past them
+    values = np.array([0.5, 0.0, 1.0, 0.1, 0.95, 2.0, 0.5, 0.3])
+    assert find_sorted(cum, values).tolist() == [5, 0, 7, 2, 6, 7, 5, 2]
+    rng = np.random.default_rng(0)
+    big, u = np.cumsum(rng.random(5_000)), rng.random(20_000) * 2_600
+    np.testing.assert_array_equal(find_sorted(big, u), np.searchsorted(big, u, side="right"))
+    assert find_sorted(cum, np.array([])).shape == (0,)
+
+
+def test_timestamps_are_the_raw_files_text(monkeypatch):
+    from ubp.data import synthetic_output
+
+    monkeypatch.setattr(synthetic_output, "ODD_SECONDS", 0.0)  # no random extra seconds: hand-checkable
+    seconds = np.array([0, 59, 86_399, 86_400, 10 * 86_400 + 3_600 + 61])
+    text = synthetic_output._timestamps(np.random.default_rng(0), seconds, np.datetime64("2022-06-23", "D"))
+    assert text.to_pylist() == ["2022-06-23 00:00:00", "2022-06-23 00:00:59", "2022-06-23 23:59:59",
+                                "2022-06-24 00:00:00", "2022-07-03 01:01:01"]
