@@ -155,6 +155,15 @@ def scored_profile(stage: str) -> str | None:
     return "lightgbm" if kind == "reference" else profile if kind in ("evaluate", "evaluate_combined") else None
 
 
+def network(name: str, st: dict) -> str | None:
+    """The downstream network size (params eval.profile) an evaluation stage ran with; None for the
+    other stages (the reference has no network)."""
+    if name == "reference" or scored_profile(name) is None:
+        return None
+    sets = [item.partition("=") for item in st.get("params", [])]
+    return next((value for key, _, value in sets if key == "eval.profile"), "default")
+
+
 def scores(workdir: Path, commit: str, stages: dict) -> dict:
     """Six-task scores of the profiles this run evaluated (metrics/<profile>.json), with the commit. Only
     those: the checkout's other metrics files may be another run's (a fresh clone's are the default
@@ -257,7 +266,7 @@ def report(args) -> None:
                     continue
                 value = st[key] / (data["scales"][s]["events"] / 1e6) if per_event else st[key]
                 busy = key == "seconds" and st.get("load", 0) > CORES + 0.5  # others shared the cores
-                other = "†" if st["machine"] != main_machine else ""
+                other = ("ᶜ" if network(name, st) == "compact" else "") + ("†" if st["machine"] != main_machine else "")
                 cells.append(format(value, fmt) + ("*" if busy else "") + other)
                 points.append((data["scales"][s]["events"], st[key]))
             b = slope(points)
@@ -269,7 +278,7 @@ def report(args) -> None:
     lines += targets_section(data, scales[-1], expected_stages(Path("params.yaml")))
     lines += table("Wall time (s)", "seconds", ".1f")
     lines += [f"\\* the machine's mean load was above {CORES} while the stage ran (other work shared the cores): "
-              "its wall time is an upper bound.", ""]
+              "its wall time is an upper bound. ᶜ an evaluation with `eval.profile: compact`.", ""]
     lines += table("Seconds per million events", "seconds", ".2f", per_event=True)
     lines += table("Peak RSS of the stage's process tree (MB)", "peak_rss_mb", ".0f")
     lines += table("Disk written (MB, outputs and their DVC cache copy)", "disk_mb", ".1f")
@@ -291,14 +300,19 @@ def score_table(data: dict, scales: list[str]) -> list[str]:
             f"|---|---:|{'---:|' * len(scales)}"]
     def scored(scale: str, name: str) -> str:
         """The sum only where this scale's run scored the profile (a fresh checkout carries the
-        default data's metrics/ from git until its evaluate stage runs)."""
-        ran = name in map(scored_profile, data["scales"][scale]["stages"])
-        return str(data["scales"][scale].get("scores", {}).get(name, {}).get("sum", "")) if ran else ""
+        default data's metrics/ from git until its evaluate stage runs); ᶜ: the compact network."""
+        stages = data["scales"][scale]["stages"]
+        ran = [st_name for st_name in stages if scored_profile(st_name) == name]
+        if not ran:
+            return ""
+        mark = "ᶜ" if network(ran[0], stages[ran[0]]) == "compact" else ""
+        return str(data["scales"][scale].get("scores", {}).get(name, {}).get("sum", "")) + mark
 
     for name in profiles:
         cells = [scored(s, name) for s in scales]
         rows.append(f"| {name} | {default.get(name) or ''} | {' | '.join(cells)} |")
-    return rows + [""]
+    return rows + ["", "ᶜ evaluated with `eval.profile: compact` (the 128/256 network README \"Your own data\" sets "
+                   "at the real size on 2 cores); the other sums with the default 256/512 network.", ""]
 
 
 def expected_stages(params_path: Path) -> dict[str, list[str]]:
@@ -323,6 +337,7 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
         return (f"| {label} | {len(names) - len(missing)} of {len(names)} | {seconds:,.0f} s ({seconds / 3600:.2f} h) | "
                 f"{target / 3600:.2f} h | {state} so far | {len(busy)} | {', '.join(missing) or 'none'} |")
 
+    default_net = {n: st for n, st in stages.items() if network(n, st) in (None, "default")}
     peak = max(stages.items(), key=lambda kv: kv[1]["peak_rss_mb"])
     commits = sorted({st["commit"] for st in stages.values()})
     other = []
@@ -332,7 +347,7 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
         swapped = {}
         for name, st in stages.items():
             profile = None if name == "reference" else scored_profile(name)  # the reference has no network
-            if profile is None:
+            if profile is None or network(name, st) == size:  # not an evaluation, or run with this size
                 swapped[name] = st
             elif f"{size}|1278|{profile}" in runs:
                 swapped[name] = runs[f"{size}|1278|{profile}"]
@@ -350,7 +365,7 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
             "| stages | measured | sum | target | | of them loaded | not measured yet |",
             "|---|---:|---:|---:|---|---:|---|",
             row("data stages, features, sequences, tabular embeds", expected["data"], DATA_TARGET_S),
-            row("the whole default graph", expected["data"] + expected["rest"], GRAPH_TARGET_S),
+            row("the whole default graph", expected["data"] + expected["rest"], GRAPH_TARGET_S, default_net),
             *other,
             "",
             f"Largest peak RSS: {peak[0]}, {peak[1]['peak_rss_mb']:,} MB (target: no stage above "

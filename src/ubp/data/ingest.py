@@ -76,6 +76,10 @@ def scan(path: Path, row_numbers: bool = False) -> str:
     return f"read_parquet({sql_text(path)}{', file_row_number=true' if row_numbers else ''})"
 
 
+def count_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    return con.execute(f"SELECT count(*) FROM {scan(path)}").fetchone()[0]
+
+
 def column_types(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:
     if not path.is_file():
         raise UbpError(f"{path}: file not found")
@@ -202,7 +206,7 @@ def ingest_table(con, raw_dir: Path, out_dir: Path, name: str) -> int:
         db.write_parquet(con, f"SELECT {', '.join(select)} FROM {scan(path)}", out)
     except duckdb.Error as exc:  # every value was checked above; this is a bug or a full disk
         raise UbpError(f"{path}: could not be converted ({exc})") from None
-    return con.execute(f"SELECT count(*) FROM {scan(out)}").fetchone()[0]
+    return count_rows(con, out)
 
 
 def check_unique_skus(con, raw_dir: Path, out_dir: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 from ubp import schema as S
-from ubp.data.ingest import connect, resource_settings, scan
+from ubp.data.ingest import connect, count_rows, resource_settings, scan
 from ubp.db import timestamp_sql, write_parquet
 from ubp.io import UbpError, atomic_dir, load_json, save_json
 
@@ -27,10 +27,6 @@ TARGET_COLUMNS = (S.CLIENT_ID, S.TIMESTAMP, S.SKU, S.CATEGORY, S.PRICE, S.NAME)
 def split_dates(end_date: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     train_start = (end_date - dt.timedelta(days=S.TARGET_OFFSET_DAYS)).replace(hour=0, minute=0, second=0, microsecond=0)
     return train_start, train_start + dt.timedelta(days=DAYS_IN_TARGET)
-
-
-def count_rows(con, path: Path) -> int:
-    return con.execute(f"SELECT count(*) FROM {scan(path)}").fetchone()[0]
 
 
 def write_target(con, canonical_dir: Path, out: Path, start: dt.datetime, end: dt.datetime, end_op: str) -> int:
