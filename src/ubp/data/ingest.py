@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -342,22 +343,25 @@ def ingest(raw_dir: Path, out_dir: Path = S.CANONICAL_DIR, memory_limit: str | N
     log_unnamed(raw_dir)
     with connect(memory_limit, temp_directory) as con:
         with atomic_dir(out_dir) as tmp:
-            counts = {S.PROPERTIES: ingest_table(con, raw_dir, tmp, S.PROPERTIES)}
-            check_unique_skus(con, raw_dir, tmp)
-            for event in S.EVENT_TYPES:
-                counts[event] = ingest_table(con, raw_dir, tmp, event)
-                if event in S.PRODUCT_EVENTS:
-                    check_known_skus(con, raw_dir, tmp, event)
+            counts = {}
+            for name in (S.PROPERTIES, *S.EVENT_TYPES):  # each logged as it is done: minutes at the real size
+                began = time.perf_counter()
+                counts[name] = ingest_table(con, raw_dir, tmp, name)
+                if name == S.PROPERTIES:
+                    check_unique_skus(con, raw_dir, tmp)
+                elif name in S.PRODUCT_EVENTS:
+                    check_known_skus(con, raw_dir, tmp, name)
+                log.info("%s: %d rows checked and written (%.1f s)", name, counts[name], time.perf_counter() - began)
             if counts[S.PRODUCT_BUY] == 0:
                 raise UbpError(f"{raw_dir / S.PRODUCT_BUY}.parquet: no rows (the split needs purchases)")
+            began = time.perf_counter()
             check_timestamps(con, raw_dir, tmp, timestamps, counts)
+            log.info("timestamps checked (%.1f s)", time.perf_counter() - began)
             if counts[S.PRODUCT_BUY] == 0:
                 raise UbpError(f"{raw_dir / S.PRODUCT_BUY}.parquet: no rows left once implausible timestamps "
                                f"were dropped (the split needs purchases)")
             n_relevant = ingest_relevant_clients(raw_dir, tmp)
             targets = copy_target_files(raw_dir, tmp)
-    for name, n in counts.items():
-        log.info("%s: %d rows", name, n)
     log.info("relevant clients: %d", n_relevant)
     log.info("target files copied: %s", ", ".join(targets) or "none")
 
