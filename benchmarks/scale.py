@@ -188,7 +188,13 @@ def record(path: Path, scale: float, size: dict, stages: dict, scored: dict) -> 
     data["machine"] = machine()
     entry = data.setdefault("scales", {}).setdefault(str(scale), {"stages": {}})
     entry.update(size)
-    entry["stages"].update(stages)
+    here = machine()
+    for name, st in stages.items():  # a stage measured on another machine first keeps that figure in the
+        old = entry["stages"].get(name)  # tables; this machine's goes beside it (sums stay per machine)
+        if old is not None and old["machine"] != here:
+            entry.setdefault("other_machines", {}).setdefault(here, {})[name] = st
+        else:
+            entry["stages"][name] = st
     entry.setdefault("scores", {}).update(scored)
     save_json(path, data)
     print(f"{len(stages)} stage(s) recorded in {path}")
@@ -275,6 +281,7 @@ def report(args) -> None:
         return rows + [""]
 
     lines += score_table(data, scales)
+    lines += machines_table(data, scales, main_machine)
     lines += targets_section(data, scales[-1], expected_stages(Path("params.yaml")))
     lines += table("Wall time (s)", "seconds", ".1f")
     lines += [f"\\* the machine's mean load was above {CORES} while the stage ran (other work shared the cores): "
@@ -282,9 +289,34 @@ def report(args) -> None:
     lines += table("Seconds per million events", "seconds", ".2f", per_event=True)
     lines += table("Peak RSS of the stage's process tree (MB)", "peak_rss_mb", ".0f")
     lines += table("Disk written (MB, outputs and their DVC cache copy)", "disk_mb", ".1f")
+    lines += ["The checkout's growth while the stage ran: about 0 where a stage re-ran and wrote the bytes its "
+              "outputs already had in the DVC cache (a run repeated at a later commit), and for evaluations "
+              "(metrics only).", ""]
     save_text(args.report.with_suffix(".md"), "\n".join(lines))
     plot(data, scales, names, args.report.with_suffix(".png"))
     print("\n".join(lines))
+
+
+def machines_table(data: dict, scales: list[str], main_machine: str) -> list[str]:
+    """The stages measured on another machine too (kept beside the tables' figures in `other_machines`):
+    both wall times, each with the commit it ran at, and their ratio."""
+    rows = []
+    for s in scales:
+        for other, stages in data["scales"][s].get("other_machines", {}).items():
+            for name in sorted(stages, key=stage_rank):
+                a, b = data["scales"][s]["stages"][name], stages[name]
+                busy = lambda st: "*" if st.get("load", 0) > CORES + 0.5 else ""  # noqa: E731
+                rows.append(f"| {float(s):g} | {name} | {a['seconds']:.1f}{busy(a)} ({a['commit']}) | "
+                            f"{b['seconds']:.1f}{busy(b)} ({b['commit']}) | {b['seconds'] / a['seconds']:.2f} |")
+            other_name = other
+    if not rows:
+        return []
+    return ["## Stages measured on two machines", "",
+            f"The tables give each stage's first machine ({main_machine}); the same stages later ran on "
+            f"{other_name}, each at the commit in brackets (* loaded). A session may start on another machine: "
+            "compare sums only within one machine.", "",
+            "| scale | stage | first machine (s) | other machine (s) | ratio |", "|---|---|---:|---:|---:|",
+            *rows, ""]
 
 
 def score_table(data: dict, scales: list[str]) -> list[str]:
