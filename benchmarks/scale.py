@@ -134,14 +134,14 @@ def run(args) -> None:
     code = proc.wait()
     end, end_bytes = time.time(), tree_bytes(workdir)
     sampler.done.set()
-    stages = {}
+    stages, here = {}, machine()
     for i, (name, began, bytes_before) in enumerate(marks):
         finished, bytes_after = (marks[i + 1][1], marks[i + 1][2]) if i + 1 < len(marks) else (end, end_bytes)
         if i + 1 == len(marks) and code != 0:
             break  # the failing stage: not a measurement
         stages[name] = {"seconds": round(finished - began, 1), "peak_rss_mb": round(sampler.peaks.get(name, 0.0)),
                         "disk_mb": round((bytes_after - bytes_before) / 2**20, 1), "load": sampler.load(name),
-                        "commit": commit, "machine": machine(),
+                        "commit": commit, "machine": here,
                         "params": args.set}
     record(args.report, args.scale, data_size(workdir), stages, scores(workdir, commit, stages))
     if code != 0:
@@ -179,16 +179,26 @@ def scores(workdir: Path, commit: str, stages: dict) -> dict:
     return out
 
 
-def record(path: Path, scale: float, size: dict, stages: dict, scored: dict) -> None:
-    data = json.loads(path.read_text()) if path.exists() else {}
-    for entry in data.get("scales", {}).values():  # figures recorded before each stage named its machine
+def name_machines(data: dict) -> None:
+    """Figures recorded before each stage named its machine ran on the one the JSON named."""
+    for entry in data.get("scales", {}).values():
         for st in entry["stages"].values():
             st.setdefault("machine", data["machine"])
+
+
+def loaded(st: dict) -> bool:
+    """Other work shared the cores while the stage ran: its wall time is an upper bound."""
+    return st.get("load", 0) > CORES + 0.5
+
+
+def record(path: Path, scale: float, size: dict, stages: dict, scored: dict) -> None:
+    data = json.loads(path.read_text()) if path.exists() else {}
+    name_machines(data)
+    here = machine()
     data["commit"] = git("rev-parse", "--short", "HEAD")
-    data["machine"] = machine()
+    data["machine"] = here
     entry = data.setdefault("scales", {}).setdefault(str(scale), {"stages": {}})
     entry.update(size)
-    here = machine()
     for name, st in stages.items():  # a stage measured on another machine first keeps that figure in the
         old = entry["stages"].get(name)  # tables; this machine's goes beside it (sums stay per machine)
         if old is not None and old["machine"] != here:
@@ -235,9 +245,7 @@ def report(args) -> None:
     data = json.loads(args.report.read_text())
     scales = sorted(data["scales"], key=float)
     names = sorted({n for s in scales for n in data["scales"][s]["stages"]}, key=stage_rank)
-    for entry in data["scales"].values():  # figures recorded before each stage named its machine
-        for st in entry["stages"].values():
-            st.setdefault("machine", data["machine"])
+    name_machines(data)
     counts = {}
     for s in scales:
         for st in data["scales"][s]["stages"].values():
@@ -271,7 +279,7 @@ def report(args) -> None:
                     cells.append("")
                     continue
                 value = st[key] / (data["scales"][s]["events"] / 1e6) if per_event else st[key]
-                busy = key == "seconds" and st.get("load", 0) > CORES + 0.5  # others shared the cores
+                busy = key == "seconds" and loaded(st)
                 other = ("ᶜ" if network(name, st) == "compact" else "") + ("†" if st["machine"] != main_machine else "")
                 cells.append(format(value, fmt) + ("*" if busy else "") + other)
                 points.append((data["scales"][s]["events"], st[key]))
@@ -300,20 +308,19 @@ def report(args) -> None:
 def machines_table(data: dict, scales: list[str], main_machine: str) -> list[str]:
     """The stages measured on another machine too (kept beside the tables' figures in `other_machines`):
     both wall times, each with the commit it ran at, and their ratio."""
-    rows = []
+    rows, others = [], {}
     for s in scales:
         for other, stages in data["scales"][s].get("other_machines", {}).items():
+            others[other] = None
             for name in sorted(stages, key=stage_rank):
                 a, b = data["scales"][s]["stages"][name], stages[name]
-                busy = lambda st: "*" if st.get("load", 0) > CORES + 0.5 else ""  # noqa: E731
-                rows.append(f"| {float(s):g} | {name} | {a['seconds']:.1f}{busy(a)} ({a['commit']}) | "
-                            f"{b['seconds']:.1f}{busy(b)} ({b['commit']}) | {b['seconds'] / a['seconds']:.2f} |")
-            other_name = other
+                rows.append(f"| {float(s):g} | {name} | {a['seconds']:.1f}{'*' * loaded(a)} ({a['commit']}) | "
+                            f"{b['seconds']:.1f}{'*' * loaded(b)} ({b['commit']}) | {b['seconds'] / a['seconds']:.2f} |")
     if not rows:
         return []
     return ["## Stages measured on two machines", "",
             f"The tables give each stage's first machine ({main_machine}); the same stages later ran on "
-            f"{other_name}, each at the commit in brackets (* loaded). A session may start on another machine: "
+            f"{'; '.join(others)}, each at the commit in brackets (* loaded). A session may start on another machine: "
             "compare sums only within one machine.", "",
             "| scale | stage | first machine (s) | other machine (s) | ratio |", "|---|---|---:|---:|---:|",
             *rows, ""]
@@ -363,7 +370,7 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
 
     def row(label: str, names: list[str], target: float, stages: dict = stages) -> str:
         measured = [n for n in names if n in stages]
-        busy = [n for n in measured if stages[n].get("load", 0) > CORES + 0.5]
+        busy = [n for n in measured if loaded(stages[n])]
         seconds, missing = sum(stages[n]["seconds"] for n in measured), [n for n in names if n not in stages]
         state = "within" if seconds <= target else "over"
         return (f"| {label} | {len(names) - len(missing)} of {len(names)} | {seconds:,.0f} s ({seconds / 3600:.2f} h) | "
@@ -378,11 +385,11 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
         runs = json.loads(path.read_text())
         swapped = {}
         for name, st in stages.items():
-            profile = None if name == "reference" else scored_profile(name)  # the reference has no network
-            if profile is None or network(name, st) == size:  # not an evaluation, or run with this size
+            net = network(name, st)
+            if net is None or net == size:  # not a network's evaluation, or run with this size
                 swapped[name] = st
-            elif f"{size}|1278|{profile}" in runs:
-                swapped[name] = runs[f"{size}|1278|{profile}"]
+            elif f"{size}|1278|{scored_profile(name)}" in runs:
+                swapped[name] = runs[f"{size}|1278|{scored_profile(name)}"]
         other = [row(f"the whole default graph, evaluations with `eval.profile: {size}`",
                      expected["data"] + expected["rest"], GRAPH_TARGET_S, swapped),
                  "", f"The `eval.profile: {size}` row takes each evaluation's seconds from `{path}` "
