@@ -14,8 +14,9 @@ Raw results go to the same path with a .json suffix, so a run can be resumed/mer
         --sizes compact --seeds 1278 --from-scale /path/to/repo/reports/bench/scale.json 1.0 --profiles ...
 
 scores a real-size workspace's embeddings with the network sizes of another params file, and takes
-the `default` size's seed-1278 scores from what `benchmarks/scale.py` recorded for that scale
-(its evaluate stages ran the same evaluator with the workspace's params) instead of re-running them.
+the seed-1278 scores of the sizes `benchmarks/scale.py`'s evaluation stages ran at that scale from its
+record instead of re-running them. A size `compact@200000` is the compact network scored on a seeded
+sample of 200,000 clients (`eval.sample_clients`).
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def run_all(profiles, sizes, seeds, raw_path: Path, eval_params: Path | None = N
                 key = f"{size}|{seed}|{profile}"
                 if key in results:
                     continue
-                cfg = dataclasses.replace(base, profile=size, seed=seed)
+                network, _, sample = size.partition("@")  # compact@200000: that size on a 200k-client sample
+                cfg = dataclasses.replace(base, profile=network, seed=seed, sample_clients=int(sample) if sample else None)
                 metrics = evaluate_profile(profile, cfg, embeddings_root(params, profile))
                 results[key] = {t: metrics["tasks"][t]["score"] for t in schema.TASKS}
                 results[key]["seconds"] = metrics["seconds"]
@@ -56,16 +58,22 @@ def run_all(profiles, sizes, seeds, raw_path: Path, eval_params: Path | None = N
 
 
 def from_scale(results: dict, scale_json: Path, scale: str, profiles) -> dict:
-    """The `default|1278|<profile>` rows from the scores and evaluate-stage seconds benchmarks/scale.py
-    recorded at `scale` (seed 1278 and size default are the params those stages ran with)."""
+    """The `<size>|1278|<profile>` rows from the scores and evaluation stages' seconds benchmarks/scale.py
+    recorded at `scale` (seed 1278; the size is the stage's `eval.profile`, default unless set). A
+    stage run with `eval.sample_clients` is not taken."""
     recorded = json.loads(scale_json.read_text())["scales"][scale]
     for profile in profiles:
         score = recorded.get("scores", {}).get(profile)
-        stage = recorded["stages"].get(f"evaluate@{profile}")
-        if score is None or stage is None:
+        name = next((n for n in (f"evaluate@{profile}", f"evaluate_combined@{profile}") if n in recorded["stages"]), None)
+        if score is None or name is None:
             continue
-        results[f"default|1278|{profile}"] = {**score["tasks"], "seconds": stage["seconds"], "load": stage.get("load"),
-                                              "from": f"{scale_json.name} scale {scale}, commit {score['commit']}"}
+        stage = recorded["stages"][name]
+        sets = dict(item.partition("=")[::2] for item in stage.get("params", []))
+        if "eval.sample_clients" in sets:
+            continue
+        results[f"{sets.get('eval.profile', 'default')}|1278|{profile}"] = {
+            **score["tasks"], "seconds": stage["seconds"], "load": stage.get("load"),
+            "from": f"{scale_json.name} scale {scale}, commit {score['commit']}"}
     return results
 
 

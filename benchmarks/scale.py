@@ -220,9 +220,17 @@ STAGE_ORDER = ["generate", "ingest", "split", "targets", "features", "sequences"
                "stacked_sources@", "combine@", "evaluate@", "evaluate_combined@", "reference", "report"]
 DATA_STAGES = ("ingest", "split", "targets", "features", "sequences")  # part 7's first target, with the tabular embeds
 DATA_TARGET_S, GRAPH_TARGET_S, MEMORY_TARGET_MB = 45 * 60, 8 * 3600, 16 * 1024
-# The evaluations of the real-size profiles with another network size, made by benchmarks/eval_calibration.py
-# on the same checkouts' embeddings (its rows "<size>|<seed>|<profile>" carry the evaluation's seconds).
-OTHER_EVALUATORS = {"1.0": ("compact", Path("reports/bench/eval_compact_1m.json"))}
+# The evaluations of the real-size profiles with another evaluator, made by benchmarks/eval_calibration.py
+# on the same checkouts' embeddings (its rows "<size>|<seed>|<profile>" carry the evaluation's seconds):
+# the compact network on all clients, and on a seeded sample of 200,000 (eval.sample_clients).
+OTHER_EVALUATORS = {"1.0": (("compact", Path("reports/bench/eval_compact_1m.json")),
+                            ("compact@200000", Path("reports/bench/eval_compact_1m.json")))}
+
+
+def evaluator_name(size: str) -> str:
+    """`compact@200000` -> the params that make that evaluator, as the report names it."""
+    network, _, sample = size.partition("@")
+    return f"`eval.profile: {network}`" + (f", `eval.sample_clients: {int(sample):,}`" if sample else "")
 
 
 def stage_rank(name: str) -> tuple[int, str]:
@@ -379,23 +387,26 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
     default_net = {n: st for n, st in stages.items() if network(n, st) in (None, "default")}
     peak = max(stages.items(), key=lambda kv: kv[1]["peak_rss_mb"])
     commits = sorted({st["commit"] for st in stages.values()})
-    other = []
-    if scale in OTHER_EVALUATORS and OTHER_EVALUATORS[scale][1].exists():
-        size, path = OTHER_EVALUATORS[scale]
+    other, sources = [], []
+    for size, path in OTHER_EVALUATORS.get(scale, ()):
+        if not path.exists():
+            continue
         runs = json.loads(path.read_text())
         swapped = {}
         for name, st in stages.items():
             net = network(name, st)
-            if net is None or net == size:  # not a network's evaluation, or run with this size
+            if net is None or net == size:  # not a network's evaluation, or run with this evaluator
                 swapped[name] = st
             elif f"{size}|1278|{scored_profile(name)}" in runs:
                 swapped[name] = runs[f"{size}|1278|{scored_profile(name)}"]
-        other = [row(f"the whole default graph, evaluations with `eval.profile: {size}`",
-                     expected["data"] + expected["rest"], GRAPH_TARGET_S, swapped),
-                 "", f"The `eval.profile: {size}` row takes each evaluation's seconds from `{path}` "
-                 "(benchmarks/eval_calibration.py on the same embeddings, the evaluation alone: a stage adds a few "
-                 "seconds of start-up) and every other stage from the rows above; evaluations not run with that size "
-                 "count as not measured.", ""]
+        other.append(row(f"the whole default graph, evaluations with {evaluator_name(size)}",
+                         expected["data"] + expected["rest"], GRAPH_TARGET_S, swapped))
+        sources.append(f"{evaluator_name(size)} from `{path}`")
+    if other:
+        other += ["", "The rows with another evaluator take each evaluation's seconds from benchmarks/eval_calibration.py "
+                  f"on the same embeddings ({'; '.join(sources)}: the evaluation alone, a stage adds a few seconds of "
+                  "start-up) and every other stage from the rows above; evaluations not run with that evaluator count "
+                  "as not measured.", ""]
     return ["## Part 7's targets at scale " + f"{float(scale):g}", "",
             "Sums of the stages measured at this scale (commits " + ", ".join(commits) + "), against the targets of "
             "issue #13; the default graph's stages are this commit's `params.yaml`. A stage measured while other work "

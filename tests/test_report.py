@@ -72,6 +72,9 @@ def test_headroom_by_hand():
     table = markdown(scores, {}, "default", {"lightgbm": scores_of([0.9] * 6)})
     assert "## Share of the oracle's headroom" in table and "| *lightgbm (reference)* |" in table
     assert "| mine | 0.50 | 1.50 | 0.00 | nan | 0.50 | 0.25 | 0.55 |" in table
+    assert "(downstream network `default`)" in table
+    sampled = markdown(scores, {}, "compact", None, 200000)
+    assert "(downstream network `compact`, on a seeded sample of 200,000 clients)" in sampled
 
 
 def test_no_curve_leaves_a_placeholder(tmp_path):

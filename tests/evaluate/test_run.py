@@ -139,6 +139,68 @@ def test_memmap_route_equals_the_in_memory_route(workdir, tmp_path, monkeypatch,
         assert (got["best_epoch"], got["n_clients"]) == (want["best_epoch"], want["n_clients"])
 
 
+def test_sample_clients_scores_one_seeded_sample_in_each_profiles_order(workdir, monkeypatch):
+    """eval.sample_clients: every task gets the sampled clients it has (churn: the active ones), in
+    the profile's own row order with their own label rows; two profiles storing their rows in other
+    orders are scored on the same clients; another eval.seed draws another sample."""
+    rng = np.random.default_rng(6)
+    labels = {task: run.load_task_labels(workdir / schema.TARGETS_DIR, task) for task in schema.TASKS}
+    orders = {name: rng.permutation(np.arange(1000, 1000 + N_CLIENTS)).astype(np.int64) for name in ("a", "b")}
+    for name, ids in orders.items():  # the embedding codes each row's client id (exact in float16)
+        write_embedding(workdir, name, ids, np.stack([ids - 1000, ids - 1000], axis=1).astype(np.float16))
+    seen = {}
+
+    def stub(task, x_fit, y_fit, x_score, y_score, popularity, config, progress=None):
+        got = protocol.as_rows(x_fit).block(0, len(x_fit))[:, 0].astype(np.int64) + 1000
+        row = {c: i for i, c in enumerate(labels[task]["client_ids"].tolist())}
+        for y, key in ((y_fit, "y_train"), (y_score, "y_validation")):
+            assert np.array_equal(y, labels[task][key][[row[c] for c in got.tolist()]]), (task, key)
+        seen[task] = got
+        return [{"score": 0.5, "auroc": 0.5, "diversity": 0.0, "novelty": 0.0}]
+
+    monkeypatch.setattr(protocol, "train_and_score", stub)
+    samples = {}
+    for name, ids in orders.items():
+        for seed in (1278, 1279):
+            seen.clear()
+            metrics = run.evaluate_profile(name, eval_config(workers=1, sample_clients=100, seed=seed, epochs=1))
+            assert metrics["sample_clients"] == 100
+            sample = seen[schema.PROPENSITY_SKU]
+            assert len(sample) == 100 and len(np.unique(sample)) == 100
+            position = {c: i for i, c in enumerate(ids.tolist())}
+            assert [position[c] for c in sample.tolist()] == sorted(position[c] for c in sample.tolist())
+            for task, got in seen.items():
+                members = set(labels[task]["client_ids"].tolist())
+                assert got.tolist() == [c for c in sample.tolist() if c in members], task
+                assert metrics["tasks"][task]["n_clients"] == len(got)
+            assert 0 < len(seen[schema.CHURN]) < 100  # churn: the sampled clients that are active
+            samples[name, seed] = set(sample.tolist())
+    assert samples["a", 1278] == samples["b", 1278] and samples["a", 1279] == samples["b", 1279]
+    assert samples["a", 1278] != samples["a", 1279]
+
+
+def test_sampled_scores_are_the_protocol_on_the_sampled_rows(workdir):
+    """The real networks: a sampled evaluation gives exactly the scores of evaluate_task on the
+    sampled clients' aligned arrays; a sample as large as the clients is the full evaluation."""
+    good = workdir / schema.EMBEDDINGS_DIR / "good"
+    ids, emb = np.load(good / "client_ids.npy"), np.load(good / "embeddings.npy")
+    sampled = run.evaluate_profile("good", eval_config(workers=1, sample_clients=150))
+    rows = run.sample_rows(ids, 150, EVAL_PARAMS["seed"])
+    config = protocol.ProtocolConfig.from_params(EVAL_PARAMS)
+    for task in schema.TASKS:
+        labels = run.load_task_labels(workdir / schema.TARGETS_DIR, task)
+        keep = np.isin(labels["client_ids"], ids[rows])
+        _, x, y_train, y_val = protocol.align(labels["client_ids"][keep], labels["y_train"][keep],
+                                              labels["y_validation"][keep], ids[rows], emb[rows])
+        want = protocol.evaluate_task(task, x, y_train, y_val, labels.get("popularity"), config)
+        got = sampled["tasks"][task]
+        assert (got["score"], got["auroc"], got["n_clients"]) == (want["score"], round(want["auroc"], 6), len(x)), task
+    full, whole = run.evaluate_profile("good", eval_config(workers=1)), run.evaluate_profile(
+        "good", eval_config(workers=1, sample_clients=N_CLIENTS))
+    assert "sample_clients" not in whole and whole["tasks"] == {t: {**e, "seconds": whole["tasks"][t]["seconds"]}
+                                                                for t, e in full["tasks"].items()}
+
+
 def test_worker_processes_give_the_same_scores_as_one_process(workdir):
     one = run.evaluate_profile("good", eval_config(threads=1, workers=1))
     two = run.evaluate_profile("good", eval_config(threads=1, workers=2))
@@ -197,6 +259,8 @@ def test_usage():
     ({"lr": "fast"}, r"eval\.lr must be a number, got 'fast'"),
     ({"profile": "huge"}, r"no network size 'huge' under eval\.sizes \(have: tiny\)"),
     ({"sizes": {"tiny": {"thin": 16}}}, r"eval\.sizes\.tiny needs 'wide'"),
+    ({"sample_clients": 0}, r"eval\.sample_clients must be a whole number >= 1 or null, got 0"),
+    ({"sample_clients": 1.5}, r"eval\.sample_clients must be an integer or null, got 1\.5"),
 ])
 def test_stage_refuses_bad_settings_before_any_work(workdir, monkeypatch, bad, match):
     """With the embedding and labels there, a typo or a wrong type in `eval` still stops the stage unwritten."""

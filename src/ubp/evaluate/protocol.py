@@ -76,6 +76,10 @@ class EvalConfig:
     threads: int | None = ProtocolConfig.threads  # torch CPU threads per task; None leaves torch's setting alone
     workers: int | None = 1  # processes training the tasks' networks (None: 1)
     device: str = ProtocolConfig.device
+    # Score on a seeded sample of this many relevant clients (None: all, as the official pipeline).
+    # Every task keeps the sampled clients it has, in the submitted order; the same sample for every
+    # profile, so profiles stay comparable with each other, not with a run on all clients.
+    sample_clients: int | None = None
 
     def __post_init__(self):
         if self.profile not in self.sizes:
@@ -85,6 +89,9 @@ class EvalConfig:
             raise UbpError(f"params.yaml: eval.workers must be a whole number >= 1, got {self.workers!r}")
         if self.threads is not None and self.threads < 1:
             raise UbpError(f"params.yaml: eval.threads must be a whole number >= 1 or null, got {self.threads!r}")
+        if self.sample_clients is not None and self.sample_clients < 1:
+            raise UbpError(f"params.yaml: eval.sample_clients must be a whole number >= 1 or null, "
+                           f"got {self.sample_clients!r}")
 
     @classmethod
     def from_params(cls, params: Mapping) -> "EvalConfig":

@@ -13,6 +13,11 @@ trains the six tasks' networks in that many spawned processes, each with `eval.t
 threads (default 2 x 1 on 2 cores: these small networks use a second thread poorly). Each task is
 seeded on its own, so its scores do not depend on which process trains it or in what order; they
 do depend, in the last digits of AUROC, on the thread count (torch sums in another order).
+
+`eval.sample_clients: N` scores a seeded sample of N relevant clients instead of all (drawn from
+`eval.seed`, the same for every profile; each task keeps the sampled clients it has): an evaluation
+costs about N / all of the full one, for everyday comparisons at the real data's size. Its scores
+compare with each other, not with a run on all clients (reports/bench/eval_compact_1m.md).
 """
 from __future__ import annotations
 
@@ -74,10 +79,12 @@ def load_task_ids(targets_dir: Path, task: str) -> np.ndarray:
         return npz["client_ids"]
 
 
-def write_float32(emb_path: Path, out: Path) -> None:
-    """The embedding cast to float32 (as the official pipeline feeds it) into the .npy file `out`,
-    a block at a time: neither copy is ever held in memory whole. NaN or inf -> UbpError."""
+def write_float32(emb_path: Path, out: Path, rows: np.ndarray | None = None) -> None:
+    """The embedding (its `rows` only, when given) cast to float32 (as the official pipeline feeds
+    it) into the .npy file `out`, a block at a time: neither copy is ever held in memory whole.
+    NaN or inf -> UbpError."""
     n, width = store.open_matrix(emb_path).shape
+    n = n if rows is None else len(rows)
     target = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, width))
     offset = target.offset
     del target  # written below with plain writes, which do not map the file into this process
@@ -86,18 +93,22 @@ def write_float32(emb_path: Path, out: Path) -> None:
     with open(out, "r+b") as f:
         f.seek(offset)
         for start in range(0, n, step):
-            block = Rows(emb_path).block(start, min(start + step, n))
+            block = Rows(emb_path, rows).block(start, min(start + step, n))
             bad += int((~np.isfinite(block)).any(axis=1).sum())
             block.tofile(f)
     if bad:
         raise UbpError(f"{emb_path}: NaN or inf in {bad} rows")
 
 
-def write_task(targets_dir: Path, task: str, ids: np.ndarray, out: Path) -> int:
+def write_task(targets_dir: Path, task: str, ids: np.ndarray, out: Path, sampled: bool = False) -> int:
     """Checks the task's labels and writes what its worker reads into the directory `out`: the rows
     of the embedding in the task's client order (none if that is every row in order), the label
-    matrices in that order and the popularity. Returns the number of clients."""
+    matrices in that order and the popularity. `sampled`: `ids` are a sample of the relevant
+    clients, and the task keeps those of its clients. Returns the number of clients."""
     labels = load_task_labels(targets_dir, task)
+    if sampled:
+        keep = np.isin(labels["client_ids"], ids)
+        labels = {**labels, **{key: labels[key][keep] for key in LABEL_KEYS}}
     rows, label_rows = align_rows(labels["client_ids"], ids)
     out.mkdir()
     if not np.array_equal(rows, np.arange(len(ids))):  # churn: a subset; the others: every row in order
@@ -117,6 +128,17 @@ def run_task(task: str, x_path: Path, task_dir: Path, config: ProtocolConfig, pr
                          np.load(task_dir / "y_validation.npy"), popularity, config, progress=progress)
 
 
+def sample_rows(ids: np.ndarray, size: int | None, seed: int) -> np.ndarray | None:
+    """The positions in `ids` (increasing, so in submitted order) of a seeded sample of `size` of
+    them, or None for all (size None or at least their number). The sample is drawn from the sorted
+    ids, so it is the same clients whatever order a profile stores them in."""
+    if size is None or size >= len(ids):
+        return None
+    rng = np.random.default_rng([int(seed), 1281])  # own stream, apart from the networks' draws
+    chosen = rng.choice(np.sort(ids), size=int(size), replace=False)
+    return np.flatnonzero(np.isin(ids, chosen))
+
+
 def evaluate_profile(profile: str, cfg: EvalConfig, embeddings_dir: Path = schema.EMBEDDINGS_DIR,
                      targets_dir: Path = schema.TARGETS_DIR) -> dict:
     """Score `profile` on the six tasks; returns the metrics dict written by `main`."""
@@ -134,14 +156,20 @@ def evaluate_profile(profile: str, cfg: EvalConfig, embeddings_dir: Path = schem
     relevant = np.unique(np.concatenate([load_task_ids(targets_dir, t) for t in schema.TASKS]))
     stored = store.open_profile(profile_dir, relevant)  # NaN/inf: counted by write_float32
     ids, (n, width) = stored.client_ids, stored.shape
-    log.info("%s: %d clients x %d dims; network %s (thin %d, wide %d), %d epochs, device %s",
-             profile, n, width, cfg.profile, config.thin, config.wide, config.epochs, config.device)
+    sample = sample_rows(ids, cfg.sample_clients, cfg.seed)
+    log.info("%s: %d clients x %d dims%s; network %s (thin %d, wide %d), %d epochs, device %s",
+             profile, n, width, "" if sample is None else f", scored on a seeded sample of {len(sample)}",
+             cfg.profile, config.thin, config.wide, config.epochs, config.device)
+    if sample is not None:
+        result["sample_clients"] = int(len(sample))
+        ids = ids[sample]
     # One float32 copy on disk (TMPDIR) that every worker reads, plus each task's rows and labels:
     # the parent never holds an aligned copy of the embedding.
     with tempfile.TemporaryDirectory(prefix="ubp-evaluate-") as tmp:
         x_path = Path(tmp) / "embeddings.npy"
-        write_float32(profile_dir / store.EMBEDDINGS, x_path)
-        sizes = {task: write_task(targets_dir, task, ids, Path(tmp) / task) for task in schema.TASKS}
+        write_float32(profile_dir / store.EMBEDDINGS, x_path, sample)
+        sizes = {task: write_task(targets_dir, task, ids, Path(tmp) / task, sample is not None)
+                 for task in schema.TASKS}
         outs = _run_tasks(profile, x_path, Path(tmp), sizes, config, workers)
     tasks = {task: _task_entry(task, outs[task]) for task in schema.TASKS}  # always in task order
     result["sum"] = round(sum(entry["score"] for entry in tasks.values()), SCORE_DECIMALS)
