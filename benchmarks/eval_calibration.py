@@ -16,7 +16,7 @@ Raw results go to the same path with a .json suffix, so a run can be resumed/mer
 scores a real-size workspace's embeddings with the network sizes of another params file, and takes
 the seed-1278 scores of the sizes `benchmarks/scale.py`'s evaluation stages ran at that scale from its
 record instead of re-running them. A size `compact@200000` is the compact network scored on a seeded
-sample of 200,000 clients (`eval.sample_clients`).
+sample of 200,000 clients (`eval.sample_clients`), `compact:e1` with one epoch (`eval.epochs`).
 """
 from __future__ import annotations
 
@@ -46,8 +46,7 @@ def run_all(profiles, sizes, seeds, raw_path: Path, eval_params: Path | None = N
                 key = f"{size}|{seed}|{profile}"
                 if key in results:
                     continue
-                network, _, sample = size.partition("@")  # compact@200000: that size on a 200k-client sample
-                cfg = dataclasses.replace(base, profile=network, seed=seed, sample_clients=int(sample) if sample else None)
+                cfg = evaluator(base, size, seed)
                 metrics = evaluate_profile(profile, cfg, embeddings_root(params, profile))
                 results[key] = {t: metrics["tasks"][t]["score"] for t in schema.TASKS}
                 results[key]["seconds"] = metrics["seconds"]
@@ -55,6 +54,15 @@ def run_all(profiles, sizes, seeds, raw_path: Path, eval_params: Path | None = N
                 raw_path.write_text(json.dumps(results, indent=1))
                 logging.info("%s: sum %.4f (%.0f s)", key, sum(results[key][t] for t in schema.TASKS), metrics["seconds"])
     return results
+
+
+def evaluator(base: EvalConfig, size: str, seed: int) -> EvalConfig:
+    """`base` with the network size and seed; `compact@200000`: scored on a seeded 200k-client sample
+    (eval.sample_clients); `compact:e1`: one epoch instead of the protocol's three (eval.epochs)."""
+    size, _, epochs = size.partition(":e")
+    network, _, sample = size.partition("@")
+    return dataclasses.replace(base, profile=network, seed=seed, sample_clients=int(sample) if sample else None,
+                               epochs=int(epochs) if epochs else base.epochs)
 
 
 def from_scale(results: dict, scale_json: Path, scale: str, profiles) -> dict:
@@ -92,13 +100,18 @@ def report(results: dict, profiles, sizes, seeds) -> str:
     for size in sizes:
         for profile in profiles:
             rows = [results[f"{size}|{seed}|{profile}"] for seed in seeds if f"{size}|{seed}|{profile}" in results]
+            if not rows:  # not run with this size: a blank row, left out of the comparisons
+                continue
             mean[(size, profile)] = {t: float(np.mean([r[t] for r in rows])) for t in tasks}
             spread[(size, profile)] = {t: float(np.ptp([r[t] for r in rows])) for t in tasks}
     lines = [
         "# Evaluator calibration: seed spread and ranking agreement",
         "",
         f"Evaluator seeds {', '.join(map(str, seeds))}; network sizes {', '.join(sizes)}. "
-        "Cells: mean score over the seeds run for that size (range max − min in brackets; 0 with one seed).",
+        "Cells: mean score over the seeds run for that size (range max − min in brackets; 0 with one seed)."
+        + (" `<size>@N`: that network scored on a seeded sample of N clients (`eval.sample_clients`, drawn with the "
+           "evaluator's seed, so its range includes the sample's); `<size>:eK`: K epochs instead of the protocol's "
+           "three (`eval.epochs`)." if any("@" in s or ":e" in s for s in sizes) else ""),
         "",
         *(["Rows taken from benchmarks/scale.py's record (--from-scale), not re-run: "
             + "; ".join(sorted({f"{k.split('|')[0]} {k.split('|')[2]}: {r['from']}" for k, r in results.items()
@@ -109,19 +122,28 @@ def report(results: dict, profiles, sizes, seeds) -> str:
     ]
     for size in sizes:
         for profile in profiles:
+            if (size, profile) not in mean:
+                continue
             cells = [f"{mean[(size, profile)][t]:.4f} ({spread[(size, profile)][t]:.4f})" for t in tasks]
             secs = np.mean([results[k]["seconds"] for k in results if k.startswith(f"{size}|") and k.endswith(f"|{profile}")])
             lines.append(f"| {size} | {profile} | " + " | ".join(cells) + f" | {secs:.0f} |")
     lines += ["", "| size | largest per-task seed range | mean per-task seed range |", "|---|---:|---:|"]
     for size in sizes:
-        ranges = [spread[(size, p)][t] for p in profiles for t in schema.TASKS]
+        ranges = [spread[(size, p)][t] for p in profiles for t in schema.TASKS if (size, p) in spread]
         lines.append(f"| {size} | {max(ranges):.4f} | {np.mean(ranges):.4f} |")
+    common = [p for p in profiles if all((size, p) in mean for size in sizes)]
     if len(sizes) > 1:
-        lines += ["", "Profile pairs ordered alike by every size (by mean over seeds):", "",
+        lines += ["", f"Profile pairs ordered alike by every size (by mean over seeds; the {len(common)} profiles run "
+                  "with every size):", "",
                   "| " + " | ".join(tasks) + " |", "|" + "---:|" * len(tasks),
-                  "| " + " | ".join(ranking_agreement(mean, profiles, sizes, t) for t in tasks) + " |"]
+                  "| " + " | ".join(ranking_agreement(mean, common, sizes, t) for t in tasks) + " |"]
+        for a, b in combinations(sizes, 2):
+            pairs = [p for p in profiles if (a, p) in mean and (b, p) in mean]
+            lines.append(f"\n`{a}` and `{b}` on their {len(pairs)} common profiles: sums ordered alike in "
+                         f"{ranking_agreement(mean, pairs, (a, b), 'sum')} pairs; per task "
+                         + ", ".join(f"{t} {ranking_agreement(mean, pairs, (a, b), t)}" for t in schema.TASKS) + ".")
     for size in sizes:
-        order = sorted(profiles, key=lambda p: mean[(size, p)]["sum"])
+        order = sorted((p for p in profiles if (size, p) in mean), key=lambda p: mean[(size, p)]["sum"])
         lines.append(f"\nOrder by sum, `{size}`: " + " < ".join(order))
     return "\n".join(lines) + "\n"
 

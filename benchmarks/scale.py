@@ -222,15 +222,19 @@ DATA_STAGES = ("ingest", "split", "targets", "features", "sequences")  # part 7'
 DATA_TARGET_S, GRAPH_TARGET_S, MEMORY_TARGET_MB = 45 * 60, 8 * 3600, 16 * 1024
 # The evaluations of the real-size profiles with another evaluator, made by benchmarks/eval_calibration.py
 # on the same checkouts' embeddings (its rows "<size>|<seed>|<profile>" carry the evaluation's seconds):
-# the compact network on all clients, and on a seeded sample of 200,000 (eval.sample_clients).
-OTHER_EVALUATORS = {"1.0": (("compact", Path("reports/bench/eval_compact_1m.json")),
-                            ("compact@200000", Path("reports/bench/eval_compact_1m.json")))}
+# the compact network on all clients, on a seeded sample of 200,000 (eval.sample_clients), and on all
+# clients for one epoch (eval.epochs).
+OTHER_EVALUATORS = {"1.0": tuple((size, Path("reports/bench/eval_compact_1m.json"))
+                                 for size in ("compact", "compact@200000", "compact:e1"))}
 
 
 def evaluator_name(size: str) -> str:
-    """`compact@200000` -> the params that make that evaluator, as the report names it."""
+    """`compact@200000` or `compact:e1` (benchmarks/eval_calibration.py's names) -> the params that make
+    that evaluator, as the report names it."""
+    size, _, epochs = size.partition(":e")
     network, _, sample = size.partition("@")
-    return f"`eval.profile: {network}`" + (f", `eval.sample_clients: {int(sample):,}`" if sample else "")
+    return (f"`eval.profile: {network}`" + (f", `eval.sample_clients: {int(sample):,}`" if sample else "")
+            + (f", `eval.epochs: {epochs}`" if epochs else ""))
 
 
 def stage_rank(name: str) -> tuple[int, str]:
