@@ -56,13 +56,19 @@ def run_all(profiles, sizes, seeds, raw_path: Path, eval_params: Path | None = N
     return results
 
 
-def evaluator(base: EvalConfig, size: str, seed: int) -> EvalConfig:
-    """`base` with the network size and seed; `compact@200000`: scored on a seeded 200k-client sample
-    (eval.sample_clients); `compact:e1`: one epoch instead of the protocol's three (eval.epochs)."""
+def parse_size(size: str) -> tuple[str, int | None, int | None]:
+    """A size name -> (network, sample_clients, epochs): `compact@200000` is the compact network scored
+    on a seeded 200k-client sample (eval.sample_clients), `compact:e1` one epoch instead of the
+    protocol's three (eval.epochs); None where the name does not say."""
     size, _, epochs = size.partition(":e")
     network, _, sample = size.partition("@")
-    return dataclasses.replace(base, profile=network, seed=seed, sample_clients=int(sample) if sample else None,
-                               epochs=int(epochs) if epochs else base.epochs)
+    return network, int(sample) if sample else None, int(epochs) if epochs else None
+
+
+def evaluator(base: EvalConfig, size: str, seed: int) -> EvalConfig:
+    """`base` with the size name's network, sample and epochs (`parse_size`) and the seed."""
+    network, sample, epochs = parse_size(size)
+    return dataclasses.replace(base, profile=network, seed=seed, sample_clients=sample, epochs=epochs or base.epochs)
 
 
 def from_scale(results: dict, scale_json: Path, scale: str, profiles) -> dict:

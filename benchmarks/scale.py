@@ -231,9 +231,10 @@ OTHER_EVALUATORS = {"1.0": tuple((size, Path("reports/bench/eval_compact_1m.json
 def evaluator_name(size: str) -> str:
     """`compact@200000` or `compact:e1` (benchmarks/eval_calibration.py's names) -> the params that make
     that evaluator, as the report names it."""
-    size, _, epochs = size.partition(":e")
-    network, _, sample = size.partition("@")
-    return (f"`eval.profile: {network}`" + (f", `eval.sample_clients: {int(sample):,}`" if sample else "")
+    from eval_calibration import parse_size  # benchmarks/ is this script's directory
+
+    network, sample, epochs = parse_size(size)
+    return (f"`eval.profile: {network}`" + (f", `eval.sample_clients: {sample:,}`" if sample else "")
             + (f", `eval.epochs: {epochs}`" if epochs else ""))
 
 
