@@ -37,8 +37,11 @@ from ubp.params import load_params
 
 
 def run_all(profiles, sizes, seeds, raw_path: Path, eval_params: Path | None = None) -> dict:
+    from scale import machine  # benchmarks/ is this script's directory
+
     results = json.loads(raw_path.read_text()) if raw_path.exists() else {}
     params = load_params()
+    here = machine()
     base = EvalConfig.from_params(load_params(eval_params) if eval_params else params)
     for size in sizes:
         for seed in seeds:
@@ -51,6 +54,7 @@ def run_all(profiles, sizes, seeds, raw_path: Path, eval_params: Path | None = N
                 results[key] = {t: metrics["tasks"][t]["score"] for t in schema.TASKS}
                 results[key]["seconds"] = metrics["seconds"]
                 results[key]["load"] = round(os.getloadavg()[2], 2)  # 15-minute mean: others sharing the cores
+                results[key]["machine"] = here
                 raw_path.write_text(json.dumps(results, indent=1))
                 logging.info("%s: sum %.4f (%.0f s)", key, sum(results[key][t] for t in schema.TASKS), metrics["seconds"])
     return results
@@ -86,7 +90,7 @@ def from_scale(results: dict, scale_json: Path, scale: str, profiles) -> dict:
         if "eval.sample_clients" in sets:
             continue
         results[f"{sets.get('eval.profile', 'default')}|1278|{profile}"] = {
-            **score["tasks"], "seconds": stage["seconds"], "load": stage.get("load"),
+            **score["tasks"], "seconds": stage["seconds"], "load": stage.get("load"), "machine": stage.get("machine"),
             "from": f"{scale_json.name} scale {scale}, commit {score['commit']}"}
     return results
 

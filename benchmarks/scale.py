@@ -220,6 +220,7 @@ STAGE_ORDER = ["generate", "ingest", "split", "targets", "features", "sequences"
                "stacked_sources@", "combine@", "evaluate@", "evaluate_combined@", "reference", "report"]
 DATA_STAGES = ("ingest", "split", "targets", "features", "sequences")  # part 7's first target, with the tabular embeds
 DATA_TARGET_S, GRAPH_TARGET_S, MEMORY_TARGET_MB = 45 * 60, 8 * 3600, 16 * 1024
+SYNTHETIC_ONLY = ("generate", "embed@oracle", "evaluate@oracle")  # not run on a user's own data
 # The evaluations of the real-size profiles with another evaluator, made by benchmarks/eval_calibration.py
 # on the same checkouts' embeddings (its rows "<size>|<seed>|<profile>" carry the evaluation's seconds):
 # the compact network on all clients, on a seeded sample of 200,000 (eval.sample_clients), and on all
@@ -377,54 +378,74 @@ def expected_stages(params_path: Path) -> dict[str, list[str]]:
     return {"data": data, "rest": [name for name in listed if name not in data]}
 
 
-def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> list[str]:
-    """Part 7's targets at the largest scale: the sums of the measured stages, what is not measured yet."""
-    stages = data["scales"][scale]["stages"]
+def machine_stages(entry: dict) -> dict[str, dict[str, dict]]:
+    """One scale's figures per machine, {machine: {stage: figure}}, the machines with most stages first:
+    the stages it measured first (the tables') and the ones it re-ran after another machine (`other_machines`)."""
+    out: dict[str, dict[str, dict]] = {}
+    for name, st in entry["stages"].items():
+        out.setdefault(st["machine"], {})[name] = st
+    for here, stages in entry.get("other_machines", {}).items():
+        out.setdefault(here, {}).update(stages)
+    return dict(sorted(out.items(), key=lambda kv: -len(kv[1])))
 
-    def row(label: str, names: list[str], target: float, stages: dict = stages) -> str:
+
+def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> list[str]:
+    """Part 7's targets at the largest scale, one table per machine (a sum never adds two machines'
+    figures): the sums of the measured stages, what is not measured yet."""
+    everything = expected["data"] + expected["rest"]
+
+    def row(label: str, names: list[str], target: float, stages: dict) -> str:
         measured = [n for n in names if n in stages]
         busy = [n for n in measured if loaded(stages[n])]
         seconds, missing = sum(stages[n]["seconds"] for n in measured), [n for n in names if n not in stages]
+        own = sum(stages[n]["seconds"] for n in measured if n not in SYNTHETIC_ONLY)
         state = "within" if seconds <= target else "over"
         return (f"| {label} | {len(names) - len(missing)} of {len(names)} | {seconds:,.0f} s ({seconds / 3600:.2f} h) | "
-                f"{target / 3600:.2f} h | {state} so far | {len(busy)} | {', '.join(missing) or 'none'} |")
+                f"{own:,.0f} s ({own / 3600:.2f} h) | {target / 3600:.2f} h | {state} so far | {len(busy)} | "
+                f"{', '.join(missing) or 'none'} |")
 
-    default_net = {n: st for n, st in stages.items() if network(n, st) in (None, "default")}
-    peak = max(stages.items(), key=lambda kv: kv[1]["peak_rss_mb"])
-    commits = sorted({st["commit"] for st in stages.values()})
-    other, sources = [], []
-    for size, path in OTHER_EVALUATORS.get(scale, ()):
-        if not path.exists():
-            continue
-        runs = json.loads(path.read_text())
-        swapped = {}
-        for name, st in stages.items():
-            net = network(name, st)
-            if net is None or net == size:  # not a network's evaluation, or run with this evaluator
-                swapped[name] = st
-            elif f"{size}|1278|{scored_profile(name)}" in runs:
-                swapped[name] = runs[f"{size}|1278|{scored_profile(name)}"]
-        other.append(row(f"the whole default graph, evaluations with {evaluator_name(size)}",
-                         expected["data"] + expected["rest"], GRAPH_TARGET_S, swapped))
-        sources.append(f"{evaluator_name(size)} from `{path}`")
-    if other:
-        other += ["", "The rows with another evaluator take each evaluation's seconds from benchmarks/eval_calibration.py "
-                  f"on the same embeddings ({'; '.join(sources)}: the evaluation alone, a stage adds a few seconds of "
-                  "start-up) and every other stage from the rows above; evaluations not run with that evaluator count "
-                  "as not measured.", ""]
+    def table(here: str, stages: dict) -> list[str]:
+        rows = [row("data stages, features, sequences, tabular embeds", expected["data"], DATA_TARGET_S, stages),
+                row("the whole default graph", everything, GRAPH_TARGET_S,
+                    {n: st for n, st in stages.items() if network(n, st) in (None, "default")})]
+        for size, path in OTHER_EVALUATORS.get(scale, ()):
+            if not path.exists():
+                continue
+            runs = {k: r for k, r in json.loads(path.read_text()).items() if r.get("machine") == here}
+            swapped = {}
+            for name in everything:  # an evaluation: this machine's stage if it ran with `size`, else its calibration run
+                st, run = stages.get(name), runs.get(f"{size}|1278|{scored_profile(name)}")
+                if st is not None and network(name, st) in (None, size):
+                    swapped[name] = st
+                elif run is not None and network(name, {}) is not None:
+                    swapped[name] = run
+            rows.append(row(f"the whole default graph, evaluations with {evaluator_name(size)}", everything,
+                            GRAPH_TARGET_S, swapped))
+        commits = sorted({st["commit"] for st in stages.values()})
+        return [f"### {here}", "", f"Commits {', '.join(commits)}.", "",
+                "| stages | measured | sum | sum on a user's own data | target | | of them loaded | not measured yet |",
+                "|---|---:|---:|---:|---:|---|---:|---|", *rows, ""]
+
+    per_machine = machine_stages(data["scales"][scale])
+    peak = max(((n, st) for stages in per_machine.values() for n, st in stages.items()),
+               key=lambda kv: kv[1]["peak_rss_mb"])
+    sources = "; ".join(f"{evaluator_name(size)} from `{path}`" for size, path in OTHER_EVALUATORS.get(scale, ())
+                        if path.exists())
     return ["## Part 7's targets at scale " + f"{float(scale):g}", "",
-            "Sums of the stages measured at this scale (commits " + ", ".join(commits) + "), against the targets of "
-            "issue #13; the default graph's stages are this commit's `params.yaml`. A stage measured while other work "
-            "shared the cores counts with its loaded (upper-bound) time. 'Tabular' embeds: the profiles inheriting "
-            "`embedding` (no network).", "",
-            "| stages | measured | sum | target | | of them loaded | not measured yet |",
-            "|---|---:|---:|---:|---|---:|---|",
-            row("data stages, features, sequences, tabular embeds", expected["data"], DATA_TARGET_S),
-            row("the whole default graph", expected["data"] + expected["rest"], GRAPH_TARGET_S, default_net),
-            *other,
-            "",
-            f"Largest peak RSS: {peak[0]}, {peak[1]['peak_rss_mb']:,} MB (target: no stage above "
-            f"{MEMORY_TARGET_MB:,} MB; none killed for memory).", ""]
+            "Sums of the stages measured at this scale, one table per machine (a session may start on another "
+            "machine, and the two differ by up to 3x on a stage: a sum never mixes them), against the targets of "
+            "issue #13; the default graph's stages are this commit's `params.yaml`. A stage measured while other "
+            "work shared the cores counts with its loaded (upper-bound) time. 'Tabular' embeds: the profiles "
+            "inheriting `embedding` (no network). 'On a user's own data': the same sum without "
+            + ", ".join(SYNTHETIC_ONLY) + ", which run only on the synthetic data (with `data.source: dir` the "
+            "generate stage writes nothing and the oracle profile is skipped, README 'Your own data').", "",
+            *(["The rows with another evaluator take each evaluation's seconds from benchmarks/eval_calibration.py "
+               f"on the same embeddings and the same machine ({sources}: the evaluation alone, a stage adds a few "
+               "seconds of start-up) and every other stage from that machine's figures; evaluations not run with "
+               "that evaluator there count as not measured.", ""] if sources else []),
+            *(line for here, stages in per_machine.items() for line in table(here, stages)),
+            f"Largest peak RSS: {peak[0]}, {peak[1]['peak_rss_mb']:,} MB on {peak[1]['machine']} (target: no stage "
+            f"above {MEMORY_TARGET_MB:,} MB; none killed for memory).", ""]
 
 
 def plot(data: dict, scales: list[str], names: list[str], out: Path) -> None:
