@@ -361,11 +361,34 @@ def score_table(data: dict, scales: list[str]) -> list[str]:
         mark = "ᶜ" if network(ran[0], stages[ran[0]]) == "compact" else ""
         return str(data["scales"][scale].get("scores", {}).get(name, {}).get("sum", "")) + mark
 
+    calibrated = calibration_sums(scales[-1])  # {size: {profile: sum}}: the same embeddings, other evaluators
+    rows[-2] += "".join(f" {float(scales[-1]):g}, {evaluator_name(size)} |" for size in calibrated)
+    rows[-1] += "---:|" * len(calibrated)
     for name in profiles:
-        cells = [scored(s, name) for s in scales]
+        cells = [scored(s, name) for s in scales] + [f"{sums[name]:.4f}" if name in sums else ""
+                                                     for sums in calibrated.values()]
         rows.append(f"| {name} | {default.get(name) or ''} | {' | '.join(cells)} |")
     return rows + ["", "ᶜ evaluated with `eval.profile: compact` (the 128/256 network README \"Your own data\" sets "
-                   "at the real size on 2 cores); the other sums with the default 256/512 network.", ""]
+                   "at the real size on 2 cores); the other sums with the default 256/512 network."
+                   + (" The last columns: the largest scale's embeddings scored by benchmarks/eval_calibration.py "
+                      "with another evaluator (seed 1278, its JSON in part 7)." if calibrated else ""), ""]
+
+
+def calibration_sums(scale: str) -> dict[str, dict[str, float]]:
+    """{evaluator size: {profile: six-task sum}} of the calibration runs at `scale` (seed 1278) for the
+    sizes other than the networks the graph's own stages ran (`compact`, `default`: those are the scale's column)."""
+    from ubp import schema
+
+    out: dict[str, dict[str, float]] = {}
+    for size, path in OTHER_EVALUATORS.get(scale, ()):
+        if size in ("compact", "default") or not path.exists():
+            continue
+        runs = json.loads(path.read_text())
+        sums = {key.split("|")[2]: sum(r[t] for t in schema.TASKS) for key, r in runs.items()
+                if key.startswith(f"{size}|1278|")}
+        if sums:
+            out[size] = sums
+    return out
 
 
 def expected_stages(params_path: Path) -> dict[str, list[str]]:
