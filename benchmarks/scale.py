@@ -134,16 +134,19 @@ def run(args) -> None:
     code = proc.wait()
     end, end_bytes = time.time(), tree_bytes(workdir)
     sampler.done.set()
-    stages, here = {}, machine()
+    stages, here, failed = {}, machine(), {}
     for i, (name, began, bytes_before) in enumerate(marks):
         finished, bytes_after = (marks[i + 1][1], marks[i + 1][2]) if i + 1 < len(marks) else (end, end_bytes)
-        if i + 1 == len(marks) and code != 0:
-            break  # the failing stage: not a measurement
+        if i + 1 == len(marks) and code != 0:  # the failing stage: not a measurement, but kept as a failure
+            failed = {name: {"seconds": round(finished - began, 1), "exit": code, "commit": commit, "machine": here,
+                             "peak_rss_mb": round(sampler.peaks.get(name, 0.0)), "params": args.set,
+                             "log": stage_failure(log_path)}}
+            break
         stages[name] = {"seconds": round(finished - began, 1), "peak_rss_mb": round(sampler.peaks.get(name, 0.0)),
                         "disk_mb": round((bytes_after - bytes_before) / 2**20, 1), "load": sampler.load(name),
                         "commit": commit, "machine": here,
                         "params": args.set}
-    record(args.report, args.scale, data_size(workdir), stages, scores(workdir, commit, stages))
+    record(args.report, args.scale, data_size(workdir), stages, scores(workdir, commit, stages), failed)
     if code != 0:
         raise SystemExit(f"{' '.join(command)} failed ({code}) in {workdir}; see {log_path}")
 
@@ -191,7 +194,14 @@ def loaded(st: dict) -> bool:
     return st.get("load", 0) > CORES + 0.5
 
 
-def record(path: Path, scale: float, size: dict, stages: dict, scored: dict) -> None:
+def stage_failure(log_path: Path) -> str:
+    """The last `ERROR:` line dvc wrote to the run's log (e.g. '... exited with -9': killed, as the
+    kernel's OOM killer does)."""
+    errors = [line.split("ERROR:", 1)[1].strip() for line in log_path.read_text().splitlines() if "ERROR:" in line]
+    return errors[-1] if errors else ""
+
+
+def record(path: Path, scale: float, size: dict, stages: dict, scored: dict, failed: dict | None = None) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     name_machines(data)
     here = machine()
@@ -206,6 +216,8 @@ def record(path: Path, scale: float, size: dict, stages: dict, scored: dict) -> 
         else:
             entry["stages"][name] = st
     entry.setdefault("scores", {}).update(scored)
+    for name, st in (failed or {}).items():  # every failed attempt, kept: a stage killed for memory misses part 7
+        entry.setdefault("failures", {}).setdefault(name, []).append(st)
     save_json(path, data)
     print(f"{len(stages)} stage(s) recorded in {path}")
 
@@ -468,7 +480,21 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
                "that evaluator there count as not measured.", ""] if sources else []),
             *(line for here, stages in per_machine.items() for line in table(here, stages)),
             f"Largest peak RSS: {peak[0]}, {peak[1]['peak_rss_mb']:,} MB on {peak[1]['machine']} (target: no stage "
-            f"above {MEMORY_TARGET_MB:,} MB; none killed for memory).", ""]
+            f"above {MEMORY_TARGET_MB:,} MB and none killed for memory).", "",
+            *failures_lines(data["scales"][scale])]
+
+
+def failures_lines(entry: dict) -> list[str]:
+    """The stages that failed at this scale (each attempt: when it died, how, on which machine)."""
+    rss = lambda st: f"{st['peak_rss_mb']:,} MB" if st.get("peak_rss_mb") else "not kept"  # noqa: E731
+    rows = [f"| {name} | {st['seconds']:,.0f} s | {rss(st)} | {st['exit']} | {st['log']} | "
+            f"{st['machine']} | {st['commit']} |"
+            for name, attempts in entry.get("failures", {}).items() for st in attempts]
+    if not rows:
+        return ["No stage failed at this scale.", ""]
+    return ["Failed attempts (not measurements; a stage killed for memory misses the target until a run of it "
+            "completes):", "", "| stage | died after | peak RSS sampled | exit | dvc's error | machine | commit |",
+            "|---|---:|---:|---:|---|---|---|", *rows, ""]
 
 
 def plot(data: dict, scales: list[str], names: list[str], out: Path) -> None:
