@@ -137,15 +137,12 @@ def run(args) -> None:
     stages, here, failed = {}, machine(), {}
     for i, (name, began, bytes_before) in enumerate(marks):
         finished, bytes_after = (marks[i + 1][1], marks[i + 1][2]) if i + 1 < len(marks) else (end, end_bytes)
+        st = {"seconds": round(finished - began, 1), "peak_rss_mb": round(sampler.peaks.get(name, 0.0)),
+              "commit": commit, "machine": here, "params": args.set}
         if i + 1 == len(marks) and code != 0:  # the failing stage: not a measurement, but kept as a failure
-            failed = {name: {"seconds": round(finished - began, 1), "exit": code, "commit": commit, "machine": here,
-                             "peak_rss_mb": round(sampler.peaks.get(name, 0.0)), "params": args.set,
-                             "log": stage_failure(log_path)}}
+            failed = {name: {**st, "exit": code, "log": stage_failure(log_path)}}
             break
-        stages[name] = {"seconds": round(finished - began, 1), "peak_rss_mb": round(sampler.peaks.get(name, 0.0)),
-                        "disk_mb": round((bytes_after - bytes_before) / 2**20, 1), "load": sampler.load(name),
-                        "commit": commit, "machine": here,
-                        "params": args.set}
+        stages[name] = {**st, "disk_mb": round((bytes_after - bytes_before) / 2**20, 1), "load": sampler.load(name)}
     record(args.report, args.scale, data_size(workdir), stages, scores(workdir, commit, stages), failed)
     if code != 0:
         raise SystemExit(f"{' '.join(command)} failed ({code}) in {workdir}; see {log_path}")
@@ -386,16 +383,23 @@ def score_table(data: dict, scales: list[str]) -> list[str]:
                       "with another evaluator (seed 1278, its JSON in part 7)." if calibrated else ""), ""]
 
 
+def calibration_runs(scale: str) -> dict[str, tuple[Path, dict]]:
+    """{evaluator size: (its JSON, that JSON's runs)} of OTHER_EVALUATORS at `scale` whose JSON exists,
+    each file read once."""
+    sizes = OTHER_EVALUATORS.get(scale, ())
+    read = {path: json.loads(path.read_text()) for path in {path for _, path in sizes} if path.exists()}
+    return {size: (path, read[path]) for size, path in sizes if path in read}
+
+
 def calibration_sums(scale: str) -> dict[str, dict[str, float]]:
     """{evaluator size: {profile: six-task sum}} of the calibration runs at `scale` (seed 1278) for the
     sizes other than the networks the graph's own stages ran (`compact`, `default`: those are the scale's column)."""
     from ubp import schema
 
     out: dict[str, dict[str, float]] = {}
-    for size, path in OTHER_EVALUATORS.get(scale, ()):
-        if size in ("compact", "default") or not path.exists():
+    for size, (_, runs) in calibration_runs(scale).items():
+        if size in ("compact", "default"):
             continue
-        runs = json.loads(path.read_text())
         sums = {key.split("|")[2]: sum(r[t] for t in schema.TASKS) for key, r in runs.items()
                 if key.startswith(f"{size}|1278|")}
         if sums:
@@ -443,10 +447,8 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
         rows = [row("data stages, features, sequences, tabular embeds", expected["data"], DATA_TARGET_S, stages),
                 row("the whole default graph", everything, GRAPH_TARGET_S,
                     {n: st for n, st in stages.items() if network(n, st) in (None, "default")})]
-        for size, path in OTHER_EVALUATORS.get(scale, ()):
-            if not path.exists():
-                continue
-            runs = {k: r for k, r in json.loads(path.read_text()).items() if r.get("machine") == here}
+        for size, (_, all_runs) in calibrated.items():
+            runs = {k: r for k, r in all_runs.items() if r.get("machine") == here}
             swapped = {}
             for name in everything:  # an evaluation: this machine's stage if it ran with `size`, else its calibration run
                 st, run = stages.get(name), runs.get(f"{size}|1278|{scored_profile(name)}")
@@ -461,11 +463,11 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
                 "| stages | measured | sum | sum on a user's own data | target | | of them loaded | not measured yet |",
                 "|---|---:|---:|---:|---:|---|---:|---|", *rows, ""]
 
+    calibrated = calibration_runs(scale)
     per_machine = machine_stages(data["scales"][scale])
     peak = max(((n, st) for stages in per_machine.values() for n, st in stages.items()),
                key=lambda kv: kv[1]["peak_rss_mb"])
-    sources = "; ".join(f"{evaluator_name(size)} from `{path}`" for size, path in OTHER_EVALUATORS.get(scale, ())
-                        if path.exists())
+    sources = "; ".join(f"{evaluator_name(size)} from `{path}`" for size, (path, _) in calibrated.items())
     return ["## Part 7's targets at scale " + f"{float(scale):g}", "",
             "Sums of the stages measured at this scale, one table per machine (a session may start on another "
             "machine, and the two differ by up to 3x on a stage: a sum never mixes them), against the targets of "
