@@ -79,7 +79,9 @@ def prepare(workdir: Path, scale: float, overrides: list[str], at: str = "HEAD",
         subprocess.run(["git", "checkout", "-q", "--detach", here], cwd=workdir, check=True)
     else:  # move the checkout to this commit, keeping its data and DVC cache
         subprocess.run(["git", "checkout", "-q", "--", "params.yaml"], cwd=workdir, check=True)
-        subprocess.run(["git", "fetch", "-q", str(Path.cwd()), "HEAD"], cwd=workdir, check=True)
+        # HEAD and every branch: `at` may be a commit off main (e.g. the run's commit with a fix picked)
+        subprocess.run(["git", "fetch", "-q", str(Path.cwd()), "HEAD", "+refs/heads/*:refs/remotes/here/*"],
+                       cwd=workdir, check=True)
         subprocess.run(["git", "checkout", "-q", "--detach", here], cwd=workdir, check=True)
     params_path = workdir / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
@@ -487,16 +489,24 @@ def targets_section(data: dict, scale: str, expected: dict[str, list[str]]) -> l
 
 
 def failures_lines(entry: dict) -> list[str]:
-    """The stages that failed at this scale (each attempt: when it died, how, on which machine)."""
+    """The stages that failed at this scale (each attempt: when it died, how, on which machine), and
+    whether a later run of the stage completed on that machine (a measured stage at another commit)."""
     rss = lambda st: f"{st['peak_rss_mb']:,} MB" if st.get("peak_rss_mb") else "not kept"  # noqa: E731
+
+    def since(name: str, st: dict) -> str:
+        done = entry["stages"].get(name)
+        if done is None or done["machine"] != st["machine"] or done["commit"] == st["commit"]:
+            return "not yet"
+        return f"at {done['commit']}: {done['seconds']:,.0f} s, peak {done['peak_rss_mb']:,} MB"
+
     rows = [f"| {name} | {st['seconds']:,.0f} s | {rss(st)} | {st['exit']} | {st['log']} | "
-            f"{st['machine']} | {st['commit']} |"
+            f"{st['machine']} | {st['commit']} | {since(name, st)} |"
             for name, attempts in entry.get("failures", {}).items() for st in attempts]
     if not rows:
         return ["No stage failed at this scale.", ""]
     return ["Failed attempts (not measurements; a stage killed for memory misses the target until a run of it "
-            "completes):", "", "| stage | died after | peak RSS sampled | exit | dvc's error | machine | commit |",
-            "|---|---:|---:|---:|---|---|---|", *rows, ""]
+            "completes):", "", "| stage | died after | peak RSS sampled | exit | dvc's error | machine | commit | "
+            "completed since |", "|---|---:|---:|---:|---|---|---|---|", *rows, ""]
 
 
 def plot(data: dict, scales: list[str], names: list[str], out: Path) -> None:
