@@ -1,4 +1,6 @@
 """_training: early stopping, the recorded curve, seeding, the held-out split, batches, InfoNCE."""
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -100,6 +102,23 @@ def test_predict_in_batches_matches_one_pass():
     net = nn.Linear(3, 2)
     out = T.predict(net, x, batch_size=3)
     assert out.dtype == np.float32 and out.shape == (10, 2)
+    np.testing.assert_allclose(out, net(torch.from_numpy(x)).detach().numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_predict_releases_each_batch_output_before_the_next():
+    """No batch's output tensor outlives its copy into the result: kept to the end, a million rows'
+    worth fragmented the C heap (an embedding pass grew to 24 GB at 1M clients)."""
+    x = np.random.default_rng(1).standard_normal((10, 3)).astype(np.float32)
+    net, outputs = nn.Linear(3, 2), []
+
+    def fn(chunk):
+        assert all(ref() is None for ref in outputs), "an earlier batch's output is still alive"
+        y = net(chunk).numpy().copy()  # an array of its own, so its lifetime is the output's
+        outputs.append(weakref.ref(y))
+        return torch.from_numpy(y)
+
+    out = T.predict(fn, x, batch_size=3)
+    assert len(outputs) == 4 and all(ref() is None for ref in outputs)
     np.testing.assert_allclose(out, net(torch.from_numpy(x)).detach().numpy(), rtol=1e-6, atol=1e-6)
 
 

@@ -226,12 +226,23 @@ def fit(model: nn.Module, train_epoch: Callable[[int], float], val_loss: Callabl
 @torch.no_grad()
 def predict(fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray | torch.Tensor, batch_size: int,
             device: torch.device | str = "cpu") -> np.ndarray:
-    """fn over the rows of x in batches on `device`, as one float32 numpy array (x stays where it is)."""
-    parts = []
+    """fn over the rows of x in batches on `device`, as one float32 numpy array (x stays where it is).
+
+    Each batch's output is copied into one array allocated at the first batch and then released. Kept
+    as a list of per-batch outputs and concatenated at the end, torch's buffers of a million rows
+    fragmented the C heap: a transformer's embedding pass at 1M clients grew to 24 GB and was killed
+    for memory (reports/scale.md, part 7), where the outputs themselves are 0.5 GB.
+    """
+    out = None
     for start in range(0, len(x), max(1, int(batch_size))):
-        chunk = torch.as_tensor(x[start:start + batch_size]).to(device)
-        parts.append(fn(chunk).float().cpu().numpy())
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        chunk = x[start:start + batch_size]
+        chunk = torch.as_tensor(np.array(chunk) if isinstance(chunk, np.ndarray) else chunk)  # any strides
+        y = fn(chunk.to(device)).float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(x),) + y.shape[1:], dtype=np.float32)
+        out[start:start + len(y)] = y
+        del y
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:

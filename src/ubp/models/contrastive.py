@@ -332,15 +332,16 @@ def train(seqs: Sequences, cfg: Config, info: dict, device: torch.device) -> tup
 
 def encode(model: TwoTower, data: Examples, rows: np.ndarray, cfg: Config, device: torch.device) -> np.ndarray:
     """Profiles: the input tower over each client's whole history (its last input_len events)."""
-    parts = []
-    with torch.no_grad():
-        for idx in T.batches(rows, cfg.batch_size * 2, min_size=1):
-            lengths = data.lengths[idx]
-            tokens, lengths = slice_tokens(data.tokens, idx, np.zeros_like(lengths), lengths, cfg.input_len,
-                                           np.zeros_like(lengths))
-            parts.append(model.profile(torch.from_numpy(tokens).to(device),
-                                       torch.from_numpy(lengths).to(device)).float().cpu().numpy())
-    return np.concatenate(parts) if parts else np.zeros((0, cfg.hidden), np.float32)
+    def profile(idx: torch.Tensor) -> torch.Tensor:
+        idx = idx.cpu().numpy()
+        lengths = data.lengths[idx]
+        tokens, lengths = slice_tokens(data.tokens, idx, np.zeros_like(lengths), lengths, cfg.input_len,
+                                       np.zeros_like(lengths))
+        return model.profile(torch.from_numpy(tokens).to(device), torch.from_numpy(lengths).to(device))
+
+    if not len(rows):
+        return np.zeros((0, cfg.hidden), np.float32)
+    return T.predict(profile, np.asarray(rows), cfg.batch_size * 2, device)
 
 
 def embed(ctx: EmbedContext, cfg: Config) -> np.ndarray:
